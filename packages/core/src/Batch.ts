@@ -1,0 +1,124 @@
+/**
+ * The Arrow schemas at each boundary of the R1 loop, and helpers to build record batches of them.
+ *
+ *   prompts ─► rollouts ─► scored ─► advantages
+ *
+ * Each schema adds columns to the one before; a stage never rewrites a column it was given.
+ * Every schema carries `r1flow.schema` and `r1flow.schema_version` metadata so a file read back
+ * later can say which contract it was written under.
+ */
+import {
+  Field,
+  Float32,
+  Int32,
+  List,
+  makeData,
+  RecordBatch,
+  Schema,
+  Struct,
+  Utf8,
+  type Data,
+  type DataType,
+  type TypeMap,
+  type Vector
+} from "apache-arrow"
+
+/** Version of the batch contracts; bumped when a column changes meaning or type. */
+export const SCHEMA_VERSION = "1"
+
+/** `List<Int32>`: token ids. */
+export const Int32List = () => new List(new Field("item", new Int32(), false))
+/** `List<Float32>`: per-token values such as log-probs. */
+export const Float32List = () => new List(new Field("item", new Float32(), false))
+
+const meta = (name: string) =>
+  new Map([
+    ["r1flow.schema", name],
+    ["r1flow.schema_version", SCHEMA_VERSION]
+  ])
+
+const promptFields = [
+  new Field("id", new Utf8(), false),
+  new Field("group_id", new Int32(), false),
+  new Field("prompt", new Utf8(), false),
+  new Field("prompt_ids", Int32List(), false),
+  new Field("answer", new Utf8(), true),
+  new Field("metadata", new Utf8(), true)
+] as const
+
+const rolloutFields = [
+  ...promptFields,
+  new Field("completion", new Utf8(), false),
+  new Field("completion_ids", Int32List(), false),
+  new Field("logprobs", Float32List(), false),
+  new Field("finish_reason", new Utf8(), false),
+  new Field("prompt_length", new Int32(), false),
+  new Field("completion_length", new Int32(), false)
+] as const
+
+/** Column types of a prompts batch. `metadata` is a JSON object string (task-specific fields). */
+export type PromptsType = {
+  id: Utf8
+  group_id: Int32
+  prompt: Utf8
+  prompt_ids: List<Int32>
+  answer: Utf8
+  metadata: Utf8
+}
+
+/** Column types of a rollouts batch: one row per sampled completion; G rows share a `group_id`. */
+export type RolloutsType = PromptsType & {
+  completion: Utf8
+  completion_ids: List<Int32>
+  logprobs: List<Float32>
+  finish_reason: Utf8
+  prompt_length: Int32
+  completion_length: Int32
+}
+
+/** Column types of a scored batch: `reward` is the weighted total; `reward_<name>` columns are added per reward. */
+export type ScoredType = RolloutsType & { reward: Float32 }
+
+/** Column types of an advantages batch. */
+export type AdvantagesType = ScoredType & { advantage: Float32 }
+
+/** Prompts entering the loop: id, group, text, prompt token ids, reference answer, metadata JSON. */
+export const Prompts: Schema<PromptsType> = new Schema([...promptFields], meta("prompts"))
+
+/** Sampled completions with the sampling policy's per-token log-probs and finish reason (`stop` | `length`). */
+export const Rollouts: Schema<RolloutsType> = new Schema([...rolloutFields], meta("rollouts"))
+
+/** Rollouts with the weighted total reward (plus one `reward_<name>` Float32 column per reward function). */
+export const Scored: Schema<ScoredType> = new Schema([...rolloutFields, new Field("reward", new Float32(), true)], meta("scored"))
+
+/** Scored rollouts with the per-row advantage. */
+export const Advantages: Schema<AdvantagesType> = new Schema(
+  [...rolloutFields, new Field("reward", new Float32(), true), new Field("advantage", new Float32(), false)],
+  meta("advantages")
+)
+
+/** The column name a reward's score is written under. */
+export const rewardColumn = (rewardName: string) => `reward_${rewardName}`
+
+/** Scored schema for a given list of reward names (each as a nullable Float32 column). */
+export const scoredWith = (rewardNames: ReadonlyArray<string>): Schema =>
+  new Schema(
+    [...rolloutFields, ...rewardNames.map((n) => new Field(rewardColumn(n), new Float32(), true)), new Field("reward", new Float32(), true)],
+    meta("scored")
+  )
+
+/** A record batch from whole column `Data` (or single-chunk vectors), in the order of `schema`'s fields. */
+export const fromData = <T extends TypeMap>(schema: Schema<T>, columns: Record<string, Data<DataType> | Vector<DataType>>): RecordBatch<T> => {
+  const children = schema.fields.map((f) => {
+    const c = columns[f.name]
+    if (c === undefined) throw new Error(`column "${f.name}" is missing`)
+    if (!("data" in c)) return c
+    if (c.data.length !== 1) throw new Error(`column "${f.name}" has ${c.data.length} chunks; a record batch column must be one chunk`)
+    return c.data[0]
+  })
+  const length = children.length > 0 ? children[0].length : 0
+  for (const [i, c] of children.entries()) {
+    if (c.length !== length) throw new Error(`column "${schema.fields[i].name}" has ${c.length} rows, expected ${length}`)
+  }
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }))
+}

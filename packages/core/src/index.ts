@@ -1,0 +1,4 @@
+/** @r1flow/core: the contracts every r1flow package and plugin builds on. */
+export * as Batch from "./Batch.js"
+export * as Columns from "./Columns.js"
+export * as Rng from "./Rng.js"
