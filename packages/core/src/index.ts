@@ -2,3 +2,5 @@
 export * as Batch from "./Batch.js"
 export * as Columns from "./Columns.js"
 export * as Rng from "./Rng.js"
+export * as Pipeline from "./Pipeline.js"
+export * as Stage from "./Stage.js"
