@@ -1,1 +1,3 @@
-export {}
+/** @r1flow/backend: picks the fastest TensorFlow.js backend that loads and records why. */
+export * as Backend from "./Backend.js"
+export * as WasmKernels from "./WasmKernels.js"

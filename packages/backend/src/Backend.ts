@@ -1,0 +1,146 @@
+/**
+ * Picks the fastest TensorFlow.js backend that loads, and records why.
+ *
+ * Order: `tensorflow-gpu` (`@tensorflow/tfjs-node-gpu`, CUDA) → `tensorflow` (`@tensorflow/tfjs-node`) →
+ * `wasm` (`@tensorflow/tfjs-backend-wasm`, SIMD) → `cpu` (plain JS, ~30x slower than wasm).
+ * The two tfjs-node packages are optional dependencies whose install script downloads libtensorflow from
+ * outside the npm registry, so they are imported dynamically and a failed import falls through.
+ * `R1FLOW_BACKEND` (or `options.force`) forces one backend; a forced backend that fails is an error.
+ * On wasm, `WasmKernels.install` replaces the stock `BatchMatMul` with one that always takes the fast
+ * XNNPACK path (see there).
+ */
+import * as tf from "@tensorflow/tfjs"
+import { Effect, Schema } from "effect"
+import * as WasmKernels from "./WasmKernels.js"
+
+/** The backends r1flow knows, fastest first. */
+export const Name = Schema.Literals(["tensorflow-gpu", "tensorflow", "wasm", "cpu"])
+/** A backend name as used by `R1FLOW_BACKEND` and the `backend` config key. */
+export type Name = typeof Name.Type
+
+/** The order backends are tried in when none is forced. */
+export const order: ReadonlyArray<Name> = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"]
+
+/** One attempt to load a backend. */
+export interface Attempt {
+  readonly name: Name
+  readonly ok: boolean
+  /** Why it failed (the error message), or what loaded. */
+  readonly reason: string
+}
+
+/** The backend that runs, for the run manifest. */
+export interface Info {
+  readonly name: Name
+  /** Every backend tried, in order, with what happened. */
+  readonly tried: ReadonlyArray<Attempt>
+  /** One line: why this backend (forced by whom, or the first that loaded). */
+  readonly reason: string
+  /** Worker threads of the backend, where it reports them (wasm). */
+  readonly threads?: number
+  /** Kernels r1flow registered over the backend's stock ones. */
+  readonly kernels?: ReadonlyArray<string>
+}
+
+/** No backend could be set up (only possible when one is forced, or when even `cpu` fails). */
+export class BackendError extends Schema.TaggedError<BackendError>()("BackendError", {
+  message: Schema.String,
+  tried: Schema.Array(Schema.Struct({ name: Name, ok: Schema.Boolean, reason: Schema.String }))
+}) {}
+
+/** The environment variable that forces a backend. */
+export const ENV_VAR = "R1FLOW_BACKEND"
+
+const importOptional = (specifier: string): Promise<unknown> => import(/* @vite-ignore */ specifier)
+
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]
+
+const tryOne = async (name: Name): Promise<{ ok: true; detail: string; threads?: number; kernels?: ReadonlyArray<string> } | { ok: false; reason: string }> => {
+  try {
+    switch (name) {
+      case "tensorflow-gpu":
+      case "tensorflow": {
+        await importOptional(name === "tensorflow-gpu" ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node")
+        if (!(await tf.setBackend("tensorflow"))) return { ok: false, reason: "setBackend('tensorflow') returned false" }
+        await tf.ready()
+        return { ok: true, detail: `libtensorflow via ${name === "tensorflow-gpu" ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"}` }
+      }
+      case "wasm": {
+        await import("@tensorflow/tfjs-backend-wasm")
+        if (!(await tf.setBackend("wasm"))) return { ok: false, reason: "setBackend('wasm') returned false" }
+        await tf.ready()
+        const kernels = WasmKernels.install()
+        const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")
+        const wasm = await import("@tensorflow/tfjs-backend-wasm")
+        return { ok: true, detail: `wasm${simd ? " SIMD" : ""}`, threads: wasm.getThreadsCount(), kernels }
+      }
+      case "cpu": {
+        if (!(await tf.setBackend("cpu"))) return { ok: false, reason: "setBackend('cpu') returned false" }
+        await tf.ready()
+        return { ok: true, detail: "plain JavaScript" }
+      }
+    }
+  } catch (e) {
+    return { ok: false, reason: messageOf(e) }
+  }
+}
+
+let current: Promise<Info> | undefined
+let currentForce: Name | undefined
+
+const parseForce = (raw: string | undefined): Name | undefined | Error => {
+  if (raw === undefined || raw === "") return undefined
+  return (order as ReadonlyArray<string>).includes(raw) ? (raw as Name) : new Error(`${ENV_VAR}=${raw} is not one of ${order.join(", ")}`)
+}
+
+const select = async (force: Name | undefined, forcedBy: string): Promise<Info> => {
+  const tried: Array<Attempt> = []
+  for (const name of force === undefined ? order : [force]) {
+    const r = await tryOne(name)
+    if (r.ok) {
+      tried.push({ name, ok: true, reason: r.detail })
+      const reason = force === undefined
+        ? `${name}: the first backend that loaded (${r.detail})`
+        : `${name}: forced by ${forcedBy} (${r.detail})`
+      return { name, tried, reason, ...(r.threads === undefined ? {} : { threads: r.threads }), ...(r.kernels === undefined ? {} : { kernels: r.kernels }) }
+    }
+    tried.push({ name, ok: false, reason: r.reason })
+  }
+  throw new BackendError({
+    message: `no TensorFlow.js backend could be set up: ${tried.map((t) => `${t.name}: ${t.reason}`).join("; ")}`,
+    tried
+  })
+}
+
+/**
+ * Sets up the backend (idempotent: later calls return the first call's result; a later call forcing a
+ * different backend is an error). `options.force` wins over `R1FLOW_BACKEND`. Rejects with `BackendError`.
+ */
+export const init = (options: { readonly force?: Name } = {}): Promise<Info> => {
+  const env = parseForce(process.env[ENV_VAR])
+  if (env instanceof Error) return Promise.reject(new BackendError({ message: env.message, tried: [] }))
+  const force = options.force ?? env
+  if (current !== undefined) {
+    if (force !== undefined && force !== currentForce) {
+      return current.then((info) =>
+        info.name === force ? info : Promise.reject(new BackendError({ message: `backend already initialised as ${info.name}; cannot force ${force}`, tried: info.tried }))
+      )
+    }
+    return current
+  }
+  currentForce = force
+  current = select(force, options.force !== undefined ? "options.force" : ENV_VAR)
+  current.catch(() => { current = undefined; currentForce = undefined })
+  return current
+}
+
+/** `init` as an Effect that logs the choice and the failed attempts. */
+export const initEffect = Effect.fnUntraced(function*(options: { readonly force?: Name } = {}): Effect.fn.Return<Info, BackendError> {
+  const info = yield* Effect.tryPromise({
+    try: () => init(options),
+    catch: (e) => (e instanceof BackendError ? e : new BackendError({ message: messageOf(e), tried: [] }))
+  })
+  const failed = info.tried.filter((t) => !t.ok).map((t) => `${t.name} (${t.reason})`)
+  yield* Effect.logInfo(`tfjs backend ${info.reason}${failed.length > 0 ? `; not loaded: ${failed.join("; ")}` : ""}`)
+  return info
+})
