@@ -35,11 +35,12 @@ export const row = <A extends Int32Array | Float32Array>(view: ListView<A>, i: n
 export const rowLength = (view: ListView<Int32Array | Float32Array>, i: number): number => view.offsets[i + 1] - view.offsets[i]
 
 const dataView = <A extends Int32Array | Float32Array>(d: Data<List<Int32>> | Data<List<Float32>>): ListView<A> => {
-  // valueOffsets covers the parent's rows; `d.offset` is where this slice starts among them.
-  const raw = d.valueOffsets.subarray(d.offset, d.offset + d.length + 1)
+  // Arrow JS slices the offsets buffer itself on `slice` (and leaves the child unsliced), so
+  // `d.offset` must not be applied again; the offsets are absolute into the child's values.
+  const raw = d.valueOffsets.subarray(0, d.length + 1)
   const base = raw[0]
   const child = d.children[0]
-  const values = (child.values as A).subarray(child.offset + base, child.offset + raw[raw.length - 1]) as A
+  const values = (child.values as A).subarray(base, raw[raw.length - 1]) as A
   // Rebasing offsets copies B+1 ints, never the values.
   const offsets = base === 0 ? raw : raw.map((o: number) => o - base)
   return { values, offsets, rows: d.length }
@@ -133,7 +134,8 @@ export const makeUtf8 = (values: ReadonlyArray<string | null>): Vector<Utf8> => 
 export const float32Values = (vector: Vector<Float32>): Float32Array => {
   if (vector.data.length === 1) {
     const d = vector.data[0]
-    return (d.values as Float32Array).subarray(d.offset, d.offset + d.length)
+    // Fixed-width buffers are already sliced by Arrow JS; `d.offset` is bookkeeping only.
+    return (d.values as Float32Array).subarray(0, d.length)
   }
   return Float32Array.from(vector.toArray() as Float32Array)
 }
@@ -142,7 +144,7 @@ export const float32Values = (vector: Vector<Float32>): Float32Array => {
 export const int32Values = (vector: Vector<Int32>): Int32Array => {
   if (vector.data.length === 1) {
     const d = vector.data[0]
-    return (d.values as Int32Array).subarray(d.offset, d.offset + d.length)
+    return (d.values as Int32Array).subarray(0, d.length)
   }
   return Int32Array.from(vector.toArray() as Int32Array)
 }
