@@ -1,0 +1,135 @@
+/**
+ * The run directory: everything a run produced, laid out so that a crash loses nothing already written.
+ *
+ *   runs/<name>-<timestamp>/
+ *     manifest.json          resolved config verbatim, seed, versions, backend, git commit, machine
+ *     metrics.jsonl          per-step scalars, append-only (torn tail truncated on reopen)
+ *     rollouts/step-NNNNNN.arrow   every prompt, completion, reward and advantage of a step
+ *     evals/<name>.json      evaluation results (accuracy, format rate, length) with samples
+ *     checkpoints/           step-N/ directories and a `latest` pointer
+ *     report.html            the self-contained report
+ *
+ * Every file is written to a temporary name, fsynced and renamed, so readers see whole files only.
+ */
+import { execFileSync } from "node:child_process"
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs"
+import { cpus, totalmem } from "node:os"
+import { join } from "node:path"
+import { RecordBatch, Table, tableToIPC } from "apache-arrow"
+import { Effect, Schema } from "effect"
+
+/** A file of the run directory could not be written or read. */
+export class RunDirError extends Schema.TaggedError<RunDirError>()("RunDirError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Paths of one run directory. */
+export interface RunDir {
+  readonly root: string
+  readonly manifest: string
+  readonly metrics: string
+  readonly rollouts: string
+  readonly evals: string
+  readonly checkpoints: string
+  readonly report: string
+}
+
+/** The paths of the run directory at `root` (nothing is created). */
+export const at = (root: string): RunDir => ({
+  root,
+  manifest: join(root, "manifest.json"),
+  metrics: join(root, "metrics.jsonl"),
+  rollouts: join(root, "rollouts"),
+  evals: join(root, "evals"),
+  checkpoints: join(root, "checkpoints"),
+  report: join(root, "report.html")
+})
+
+const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z").replace("T", "-")
+
+/** Creates `runs/<name>-<timestamp>/` (and its subfolders) under `base`. */
+export const create = (base: string, name: string, now: Date = new Date()): Effect.Effect<RunDir, RunDirError> =>
+  Effect.try({
+    try: () => {
+      const dir = at(join(base, `${name}-${stamp(now)}`))
+      for (const d of [dir.root, dir.rollouts, dir.evals, dir.checkpoints]) mkdirSync(d, { recursive: true })
+      return dir
+    },
+    catch: (e) => new RunDirError({ path: base, message: `cannot create the run directory: ${(e as Error).message}` })
+  })
+
+/** Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the folder. */
+export const writeAtomic = (path: string, bytes: Uint8Array | string): void => {
+  const tmp = `${path}.tmp-${process.pid}`
+  const fd = openSync(tmp, "w")
+  try {
+    const buf = typeof bytes === "string" ? Buffer.from(bytes, "utf8") : bytes
+    let off = 0
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, path)
+  fsyncDir(join(path, ".."))
+}
+
+/** fsyncs a directory so a rename inside it is durable. */
+export const fsyncDir = (dir: string): void => {
+  const fd = openSync(dir, "r")
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** `writeAtomic` as an Effect. */
+export const write = (path: string, bytes: Uint8Array | string): Effect.Effect<void, RunDirError> =>
+  Effect.try({ try: () => writeAtomic(path, bytes), catch: (e) => new RunDirError({ path, message: (e as Error).message }) })
+
+/** Writes a step's rollouts as an Arrow IPC file `rollouts/step-NNNNNN.arrow`. */
+export const writeRollouts = (dir: RunDir, step: number, batch: RecordBatch): Effect.Effect<string, RunDirError> => {
+  const path = join(dir.rollouts, `step-${String(step).padStart(6, "0")}.arrow`)
+  return Effect.as(write(path, tableToIPC(new Table(batch), "file")), path)
+}
+
+const tryText = (cmd: string, args: Array<string>): string | null => {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+  } catch {
+    return null
+  }
+}
+
+/** What the manifest records about where and with what a run ran. */
+export const environment = (packageVersions: Record<string, string>) => ({
+  node: process.version,
+  platform: `${process.platform}-${process.arch}`,
+  cpu: cpus()[0]?.model ?? "unknown",
+  cpuCount: cpus().length,
+  memoryGiB: Math.round(totalmem() / 2 ** 30),
+  gpu: tryText("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader"]),
+  gitCommit: tryText("git", ["rev-parse", "HEAD"]),
+  versions: packageVersions
+})
+
+/** Reads the installed version of each package (for the manifest). */
+export const versionsOf = (names: ReadonlyArray<string>, require: (id: string) => unknown): Record<string, string> =>
+  Object.fromEntries(
+    names.map((n) => {
+      try {
+        return [n, (require(`${n}/package.json`) as { version: string }).version]
+      } catch {
+        return [n, "unknown"]
+      }
+    })
+  )
+
+/** Reads and parses a JSON file of the run. */
+export const readJson = (path: string): Effect.Effect<unknown, RunDirError> =>
+  Effect.try({
+    try: () => JSON.parse(readFileSync(path, "utf8")) as unknown,
+    catch: (e) => new RunDirError({ path, message: existsSync(path) ? `not valid JSON: ${(e as Error).message}` : "missing" })
+  })
