@@ -1,0 +1,142 @@
+/**
+ * The clipped GRPO surrogate with a k3 KL penalty (DeepSeekMath eq. 3, DeepSeek-R1 eq. 1), per token:
+ *
+ *   ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t}) = exp(logp − old)
+ *   ℓ_{i,t} = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β · KL_{i,t}
+ *   KL_{i,t} = π_ref / π_θ − log(π_ref / π_θ) − 1 = exp(ref − logp) − (ref − logp) − 1      (k3, unbiased, ≥ 0)
+ *
+ * and then aggregated over the tokens of the optimizer step's batch by `lossType` (m = completion mask,
+ * N = sequences in the optimizer step, K = micro-batches it is accumulated over, L = max completion length):
+ *
+ *   grpo     (DeepSeekMath)   (1/N) Σ_i [ Σ_t m ℓ / max(Σ_t m, 1) ]          per-sequence token mean, then mean
+ *   bnpo     (TRL `bnpo`)     (1/K) Σ_k [ Σ_{i∈k,t} m ℓ / max(Σ_{i∈k,t} m, 1) ] token mean of each micro-batch
+ *   dr_grpo  (Dr. GRPO)       Σ_{i,t} m ℓ / (N · L)                           sum over tokens / constant
+ *   dapo     (DAPO)           Σ_{i,t} m ℓ / Σ_{i,t} m                          token mean of the whole step batch
+ *
+ * Each call sees one micro-batch; `Normalizer` carries N, K and the step's total token count so that
+ * the gradients summed over the K micro-batches equal the gradient of the formula above on the whole batch.
+ *
+ * Departures from the paper, stated:
+ * - `epsilon_high` may differ from `epsilon` (DAPO clip-higher); the paper has one ε.
+ * - The paper's 1/|o_i| per-sequence normalisation is only the `grpo` variant; the others follow TRL / DAPO / Dr. GRPO.
+ * - KL is added per token and aggregated with the same rule as the surrogate (as in TRL), not kept as a separate mean.
+ */
+import * as tf from "@tensorflow/tfjs"
+import { Effect, Schema } from "effect"
+
+/** How per-token losses are aggregated (see the module doc for the formulas). */
+export const LossType = Schema.Literals(["grpo", "bnpo", "dr_grpo", "dapo"])
+/** How per-token losses are aggregated. */
+export type LossType = typeof LossType.Type
+
+const positive = Schema.Finite.check(Schema.isGreaterThan(0))
+const nonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
+
+/** Loss configuration. `epsilonHigh` defaults to `epsilon`; `maxCompletionLength` is required by `dr_grpo`. */
+export const Config = Schema.Struct({
+  lossType: LossType.pipe(Schema.withDecodingDefaultKey(Effect.succeed("grpo" as const))),
+  epsilon: positive.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0.2))),
+  epsilonHigh: Schema.optionalKey(positive),
+  beta: nonNegative.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  maxCompletionLength: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0)))
+})
+/** Loss configuration. */
+export type Config = typeof Config.Type
+
+/** One micro-batch of per-token values, all `[B, T]` aligned on completion tokens, except `advantages` `[B]`. */
+export interface Input {
+  /** log π_θ of the taken tokens; the gradient flows through this one only. */
+  readonly logprobs: tf.Tensor2D
+  /** log π_old of the same tokens (from the rollout). */
+  readonly oldLogprobs: tf.Tensor2D
+  /** log π_ref of the same tokens, or null when β = 0. */
+  readonly refLogprobs: tf.Tensor2D | null
+  readonly advantages: tf.Tensor1D
+  /** 1 on completion tokens that count, 0 on prompt, padding and masked (truncated) completions. */
+  readonly mask: tf.Tensor2D
+}
+
+/** Sizes of the whole optimizer-step batch that this micro-batch is one part of. */
+export interface Normalizer {
+  /** N: sequences in the optimizer step. */
+  readonly sequences: number
+  /** Σ m over the optimizer step (used by `dapo`). */
+  readonly tokens: number
+  /** K: micro-batches accumulated into the optimizer step (used by `bnpo`). */
+  readonly microBatches: number
+}
+
+/** The scalar loss and token-mean diagnostics of one micro-batch. */
+export interface Output {
+  readonly loss: tf.Scalar
+  /** Masked token means over this micro-batch; `kl` is 0 when there is no reference. */
+  readonly kl: tf.Scalar
+  /** Fraction of tokens with ρ < 1 − ε_low and Â < 0 (gradient cut off below). */
+  readonly clipLow: tf.Scalar
+  /** Fraction of tokens with ρ > 1 + ε_high and Â > 0 (gradient cut off above). */
+  readonly clipHigh: tf.Scalar
+  /** clipLow + clipHigh. */
+  readonly clipRegion: tf.Scalar
+}
+
+/** Checks the config is complete for its loss type. */
+export const validate = (config: Config): string | undefined =>
+  config.lossType === "dr_grpo" && config.maxCompletionLength === undefined
+    ? "lossType \"dr_grpo\" needs maxCompletionLength (the constant L in Σ m ℓ / (N · L))"
+    : undefined
+
+/**
+ * The loss of one micro-batch. Without `normalizer` the micro-batch is the whole optimizer step
+ * (N = B, K = 1, tokens = Σ m). Call inside `tf.tidy` / `tf.variableGrads`; it allocates freely.
+ */
+export const compute = (input: Input, config: Config, normalizer?: Normalizer): Output => {
+  const problem = validate(config)
+  if (problem !== undefined) throw new Error(problem)
+  const { logprobs, oldLogprobs, refLogprobs, mask } = input
+  const epsLow = config.epsilon
+  const epsHigh = config.epsilonHigh ?? config.epsilon
+  const adv = tf.expandDims(input.advantages, 1) // [B, 1]
+  const ratio = tf.exp(tf.sub(logprobs, oldLogprobs)) // [B, T]
+  const unclipped = tf.mul(ratio, adv)
+  const clipped = tf.mul(tf.clipByValue(ratio, 1 - epsLow, 1 + epsHigh), adv)
+  let perToken: tf.Tensor2D = tf.neg(tf.minimum(unclipped, clipped)) // [B, T]
+  let kl: tf.Tensor2D | null = null
+  if (refLogprobs !== null && config.beta > 0) {
+    const d = tf.sub(refLogprobs, logprobs)
+    kl = tf.sub(tf.sub(tf.exp(d), d), 1) // [B, T]
+    perToken = tf.add(perToken, tf.mul(kl, config.beta))
+  }
+  const masked = tf.mul(perToken, mask) // [B, T]
+  const B = mask.shape[0]
+  const localTokens = tf.sum(mask)
+  const n = normalizer ?? { sequences: B, tokens: -1, microBatches: 1 }
+  let loss: tf.Scalar
+  switch (config.lossType) {
+    case "grpo": {
+      const perSeq = tf.div(tf.sum(masked, 1), tf.maximum(tf.sum(mask, 1), 1)) // [B]
+      loss = tf.div(tf.sum(perSeq), n.sequences)
+      break
+    }
+    case "bnpo":
+      loss = tf.div(tf.div(tf.sum(masked), tf.maximum(localTokens, 1)), n.microBatches)
+      break
+    case "dr_grpo":
+      loss = tf.div(tf.sum(masked), n.sequences * config.maxCompletionLength!)
+      break
+    case "dapo":
+      loss = tf.div(tf.sum(masked), n.tokens >= 0 ? Math.max(n.tokens, 1) : tf.maximum(localTokens, 1))
+      break
+  }
+  const tokenMean = (x: tf.Tensor) => tf.div(tf.sum(tf.mul(x, mask)), tf.maximum(localTokens, 1)) as tf.Scalar
+  const isLow = tf.logicalAnd(tf.less(ratio, 1 - epsLow), tf.less(adv, 0))
+  const isHigh = tf.logicalAnd(tf.greater(ratio, 1 + epsHigh), tf.greater(adv, 0))
+  const clipLow = tokenMean(tf.cast(isLow, "float32"))
+  const clipHigh = tokenMean(tf.cast(isHigh, "float32"))
+  return {
+    loss,
+    kl: kl === null ? tf.scalar(0) : tokenMean(kl),
+    clipLow,
+    clipHigh,
+    clipRegion: tf.add(clipLow, clipHigh)
+  }
+}

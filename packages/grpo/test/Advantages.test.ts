@@ -1,0 +1,82 @@
+import { Batch, Columns } from "@r1flow/core"
+import { Effect, Schema } from "effect"
+import { describe, expect, it } from "vitest"
+import { Advantages } from "../src/index.js"
+
+const config = (c: Partial<Advantages.Config> = {}) => Schema.decodeUnknownSync(Advantages.Config)(c)
+const std3 = Math.sqrt(1 / 3) // unbiased std of {1, 0, 1, 0} and of {1, 0, 0}
+
+// group 0: {1, 0, 1, 0}; group 1: {1, 1, 1, 1} (zero variance); group 2: {1, NaN, 0, 0}
+const rewards = Float32Array.from([1, 0, 1, 0, 1, 1, 1, 1, 1, NaN, 0, 0])
+const groups = Int32Array.from([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+
+describe("Advantages.compute", () => {
+  it("group scaling: (r − mean_g) / (std_g + ε), NaN rows and zero-variance groups get 0 and are counted", () => {
+    const eps = 1e-4
+    const r = Advantages.compute(rewards, groups, config())
+    const a = 0.5 / (std3 + eps)
+    const b = 1 / 3 / (std3 + eps)
+    const expected = [a, -a, a, -a, 0, 0, 0, 0, 2 * b, 0, -b, -b]
+    expected.forEach((e, i) => expect(r.advantages[i]).toBeCloseTo(e, 5))
+    expect(r.nanRewards).toBe(1)
+    expect(r.zeroStdGroups).toBe(1)
+    expect(r.zeroStdGroupIds).toEqual([1])
+    expect(r.groups).toBe(3)
+  })
+
+  it("batch scaling divides by the std of all finite rewards", () => {
+    const r = Advantages.compute(rewards, groups, config({ scaling: "batch", epsilon: 0 }))
+    // 11 finite rewards: seven 1s, four 0s → mean 7/11, unbiased var = (7·(4/11)² + 4·(7/11)²)/10 = 28/110
+    const s = Math.sqrt(28 / 110)
+    expect(r.advantages[0]).toBeCloseTo(0.5 / s, 5)
+    expect(r.advantages[8]).toBeCloseTo(2 / 3 / s, 5)
+    expect(r.advantages[4]).toBe(0)
+    expect(r.advantages[9]).toBe(0)
+  })
+
+  it("none (Dr. GRPO) only centres", () => {
+    const r = Advantages.compute(rewards, groups, config({ scaling: "none" }))
+    expect(Array.from(r.advantages).map((x) => Math.round(x * 1e5) / 1e5)).toEqual([0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0, 0.66667, 0, -0.33333, -0.33333])
+  })
+
+  it("a group with one finite reward has zero variance", () => {
+    const r = Advantages.compute(Float32Array.from([NaN, 2, NaN]), Int32Array.from([7, 7, 7]), config())
+    expect(Array.from(r.advantages)).toEqual([0, 0, 0])
+    expect(r.nanRewards).toBe(2)
+    expect(r.zeroStdGroupIds).toEqual([7])
+  })
+})
+
+const scored = (rs: Float32Array, gs: Int32Array) => {
+  const n = rs.length
+  const strs = (p: string) => Array.from({ length: n }, (_, i) => `${p}${i}`)
+  return Batch.fromData(Batch.Scored, {
+    id: Columns.makeUtf8(strs("id")),
+    group_id: Columns.makeInt32(gs),
+    prompt: Columns.makeUtf8(strs("p")),
+    prompt_ids: Columns.int32ListFromRows(Array.from({ length: n }, () => [1, 2])),
+    answer: Columns.makeUtf8(strs("a")),
+    metadata: Columns.makeUtf8(strs("{}").map(() => "{}")),
+    completion: Columns.makeUtf8(strs("c")),
+    completion_ids: Columns.int32ListFromRows(Array.from({ length: n }, () => [3])),
+    logprobs: Columns.float32ListFromRows(Array.from({ length: n }, () => [-1])),
+    finish_reason: Columns.makeUtf8(strs("").map(() => "stop")),
+    prompt_length: Columns.makeInt32(new Int32Array(n).fill(2)),
+    completion_length: Columns.makeInt32(new Int32Array(n).fill(1)),
+    reward: Columns.makeFloat32(rs)
+  })
+}
+
+describe("Advantages.stage", () => {
+  it("adds the advantage column, keeps the input's columns and records the counts", async () => {
+    const out = await Effect.runPromise(Advantages.stage(config()).run(scored(rewards, groups)))
+    expect(out.schema.fields.map((f) => f.name)).toEqual(Batch.Advantages.fields.map((f) => f.name))
+    expect(Columns.float32Values(out.getChild("advantage")!)[0]).toBeCloseTo(0.5 / (std3 + 1e-4), 5)
+    expect(Advantages.statsOf(out)).toEqual({ rows: 12, groups: 3, nanRewards: 1, zeroStdGroups: 1 })
+  })
+
+  it("rejects a batch without rewards, naming the column", async () => {
+    const err = await Effect.runPromise(Effect.flip(Advantages.stage(config()).run(scored(rewards, groups).select(["id", "group_id"]) as never)))
+    expect(err.message).toContain("\"reward\"")
+  })
+})
