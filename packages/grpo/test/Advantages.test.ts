@@ -1,4 +1,5 @@
 import { Batch, Columns } from "@r1flow/core"
+import { scored } from "./fixtures.js"
 import { Effect, Schema } from "effect"
 import { describe, expect, it } from "vitest"
 import { Advantages } from "../src/index.js"
@@ -46,26 +47,6 @@ describe("Advantages.compute", () => {
     expect(r.zeroStdGroupIds).toEqual([7])
   })
 })
-
-const scored = (rs: Float32Array, gs: Int32Array) => {
-  const n = rs.length
-  const strs = (p: string) => Array.from({ length: n }, (_, i) => `${p}${i}`)
-  return Batch.fromData(Batch.Scored, {
-    id: Columns.makeUtf8(strs("id")),
-    group_id: Columns.makeInt32(gs),
-    prompt: Columns.makeUtf8(strs("p")),
-    prompt_ids: Columns.int32ListFromRows(Array.from({ length: n }, () => [1, 2])),
-    answer: Columns.makeUtf8(strs("a")),
-    metadata: Columns.makeUtf8(strs("{}").map(() => "{}")),
-    completion: Columns.makeUtf8(strs("c")),
-    completion_ids: Columns.int32ListFromRows(Array.from({ length: n }, () => [3])),
-    logprobs: Columns.float32ListFromRows(Array.from({ length: n }, () => [-1])),
-    finish_reason: Columns.makeUtf8(strs("").map(() => "stop")),
-    prompt_length: Columns.makeInt32(new Int32Array(n).fill(2)),
-    completion_length: Columns.makeInt32(new Int32Array(n).fill(1)),
-    reward: Columns.makeFloat32(rs)
-  })
-}
 
 describe("Advantages.stage", () => {
   it("adds the advantage column, keeps the input's columns and records the counts", async () => {
