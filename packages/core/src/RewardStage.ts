@@ -419,7 +419,7 @@ const fromSlots = (slots: ReadonlyArray<Slot>): RewardStage => {
           message += ` (on the batch of ${rows} rows, ids ${id(0)}…${id(rows - 1)})`
         }
       }
-      const text = `reward "${slot.column}" (${slot.label}) ${message}`
+      const text = `reward "${slot.column}" (${slot.label}): ${message}`
       if (slot.onError === "fail") return yield* new Stage.StageError({ stage: STAGE, message: text })
       for (const i of failed) scores[i] = NaN
       const c = counters[slot.column]
@@ -513,6 +513,7 @@ export const load = (
   Effect.gen(function*() {
     const from = options.from ?? process.cwd()
     const slots: Array<Slot> = []
+    const starts: Array<{ spec: string; start: () => Promise<unknown> }> = []
     const taken = new Map<string, number>()
     const stopAll = Effect.promise(() => Promise.all(slots.map((s) => s.runner.close())))
     for (const [i, entry] of config.rewards.entries()) {
@@ -536,14 +537,17 @@ export const load = (
       let runner: Runner = inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
       if (options.isolation !== "in-process") {
         const w = inWorker(pluginUrl(entry.plugin, from), entry.config, label)
-        const started = yield* Effect.promise(() => w.start().then(() => null, (e: Error) => e.message))
-        if (started !== null) {
-          yield* stopAll
-          return yield* new Plugin.PluginError({ plugin: entry.plugin, message: `cannot run in a worker thread: ${started}` })
-        }
+        starts.push({ spec: entry.plugin, start: w.start })
         runner = w.runner
       }
       slots.push({ label, column, weight: entry.weight, onError: entry.onError, timeoutMs: entry.timeoutMs, runner })
+    }
+    // Workers start together: each imports its plugin (and effect, arrow) on its own thread.
+    const startErrors = yield* Effect.promise(() => Promise.all(starts.map((s) => s.start().then(() => null, (e: Error) => ({ spec: s.spec, message: e.message })))))
+    const firstError = startErrors.find((e) => e !== null)
+    if (firstError !== undefined && firstError !== null) {
+      yield* stopAll
+      return yield* new Plugin.PluginError({ plugin: firstError.spec, message: `cannot run in a worker thread: ${firstError.message}` })
     }
     return fromSlots(slots)
   })
