@@ -1,1 +1,5 @@
-export {}
+/** @r1flow/datasets: synthetic R1 tasks (arithmetic, countdown), their base corpora, and loaders for real data. */
+export * as Arithmetic from "./Arithmetic.js"
+export * as Corpus from "./Corpus.js"
+export * as Countdown from "./Countdown.js"
+export * as Task from "./Task.js"
