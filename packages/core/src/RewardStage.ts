@@ -95,8 +95,11 @@ export interface StageEntry {
   readonly column?: string
 }
 
+/** Columns of the stage's output: the scored batch with its `reward_<name>` columns. */
+export type ScoredType = Batch.ScoredType & { [column: `reward_${string}`]: Float32 }
+
 /** The reward stage: a core stage plus its reward names, failure counters and metrics. */
-export interface RewardStage extends Stage.Stage<Batch.RolloutsType, Batch.ScoredType> {
+export interface RewardStage extends Stage.Stage<Batch.RolloutsType, ScoredType> {
   /** Column names, in order: scores are in `reward_<name>`. */
   readonly names: ReadonlyArray<string>
   /** Failure counters per reward name. */
@@ -380,7 +383,7 @@ const fromSlots = (slots: ReadonlyArray<Slot>): RewardStage => {
     seen.add(n)
   }
   const counters: Record<string, { calls: number; rows: number; last: string | null }> = Object.fromEntries(names.map((n) => [n, { calls: 0, rows: 0, last: null }]))
-  const output = Batch.scoredWith(names) as unknown as ArrowSchema<Batch.ScoredType>
+  const output = Batch.scoredWith(names) as unknown as ArrowSchema<ScoredType>
 
   /** Re-scores a failing batch row by row to name the first row that throws (only on the way to a `fail`). */
   const findRow = async (slot: Slot, batch: RecordBatch): Promise<number | null> => {
