@@ -2,4 +2,5 @@
 export * as Arithmetic from "./Arithmetic.js"
 export * as Corpus from "./Corpus.js"
 export * as Countdown from "./Countdown.js"
+export * as Loaders from "./Loaders.js"
 export * as Task from "./Task.js"
