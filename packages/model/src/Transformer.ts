@@ -1,0 +1,438 @@
+/**
+ * A decoder-only transformer in the Llama / Qwen2 style, on TensorFlow.js.
+ *
+ *   x₀ = E[ids]                                        token embedding, E: [V, C]
+ *   h  = x + Wo · Attn(RoPE(Wq·n₁(x)), RoPE(Wk·n₁(x)), Wv·n₁(x))     causal, grouped-query
+ *   x' = h + Wdown · (silu(Wgate·n₂(h)) ⊙ Wup·n₂(h))    SwiGLU MLP
+ *   logits = W_lm · n(x_L)                             W_lm = E when the head is tied
+ *   n(x) = x / sqrt(mean(x²) + ε) ⊙ g                  RMSNorm
+ *
+ * Weights are stored in Hugging Face layout and names (`model.layers.N.self_attn.q_proj.weight`, Linear
+ * weights `[out, in]`), so a checkpoint maps one to one. RoPE is the HF "rotate half" form with
+ * `inv_freq[i] = θ^(-2i/d)`; query heads `h` share key/value head `⌊h / (H / Hkv)⌋` as in HF `repeat_kv`.
+ *
+ * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible; the
+ * attention products are batched), which the backend package replaces with a kernel that always uses
+ * XNNPACK — so faster matmul kernels slot in by registering `BatchMatMul`. No `split`/`unstack` (they copy
+ * the whole input per output); rotate-half is a product with a fixed ±1 matrix; the embedding is a
+ * `gather` whose gradient is a one-hot product (the wasm backend has no `UnsortedSegmentSum`).
+ * Deviation from HF: none in the maths; attention masks use −1e9 rather than −∞ so padded query rows
+ * stay finite.
+ */
+import * as tf from "@tensorflow/tfjs"
+import type { Rng } from "@r1flow/core"
+import { Schema } from "effect"
+
+/** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
+export const Config = Schema.Struct({
+  vocabSize: Schema.Int,
+  dModel: Schema.Int,
+  nLayers: Schema.Int,
+  nHeads: Schema.Int,
+  nKvHeads: Schema.Int,
+  dFf: Schema.Int,
+  maxSeqLen: Schema.Int,
+  ropeTheta: Schema.Number,
+  normEps: Schema.Number,
+  tieEmbeddings: Schema.Boolean,
+  /** Biases on the q/k/v projections (Qwen2). Absent means false. */
+  attentionBias: Schema.optionalKey(Schema.Boolean)
+})
+/** Model shape. */
+export type Config = typeof Config.Type
+
+/** A named trainable tensor, HF name. */
+export interface Weight {
+  readonly name: string
+  readonly variable: tf.Variable
+}
+
+/** The weights of one block, in HF names. */
+export interface Layer {
+  readonly inputNorm: tf.Variable
+  readonly q: tf.Variable
+  readonly k: tf.Variable
+  readonly v: tf.Variable
+  readonly qBias?: tf.Variable
+  readonly kBias?: tf.Variable
+  readonly vBias?: tf.Variable
+  readonly o: tf.Variable
+  readonly postNorm: tf.Variable
+  readonly gate: tf.Variable
+  readonly up: tf.Variable
+  readonly down: tf.Variable
+}
+
+/** Constants derived from the config: RoPE tables and the rotate-half matrix. */
+interface Constants {
+  /** `[maxSeqLen, headDim]` cos / sin of the rotary angles. */
+  readonly cos: tf.Tensor2D
+  readonly sin: tf.Tensor2D
+  /** Same, times `1/sqrt(headDim)`: the attention scale folded into the query rotation. */
+  readonly cosQ: tf.Tensor2D
+  readonly sinQ: tf.Tensor2D
+  /** `[headDim, headDim]`: `x · R = rotate_half(x) = [−x₂, x₁]`. */
+  readonly rotate: tf.Tensor2D
+}
+
+/** A policy: config, named weights, and the tensors it owns. */
+export interface Model {
+  readonly config: Config
+  /** Every weight, HF name, in a fixed order (embedding, layers, final norm, untied head). */
+  readonly weights: ReadonlyArray<Weight>
+  readonly embed: tf.Variable
+  readonly layers: ReadonlyArray<Layer>
+  readonly norm: tf.Variable
+  /** The output head `[V, C]`; the embedding when tied. */
+  readonly lmHead: tf.Variable
+  /** @internal */
+  readonly constants: Constants
+  /** Frees every weight and constant. */
+  dispose(): void
+}
+
+/** Head width. */
+export const headDim = (c: Config) => c.dModel / c.nHeads
+
+/** Problems with a config (empty when usable). */
+export const problems = (c: Config): Array<string> => {
+  const out: Array<string> = []
+  for (const k of ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "dFf", "maxSeqLen"] as const) {
+    if (!Number.isInteger(c[k]) || c[k] <= 0) out.push(`${k} must be a positive integer, got ${c[k]}`)
+  }
+  if (c.dModel % c.nHeads !== 0) out.push(`dModel ${c.dModel} is not a multiple of nHeads ${c.nHeads}`)
+  else if (headDim(c) % 2 !== 0) out.push(`head width ${headDim(c)} must be even for rotary embeddings`)
+  if (c.nHeads % c.nKvHeads !== 0) out.push(`nHeads ${c.nHeads} is not a multiple of nKvHeads ${c.nKvHeads}`)
+  if (!(c.ropeTheta > 0)) out.push(`ropeTheta must be positive, got ${c.ropeTheta}`)
+  if (!(c.normEps > 0)) out.push(`normEps must be positive, got ${c.normEps}`)
+  return out
+}
+
+/** Names and shapes of every weight of a config, in `Model.weights` order. */
+export const weightShapes = (c: Config): Array<{ name: string; shape: Array<number> }> => {
+  const hd = headDim(c), kv = c.nKvHeads * hd
+  const out: Array<{ name: string; shape: Array<number> }> = [{ name: "model.embed_tokens.weight", shape: [c.vocabSize, c.dModel] }]
+  for (let l = 0; l < c.nLayers; l++) {
+    const p = `model.layers.${l}.`
+    out.push(
+      { name: `${p}input_layernorm.weight`, shape: [c.dModel] },
+      { name: `${p}self_attn.q_proj.weight`, shape: [c.dModel, c.dModel] },
+      { name: `${p}self_attn.k_proj.weight`, shape: [kv, c.dModel] },
+      { name: `${p}self_attn.v_proj.weight`, shape: [kv, c.dModel] }
+    )
+    if (c.attentionBias === true) {
+      out.push(
+        { name: `${p}self_attn.q_proj.bias`, shape: [c.dModel] },
+        { name: `${p}self_attn.k_proj.bias`, shape: [kv] },
+        { name: `${p}self_attn.v_proj.bias`, shape: [kv] }
+      )
+    }
+    out.push(
+      { name: `${p}self_attn.o_proj.weight`, shape: [c.dModel, c.dModel] },
+      { name: `${p}post_attention_layernorm.weight`, shape: [c.dModel] },
+      { name: `${p}mlp.gate_proj.weight`, shape: [c.dFf, c.dModel] },
+      { name: `${p}mlp.up_proj.weight`, shape: [c.dFf, c.dModel] },
+      { name: `${p}mlp.down_proj.weight`, shape: [c.dModel, c.dFf] }
+    )
+  }
+  out.push({ name: "model.norm.weight", shape: [c.dModel] })
+  if (!c.tieEmbeddings) out.push({ name: "lm_head.weight", shape: [c.vocabSize, c.dModel] })
+  return out
+}
+
+const makeConstants = (c: Config): Constants => {
+  const hd = headDim(c), half = hd / 2, T = c.maxSeqLen
+  const cos = new Float32Array(T * hd), sin = new Float32Array(T * hd)
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const a = t * Math.pow(c.ropeTheta, (-2 * i) / hd)
+      cos[t * hd + i] = cos[t * hd + i + half] = Math.cos(a)
+      sin[t * hd + i] = sin[t * hd + i + half] = Math.sin(a)
+    }
+  }
+  const rotate = new Float32Array(hd * hd)
+  for (let j = 0; j < half; j++) {
+    rotate[(j + half) * hd + j] = -1
+    rotate[j * hd + j + half] = 1
+  }
+  const s = 1 / Math.sqrt(hd)
+  return {
+    cos: tf.tensor2d(cos, [T, hd]),
+    sin: tf.tensor2d(sin, [T, hd]),
+    cosQ: tf.tensor2d(cos.map((x) => x * s), [T, hd]),
+    sinQ: tf.tensor2d(sin.map((x) => x * s), [T, hd]),
+    rotate: tf.tensor2d(rotate, [hd, hd])
+  }
+}
+
+/**
+ * Builds a model from one Float32Array per weight (HF names, shapes of `weightShapes`).
+ * Variables are created non-trainable when `trainable` is false (a frozen reference policy).
+ */
+export const fromArrays = (config: Config, arrays: ReadonlyMap<string, Float32Array>, trainable = true): Model => {
+  const bad = problems(config)
+  if (bad.length > 0) throw new RangeError(`bad model config: ${bad.join("; ")}`)
+  const weights: Array<Weight> = []
+  const byName = new Map<string, tf.Variable>()
+  try {
+    for (const { name, shape } of weightShapes(config)) {
+      const data = arrays.get(name)
+      if (data === undefined) throw new RangeError(`weight ${name} is missing`)
+      const size = shape.reduce((a, b) => a * b, 1)
+      if (data.length !== size) throw new RangeError(`weight ${name} has ${data.length} values, shape [${shape}] needs ${size}`)
+      // Variable names are global in tfjs, so they stay auto-generated; `name` is the HF name.
+      const initial = tf.tensor(data, shape, "float32")
+      const variable = tf.variable(initial, trainable)
+      initial.dispose()
+      weights.push({ name, variable })
+      byName.set(name, variable)
+    }
+  } catch (e) {
+    for (const w of weights) w.variable.dispose()
+    throw e
+  }
+  const get = (name: string) => byName.get(name)!
+  const layers: Array<Layer> = []
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `model.layers.${l}.`
+    layers.push({
+      inputNorm: get(`${p}input_layernorm.weight`),
+      q: get(`${p}self_attn.q_proj.weight`),
+      k: get(`${p}self_attn.k_proj.weight`),
+      v: get(`${p}self_attn.v_proj.weight`),
+      ...(config.attentionBias === true
+        ? { qBias: get(`${p}self_attn.q_proj.bias`), kBias: get(`${p}self_attn.k_proj.bias`), vBias: get(`${p}self_attn.v_proj.bias`) }
+        : {}),
+      o: get(`${p}self_attn.o_proj.weight`),
+      postNorm: get(`${p}post_attention_layernorm.weight`),
+      gate: get(`${p}mlp.gate_proj.weight`),
+      up: get(`${p}mlp.up_proj.weight`),
+      down: get(`${p}mlp.down_proj.weight`)
+    })
+  }
+  const constants = makeConstants(config)
+  const embed = get("model.embed_tokens.weight")
+  return {
+    config,
+    weights,
+    embed,
+    layers,
+    norm: get("model.norm.weight"),
+    lmHead: config.tieEmbeddings ? embed : get("lm_head.weight"),
+    constants,
+    dispose: () => {
+      for (const w of weights) w.variable.dispose()
+      for (const t of Object.values(constants)) t.dispose()
+    }
+  }
+}
+
+/**
+ * A new model with weights drawn from `rng`: Linear and embedding weights ~ N(0, 0.02²), the output
+ * projections of each block (o_proj, down_proj) scaled by 1/sqrt(2·nLayers) as in GPT-2, norms 1, biases 0.
+ * Same config and stream state → bitwise the same weights.
+ */
+export const init = (config: Config, rng: Rng.Stream): Model => {
+  const arrays = new Map<string, Float32Array>()
+  const residualScale = 1 / Math.sqrt(2 * config.nLayers)
+  for (const { name, shape } of weightShapes(config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1))
+    if (name.endsWith("norm.weight")) data.fill(1)
+    else if (!name.endsWith(".bias")) {
+      const std = 0.02 * (name.endsWith("o_proj.weight") || name.endsWith("down_proj.weight") ? residualScale : 1)
+      for (let i = 0; i < data.length; i++) data[i] = rng.normal() * std
+    }
+    arrays.set(name, data)
+  }
+  return fromArrays(config, arrays)
+}
+
+/** Every weight's values, by HF name (a copy). */
+export const toArrays = (model: Model): Map<string, Float32Array> =>
+  new Map(model.weights.map((w) => [w.name, w.variable.dataSync() as Float32Array]))
+
+/** A copy with its own variables; non-trainable unless asked (the frozen reference policy). */
+export const clone = (model: Model, options: { readonly trainable?: boolean } = {}): Model =>
+  fromArrays(model.config, toArrays(model), options.trainable ?? false)
+
+/** Overwrites `to`'s weights with `from`'s (same config), e.g. to refresh the reference policy. */
+export const copyWeights = (from: Model, to: Model): void => {
+  if (from.weights.length !== to.weights.length) throw new RangeError("copyWeights: the models have different weights")
+  for (let i = 0; i < from.weights.length; i++) {
+    const a = from.weights[i], b = to.weights[i]
+    if (a.name !== b.name || !tf.util.arraysEqual(a.variable.shape, b.variable.shape)) {
+      throw new RangeError(`copyWeights: ${a.name} [${a.variable.shape}] does not match ${b.name} [${b.variable.shape}]`)
+    }
+    b.variable.assign(a.variable)
+  }
+}
+
+/** Number of parameters. */
+export const parameterCount = (model: Model): number => model.weights.reduce((n, w) => n + w.variable.size, 0)
+
+// ---------------------------------------------------------------------------------------------------
+// Building blocks. All take and return 2-D activations [N, C] (N = B·T) unless stated.
+
+/** x · Wᵀ (+ b), with W in HF layout [out, in]. */
+const linear = (x: tf.Tensor2D, w: tf.Variable, b?: tf.Variable): tf.Tensor2D => {
+  const y = tf.matMul(x, w as tf.Tensor, false, true) as tf.Tensor2D
+  return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D)
+}
+
+/** RMSNorm over the last axis. */
+const rmsNorm = (x: tf.Tensor2D, g: tf.Variable, eps: number): tf.Tensor2D =>
+  tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), g)
+
+/**
+ * `oneHot(ids, depth)` as float32. The wasm OneHot kernel ignores a float32 dtype and writes int32 bits
+ * (all zeros read as floats), so the one-hot is made as int32 and cast.
+ */
+export const oneHotF32 = (ids: tf.Tensor, depth: number): tf.Tensor => tf.cast(tf.oneHot(ids as tf.Tensor1D, depth), "float32")
+
+/** Embedding lookup E[ids] as a gather whose gradient is onehot(ids)ᵀ · dy (no UnsortedSegmentSum needed). */
+const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [e, i, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc]
+    // `save` keeps the ids alive for the backward pass even when the forward ran inside tf.tidy.
+    save([i])
+    return {
+      value: tf.gather(e, i) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor | Array<tf.Tensor>, saved: Array<tf.Tensor>) => [
+        tf.matMul(oneHotF32(saved[0], table.shape[0]) as tf.Tensor2D, dy as tf.Tensor2D, true, false),
+        tf.zerosLike(saved[0])
+      ]
+    }
+  })
+  return f(table, ids) as tf.Tensor2D
+}
+
+/** Rotary embedding of x [B, T, nH, hd] with cos/sin broadcastable to it: x·cos + rotate_half(x)·sin. */
+const rope = (x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor, rotate: tf.Tensor2D): tf.Tensor4D => {
+  const hd = x.shape[3]
+  const rotated = tf.reshape(tf.matMul(tf.reshape(x, [-1, hd]) as tf.Tensor2D, rotate), x.shape)
+  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin))
+}
+
+/** Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. */
+export interface LayerCache {
+  readonly k: tf.Tensor4D
+  readonly v: tf.Tensor4D
+}
+
+/** Per-call position inputs: rotary tables already gathered for the query positions, and the additive mask. */
+interface Positions {
+  /** Broadcastable to [B, T, 1, hd]. */
+  readonly cos: tf.Tensor
+  readonly sin: tf.Tensor
+  readonly cosQ: tf.Tensor
+  readonly sinQ: tf.Tensor
+  /** Additive mask broadcastable to [B, Hkv, G·T, S]: 0 where query may attend key, −1e9 elsewhere. */
+  readonly mask: tf.Tensor
+}
+
+/** One transformer block on x [B·T, C]; returns the new residual stream and this call's keys/values. */
+const block = (
+  model: Model,
+  layer: Layer,
+  x: tf.Tensor2D,
+  batch: number,
+  time: number,
+  pos: Positions,
+  past: LayerCache | undefined
+): { x: tf.Tensor2D; cache: LayerCache } => {
+  const c = model.config, hd = headDim(c), H = c.nHeads, Hkv = c.nKvHeads, G = H / Hkv
+  const n1 = rmsNorm(x, layer.inputNorm, c.normEps)
+  const q = rope(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), pos.cosQ, pos.sinQ, model.constants.rotate)
+  const kNew = rope(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), pos.cos, pos.sin, model.constants.rotate)
+  const vNew = tf.reshape(linear(n1, layer.v, layer.vBias), [batch, time, Hkv, hd])
+  // [B, Hkv, T, hd]; with a cache, append along time → [B, Hkv, S, hd].
+  let k = tf.transpose(kNew, [0, 2, 1, 3]) as tf.Tensor4D
+  let v = tf.transpose(vNew, [0, 2, 1, 3]) as tf.Tensor4D
+  if (past !== undefined) {
+    k = tf.concat([past.k, k], 2)
+    v = tf.concat([past.v, v], 2)
+  }
+  // Query heads grouped by their kv head: [B, H, T, hd] → [B, Hkv, G·T, hd] (h = kv·G + g).
+  const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd])
+  const scores = tf.add(tf.matMul(qg, k, false, true), pos.mask) // [B, Hkv, G·T, S]
+  const att = tf.matMul(tf.softmax(scores), v) // [B, Hkv, G·T, hd]
+  const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
+  const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
+  const n2 = rmsNorm(h, layer.postNorm, c.normEps)
+  const gate = linear(n2, layer.gate)
+  const mlp = linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), linear(n2, layer.up)), layer.down)
+  return { x: tf.add(h, mlp), cache: { k, v } }
+}
+
+/** Causal additive mask [1, 1, G·T, T] for a fresh sequence. */
+const causalMask = (time: number, groups: number): tf.Tensor4D => {
+  const m = new Float32Array(groups * time * time)
+  for (let g = 0; g < groups; g++) {
+    for (let i = 0; i < time; i++) m.fill(-1e9, (g * time + i) * time + i + 1, (g * time + i + 1) * time)
+  }
+  return tf.tensor4d(m, [1, 1, groups * time, time])
+}
+
+/**
+ * Logits `[B, T, V]` of every position of `ids` `[B, T]` (int32), positions 0…T−1, causal.
+ * Differentiable; call inside `tf.tidy` / `tf.variableGrads`.
+ */
+export const forward = (model: Model, ids: tf.Tensor2D): tf.Tensor3D => {
+  const c = model.config
+  const [batch, time] = ids.shape
+  if (time > c.maxSeqLen) throw new RangeError(`sequence of ${time} tokens is longer than maxSeqLen ${c.maxSeqLen}`)
+  const k = model.constants
+  const slice = (t: tf.Tensor2D) => tf.reshape(tf.slice(t, [0, 0], [time, -1]), [1, time, 1, -1])
+  const pos: Positions = { cos: slice(k.cos), sin: slice(k.sin), cosQ: slice(k.cosQ), sinQ: slice(k.sinQ), mask: causalMask(time, c.nHeads / c.nKvHeads) }
+  let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
+  for (const layer of model.layers) x = block(model, layer, x, batch, time, pos, undefined).x
+  const logits = linear(rmsNorm(x, model.norm, c.normEps), model.lmHead)
+  return tf.reshape(logits, [batch, time, c.vocabSize])
+}
+
+/** Keys and values of every layer. */
+export type Cache = ReadonlyArray<LayerCache>
+
+/**
+ * One incremental step for generation: runs `ids` `[B, T]` at per-row `positions` (`[B·T]`, rotary
+ * positions) on top of `cache` (keys/values of S₀ earlier slots, or none), where `keyValid` (`B·(S₀+T)`,
+ * 1/0) says which slots are real tokens (left padding is 0). Slot order is causal: query t sees slots
+ * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache.
+ * Not meant for gradients (generation runs outside them).
+ */
+export const step = (
+  model: Model,
+  ids: tf.Tensor2D,
+  positions: Int32Array,
+  keyValid: Uint8Array,
+  cache: Cache | undefined
+): { logits: tf.Tensor2D; cache: Cache } => {
+  const c = model.config, G = c.nHeads / c.nKvHeads
+  const [batch, time] = ids.shape
+  const s0 = cache === undefined ? 0 : cache[0].k.shape[2]
+  const S = s0 + time
+  const m = new Float32Array(batch * G * time * S)
+  for (let b = 0; b < batch; b++) {
+    for (let g = 0; g < G; g++) {
+      for (let t = 0; t < time; t++) {
+        const row = ((b * G + g) * time + t) * S
+        for (let s = 0; s < S; s++) if (s > s0 + t || keyValid[b * S + s] === 0) m[row + s] = -1e9
+      }
+    }
+  }
+  const k = model.constants
+  const posT = tf.tensor1d(positions, "int32")
+  const take = (t: tf.Tensor2D) => tf.reshape(tf.gather(t, posT), [batch, time, 1, -1])
+  const pos: Positions = { cos: take(k.cos), sin: take(k.sin), cosQ: take(k.cosQ), sinQ: take(k.sinQ), mask: tf.tensor4d(m, [batch, 1, G * time, S]) }
+  let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
+  const next: Array<LayerCache> = []
+  for (let l = 0; l < model.layers.length; l++) {
+    const r = block(model, model.layers[l], x, batch, time, pos, cache?.[l])
+    x = r.x
+    next.push(r.cache)
+  }
+  // Only the last position's logits are needed: [B, T, C] → [B, C].
+  const last = time === 1 ? x : tf.reshape(tf.slice(tf.reshape(x, [batch, time, c.dModel]), [0, time - 1, 0], [batch, 1, c.dModel]), [batch, c.dModel])
+  const logits = linear(rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), model.lmHead)
+  return { logits, cache: next }
+}

@@ -1,0 +1,110 @@
+import * as tf from "@tensorflow/tfjs"
+import { Backend } from "@r1flow/backend"
+import { Rng } from "@r1flow/core"
+import { beforeAll, describe, expect, it } from "vitest"
+import { Transformer } from "../src/index.js"
+import { ids2d, maxAbsDiff, randomModel, tiny } from "./helpers.js"
+
+beforeAll(async () => {
+  await Backend.init()
+})
+
+describe("Transformer", () => {
+  it("initialises deterministically from the seeded stream", () => {
+    const a = Transformer.init(tiny, Rng.make(7, "init"))
+    const b = Transformer.init(tiny, Rng.make(7, "init"))
+    const c = Transformer.init(tiny, Rng.make(8, "init"))
+    const wa = Transformer.toArrays(a), wb = Transformer.toArrays(b), wc = Transformer.toArrays(c)
+    for (const [name, v] of wa) expect(Buffer.from(v.buffer).equals(Buffer.from(wb.get(name)!.buffer))).toBe(true)
+    expect(maxAbsDiff(wa.get("model.embed_tokens.weight")!, wc.get("model.embed_tokens.weight")!)).toBeGreaterThan(0)
+    expect(a.weights.map((w) => w.name).slice(0, 3)).toEqual(["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight"])
+    expect(a.weights.find((w) => w.name === "model.layers.0.self_attn.k_proj.weight")!.variable.shape).toEqual([8, 16])
+    expect(Transformer.parameterCount(a)).toBe(Transformer.weightShapes(tiny).reduce((n, w) => n + w.shape.reduce((x, y) => x * y, 1), 0))
+    for (const m of [a, b, c]) m.dispose()
+  })
+
+  it("rejects a bad config with every problem named", () => {
+    expect(() => Transformer.init({ ...tiny, nHeads: 3, nKvHeads: 2 }, Rng.make(1, "x"))).toThrow(/not a multiple of nHeads 3.*nHeads 3 is not a multiple of nKvHeads 2/)
+  })
+
+  it("is causal: later tokens do not change earlier logits", () => {
+    const m = randomModel(tiny, 1)
+    const [a, b] = tf.tidy(() => [
+      Transformer.forward(m, ids2d([[1, 2, 3, 4, 5]])).dataSync(),
+      Transformer.forward(m, ids2d([[1, 2, 3, 9, 0]])).dataSync()
+    ])
+    const V = tiny.vocabSize
+    expect(maxAbsDiff(a.subarray(0, 3 * V), b.subarray(0, 3 * V))).toBeLessThan(1e-6)
+    expect(maxAbsDiff(a.subarray(3 * V), b.subarray(3 * V))).toBeGreaterThan(1e-3)
+    m.dispose()
+  })
+
+  it("grouped-query attention equals full attention with each kv head repeated (HF repeat_kv)", () => {
+    const gqa = randomModel(tiny, 2)
+    const full: Transformer.Config = { ...tiny, nKvHeads: tiny.nHeads }
+    const arrays = Transformer.toArrays(gqa)
+    const hd = Transformer.headDim(tiny), G = tiny.nHeads / tiny.nKvHeads
+    for (let l = 0; l < tiny.nLayers; l++) {
+      for (const p of ["k_proj", "v_proj"]) {
+        const name = `model.layers.${l}.self_attn.${p}.weight`
+        const w = arrays.get(name)!, out = new Float32Array(tiny.nHeads * hd * tiny.dModel)
+        for (let h = 0; h < tiny.nHeads; h++) out.set(w.subarray(Math.floor(h / G) * hd * tiny.dModel, (Math.floor(h / G) + 1) * hd * tiny.dModel), h * hd * tiny.dModel)
+        arrays.set(name, out)
+      }
+    }
+    const mha = Transformer.fromArrays(full, arrays)
+    const [a, b] = tf.tidy(() => {
+      const ids = ids2d([[3, 1, 4, 1, 5, 9], [2, 6, 5, 3, 5, 8]])
+      return [Transformer.forward(gqa, ids).dataSync(), Transformer.forward(mha, ids).dataSync()]
+    })
+    expect(maxAbsDiff(a, b)).toBeLessThan(1e-5)
+    gqa.dispose()
+    mha.dispose()
+  })
+
+  it("gradients match central differences (tied head, q/k/v biases)", () => {
+    const config: Transformer.Config = { ...tiny, vocabSize: 7, dModel: 8, nHeads: 2, nKvHeads: 1, dFf: 12, tieEmbeddings: true, attentionBias: true }
+    const m = randomModel(config, 3, 0.5)
+    const ids = ids2d([[1, 2, 3, 4], [6, 5, 0, 2]])
+    const proj = tf.randomNormal([2, 4, config.vocabSize], 0, 1, "float32", 11)
+    const loss = () => tf.sum(tf.mul(Transformer.forward(m, ids), proj)) as tf.Scalar
+    const { grads } = tf.variableGrads(loss, m.weights.map((w) => w.variable))
+    const rng = Rng.make(5, "probe")
+    let checked = 0
+    for (const w of m.weights) {
+      const g = grads[w.variable.name].dataSync()
+      const values = w.variable.dataSync().slice()
+      for (let probe = 0; probe < 3; probe++) {
+        const i = rng.nextInt(values.length)
+        const h = 1e-2
+        const at = (delta: number) => {
+          const v = values.slice()
+          v[i] += delta
+          w.variable.assign(tf.tensor(v, w.variable.shape))
+          return tf.tidy(() => loss().dataSync()[0])
+        }
+        const numeric = (at(h) - at(-h)) / (2 * h)
+        w.variable.assign(tf.tensor(values, w.variable.shape))
+        expect(Math.abs(numeric - g[i]), `${w.name}[${i}]: numeric ${numeric} vs tf.grad ${g[i]}`).toBeLessThan(2e-3 + 2e-2 * Math.abs(g[i]))
+        checked++
+      }
+    }
+    expect(checked).toBe(3 * m.weights.length)
+    tf.dispose(Object.values(grads))
+    tf.dispose([ids, proj])
+    m.dispose()
+  })
+
+  it("clone and copyWeights copy exactly; the clone is frozen", () => {
+    const a = randomModel(tiny, 4), b = randomModel(tiny, 5)
+    const c = Transformer.clone(a)
+    expect(c.weights.every((w) => !w.variable.trainable)).toBe(true)
+    Transformer.copyWeights(a, b)
+    const wa = Transformer.toArrays(a), wb = Transformer.toArrays(b), wc = Transformer.toArrays(c)
+    for (const [name, v] of wa) {
+      expect(maxAbsDiff(v, wb.get(name)!)).toBe(0)
+      expect(maxAbsDiff(v, wc.get(name)!)).toBe(0)
+    }
+    for (const m of [a, b, c]) m.dispose()
+  })
+})
