@@ -1,5 +1,6 @@
 /** @r1flow/model: the policy transformer on TensorFlow.js, its log-probs, checkpoints and rollouts. */
 export * as Checkpoint from "./Checkpoint.js"
+export * as Generate from "./Generate.js"
 export * as LogProbs from "./LogProbs.js"
 export * as Safetensors from "./Safetensors.js"
 export * as Transformer from "./Transformer.js"

@@ -1,0 +1,213 @@
+/**
+ * Batched sampling with a key/value cache: one prefill over all prompts (left-padded, so every prompt's
+ * last token is in the same slot), the cache repeated G times (the G completions of a prompt share its
+ * prefill), then one token per step for the whole batch.
+ *
+ * Sampling: temperature (0 = greedy), then top-k, then top-p (nucleus) on the tempered distribution.
+ * Recorded log-prob: log π(token | context) under the UNTEMPERED, UNFILTERED model — log softmax of
+ * the raw logits — whatever temperature / top-k / top-p were used to draw it. GRPO's ratio
+ * π_θ / π_old must compare the same distribution the trainer computes (`LogProbs.tokenLogProbs`), so
+ * the sampling distribution itself is deliberately not recorded. At temperature 1 with no top-k/top-p
+ * the two coincide.
+ *
+ * A row finishes with `stop` when it samples a stop id (the stop token is kept as the last completion
+ * token, with its log-prob, so the policy is trained to stop), or `length` after `maxNewTokens` tokens
+ * or when its sequence reaches the model's `maxSeqLen`. Finished rows are dropped from the batch (the
+ * cache is compacted) once enough of them have finished. Each sampling draw takes one number from `rng`
+ * in row order, so a seed reproduces a run exactly.
+ */
+import * as tf from "@tensorflow/tfjs"
+import type { Rng } from "@r1flow/core"
+import * as Transformer from "./Transformer.js"
+
+/** Why a completion ended. */
+export type FinishReason = "stop" | "length"
+
+/** What to sample. */
+export interface Options {
+  /** Prompt token ids (each at least one token). */
+  readonly prompts: ReadonlyArray<Int32Array>
+  /** Completions per prompt (G). */
+  readonly groupSize: number
+  readonly maxNewTokens: number
+  /** 0 = greedy (argmax). */
+  readonly temperature: number
+  /** Keep only the k most likely tokens (0 or undefined = all). */
+  readonly topK?: number
+  /** Keep the smallest set of most likely tokens with total probability ≥ p (1 or undefined = all). */
+  readonly topP?: number
+  /** Token ids that end a completion (end of turn, end of text). */
+  readonly stopIds: ReadonlyArray<number>
+}
+
+/** Sampled completions, prompt-major: rows `p·G … p·G + G − 1` belong to prompt p. */
+export interface Result {
+  readonly completions: Array<Int32Array>
+  /** Per completion token: untempered model log-prob (see the module doc). */
+  readonly logprobs: Array<Float32Array>
+  readonly finishReasons: Array<FinishReason>
+}
+
+/** Draws a token from one row of logits; returns it and its untempered log-prob. */
+export const sampleToken = (
+  logits: Float32Array,
+  options: { readonly temperature: number; readonly topK?: number; readonly topP?: number },
+  rng: Rng.Stream
+): { token: number; logprob: number } => {
+  const V = logits.length
+  let max = -Infinity, arg = 0
+  for (let i = 0; i < V; i++) if (logits[i] > max) { max = logits[i]; arg = i }
+  let sum = 0
+  for (let i = 0; i < V; i++) sum += Math.exp(logits[i] - max)
+  const lse = max + Math.log(sum)
+  if (options.temperature === 0) return { token: arg, logprob: logits[arg] - lse }
+  const invT = 1 / options.temperature
+  const topK = options.topK !== undefined && options.topK > 0 && options.topK < V ? options.topK : V
+  const topP = options.topP !== undefined && options.topP < 1 ? options.topP : 1
+  let token: number
+  if (topK === V && topP === 1) {
+    const w = new Float64Array(V)
+    let total = 0
+    for (let i = 0; i < V; i++) total += w[i] = Math.exp((logits[i] - max) * invT)
+    let u = rng.nextFloat() * total
+    token = V - 1
+    for (let i = 0; i < V; i++) {
+      u -= w[i]
+      if (u < 0) { token = i; break }
+    }
+  } else {
+    // Candidates by decreasing logit (ties: lower id first), cut by top-k, then by top-p.
+    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b)
+    const w = new Float64Array(topK)
+    let total = 0
+    for (let j = 0; j < topK; j++) total += w[j] = Math.exp((logits[order[j]] - max) * invT)
+    let keep = topK
+    if (topP < 1) {
+      let cum = 0
+      for (let j = 0; j < topK; j++) {
+        cum += w[j]
+        if (cum >= topP * total) { keep = j + 1; break }
+      }
+      total = 0
+      for (let j = 0; j < keep; j++) total += w[j]
+    }
+    let u = rng.nextFloat() * total
+    token = order[keep - 1]
+    for (let j = 0; j < keep; j++) {
+      u -= w[j]
+      if (u < 0) { token = order[j]; break }
+    }
+  }
+  return { token, logprob: logits[token] - lse }
+}
+
+const disposeCache = (cache: Transformer.Cache) => {
+  for (const c of cache) {
+    c.k.dispose()
+    c.v.dispose()
+  }
+}
+
+/** Rows `index` of every cache tensor (a new cache; the old one is disposed). */
+const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Transformer.Cache => {
+  const next = tf.tidy(() => {
+    const idx = tf.tensor1d(Array.from(index), "int32")
+    return cache.map((c) => ({ k: tf.gather(c.k, idx) as tf.Tensor4D, v: tf.gather(c.v, idx) as tf.Tensor4D }))
+  })
+  disposeCache(cache)
+  return next
+}
+
+/** Samples `groupSize` completions for every prompt (see the module doc). */
+export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stream): Result => {
+  const c = model.config
+  const P = options.prompts.length, G = options.groupSize, N = P * G
+  if (!Number.isInteger(G) || G < 1) throw new RangeError(`groupSize must be a positive integer, got ${G}`)
+  if (!(options.temperature >= 0)) throw new RangeError(`temperature must be ≥ 0, got ${options.temperature}`)
+  const stop = new Set(options.stopIds)
+  const lengths = options.prompts.map((p) => p.length)
+  for (const [i, len] of lengths.entries()) {
+    if (len < 1) throw new RangeError(`prompt ${i} is empty`)
+    if (len >= c.maxSeqLen) throw new RangeError(`prompt ${i} has ${len} tokens; maxSeqLen ${c.maxSeqLen} leaves no room to generate`)
+  }
+  const completions: Array<Array<number>> = Array.from({ length: N }, () => [])
+  const logprobs: Array<Array<number>> = Array.from({ length: N }, () => [])
+  const finish: Array<FinishReason> = Array.from({ length: N }, () => "length")
+  if (N === 0 || options.maxNewTokens <= 0) {
+    return { completions: completions.map(() => new Int32Array(0)), logprobs: logprobs.map(() => new Float32Array(0)), finishReasons: finish }
+  }
+  const limit = (r: number) => Math.min(options.maxNewTokens, c.maxSeqLen - lengths[Math.floor(r / G)])
+
+  // Prefill: prompts left-padded to the longest; padded slots are masked out as keys.
+  const S0 = Math.max(...lengths)
+  const ids = new Int32Array(P * S0), positions = new Int32Array(P * S0), valid = new Uint8Array(P * S0)
+  for (let p = 0; p < P; p++) {
+    const pad = S0 - lengths[p]
+    ids.set(options.prompts[p], p * S0 + pad)
+    for (let s = pad; s < S0; s++) {
+      positions[p * S0 + s] = s - pad
+      valid[p * S0 + s] = 1
+    }
+  }
+  const prefill = tf.tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined))
+  let cache = prefill.cache
+  const firstLogits = prefill.logits.dataSync() as Float32Array
+  prefill.logits.dispose()
+  // Cache row i belongs to output row rows[i]; every output row starts from its prompt's prefill.
+  let rows = Array.from({ length: N }, (_, r) => r)
+  if (G > 1) cache = takeRows(cache, rows.map((r) => Math.floor(r / G)))
+  // Per output row: which slots of the cache are real tokens (prompt part, then one per generated token).
+  const rowValid = rows.map((r) => valid.subarray(Math.floor(r / G) * S0, (Math.floor(r / G) + 1) * S0))
+  const V = c.vocabSize
+  let logits = new Float32Array(N * V)
+  for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
+  const done = new Uint8Array(N)
+  let remaining = N
+  try {
+    for (let t = 0; ; t++) {
+      // Sample one token for every unfinished row (row order fixes the RNG draws).
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i]
+        if (done[r]) continue
+        const { token, logprob } = sampleToken(logits.subarray(i * V, (i + 1) * V), options, rng)
+        completions[r].push(token)
+        logprobs[r].push(logprob)
+        if (stop.has(token)) finish[r] = "stop"
+        if (stop.has(token) || completions[r].length >= limit(r)) {
+          done[r] = 1
+          remaining--
+        }
+      }
+      if (remaining === 0) break
+      // Drop finished rows once enough have accumulated (a gather of the cache per compaction).
+      const finished = rows.filter((r) => done[r]).length
+      if (finished > 0 && finished >= Math.max(1, Math.ceil(rows.length / 8))) {
+        const keep = rows.map((r, i) => (done[r] ? -1 : i)).filter((i) => i >= 0)
+        cache = takeRows(cache, keep)
+        rows = keep.map((i) => rows[i])
+      }
+      const B = rows.length, S = S0 + t + 1
+      const stepIds = new Int32Array(B), stepPos = new Int32Array(B), stepValid = new Uint8Array(B * S)
+      for (let i = 0; i < B; i++) {
+        const r = rows[i], len = lengths[Math.floor(r / G)]
+        stepIds[i] = completions[r][completions[r].length - 1]
+        // A finished row still in the batch repeats its last token; clamp keeps its position in range.
+        stepPos[i] = Math.min(len + t, c.maxSeqLen - 1)
+        stepValid.set(rowValid[r], i * S)
+        stepValid.fill(1, i * S + S0, (i + 1) * S)
+      }
+      const next = tf.tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache))
+      disposeCache(cache)
+      cache = next.cache
+      logits = next.logits.dataSync() as Float32Array
+      next.logits.dispose()
+    }
+  } finally {
+    disposeCache(cache)
+  }
+  return {
+    completions: completions.map((x) => Int32Array.from(x)),
+    logprobs: logprobs.map((x) => Float32Array.from(x)),
+    finishReasons: finish
+  }
+}
