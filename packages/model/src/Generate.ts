@@ -101,6 +101,9 @@ export const sampleToken = (
   return { token, logprob: logits[token] - lse }
 }
 
+/** `tf.tidy` for results that are plain objects of tensors (the cache) that tfjs's types do not accept. */
+const tidy = <A>(f: () => A): A => tf.tidy(f as unknown as () => tf.TensorContainer) as unknown as A
+
 const disposeCache = (cache: Transformer.Cache) => {
   for (const c of cache) {
     c.k.dispose()
@@ -110,7 +113,7 @@ const disposeCache = (cache: Transformer.Cache) => {
 
 /** Rows `index` of every cache tensor (a new cache; the old one is disposed). */
 const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Transformer.Cache => {
-  const next = tf.tidy(() => {
+  const next = tidy(() => {
     const idx = tf.tensor1d(Array.from(index), "int32")
     return cache.map((c) => ({ k: tf.gather(c.k, idx) as tf.Tensor4D, v: tf.gather(c.v, idx) as tf.Tensor4D }))
   })
@@ -149,7 +152,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
       valid[p * S0 + s] = 1
     }
   }
-  const prefill = tf.tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined))
+  const prefill = tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined))
   let cache = prefill.cache
   const firstLogits = prefill.logits.dataSync() as Float32Array
   prefill.logits.dispose()
@@ -159,7 +162,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
   // Per output row: which slots of the cache are real tokens (prompt part, then one per generated token).
   const rowValid = rows.map((r) => valid.subarray(Math.floor(r / G) * S0, (Math.floor(r / G) + 1) * S0))
   const V = c.vocabSize
-  let logits = new Float32Array(N * V)
+  let logits: Float32Array = new Float32Array(N * V)
   for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
   const done = new Uint8Array(N)
   let remaining = N
@@ -196,7 +199,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
         stepValid.set(rowValid[r], i * S)
         stepValid.fill(1, i * S + S0, (i + 1) * S)
       }
-      const next = tf.tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache))
+      const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache))
       disposeCache(cache)
       cache = next.cache
       logits = next.logits.dataSync() as Float32Array
