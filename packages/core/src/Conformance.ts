@@ -156,12 +156,18 @@ const scoreChecked = async (reward: Reward.Reward, input: Reward.Input, what: st
 
 /**
  * Runs the conformance checks on a reward plugin (instantiated with `config`, default `{}`) or on a
- * reward object. `sampleRows` replaces the built-in sample batch for the alignment and determinism checks.
+ * reward object. `sampleRows` replaces the built-in sample batch for the alignment and determinism
+ * checks; `prepare` adds columns to every batch the suite builds (for a reward that reads the column
+ * of a reward listed before it, such as `length` reading correctness).
  */
 export const run = async (
   subject: Reward.Reward | Reward.RewardPlugin,
-  options: { readonly config?: unknown; readonly sampleRows?: ReadonlyArray<Row> } = {}
+  options: { readonly config?: unknown; readonly sampleRows?: ReadonlyArray<Row>; readonly prepare?: (batch: RecordBatch) => RecordBatch } = {}
 ): Promise<Array<Result>> => {
+  const makeInput = (rows: ReadonlyArray<Row>): Reward.Input => {
+    const batch = makeBatch(rows)
+    return Reward.withSignal(Reward.inputFromBatch(options.prepare === undefined ? batch : options.prepare(batch)))
+  }
   const results: Array<Result> = []
   let reward: Reward.Reward
   if (isPlugin(subject)) {
