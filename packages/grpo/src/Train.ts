@@ -1,0 +1,62 @@
+/**
+ * The optimizer step both trainers (GRPO `Update`, `Sft`) share:
+ *
+ *   g = Σ_k ∇ L_k          over K micro-batches (each L_k already carries its share of the normaliser)
+ *   ‖g‖ = √(Σ ‖g_w‖²)      → non-finite loss or norm: skip (weights and moments untouched), count, maybe stop
+ *   g ← g · min(1, c / ‖g‖) → AdamW
+ *
+ * Gradient accumulation keeps one running sum per weight, so a batch larger than memory trains by
+ * lowering the micro-batch size without changing the result (up to float summation order).
+ */
+import * as tf from "@tensorflow/tfjs"
+import { Effect } from "effect"
+import type * as Guard from "./Guard.js"
+import * as Optimizer from "./Optimizer.js"
+
+/** A micro-batch's loss: called inside `tf.variableGrads`; may `tf.keep` side tensors it reports. */
+export type MicroLoss = () => tf.Scalar
+
+/** What one optimizer step did. */
+export interface StepResult {
+  readonly applied: boolean
+  /** Σ_k L_k: the step batch's loss. */
+  readonly loss: number
+  /** Global gradient norm before clipping. */
+  readonly gradNorm: number
+  /** Learning rate used (the one it would have used, when skipped). */
+  readonly learningRate: number
+}
+
+/** Accumulates the gradients of `micro` losses and applies one guarded, clipped AdamW update. */
+export const optimizerStep = (
+  optimizer: Optimizer.AdamW,
+  guard: Guard.Guard,
+  stepIndex: number,
+  micro: ReadonlyArray<MicroLoss>
+): Effect.Effect<StepResult, Guard.NonFiniteError> =>
+  Effect.gen(function*() {
+    const vars = optimizer.weights.map((w) => w.variable)
+    let acc: Array<tf.Tensor> | null = null
+    let loss = 0
+    for (const f of micro) {
+      const { value, grads } = tf.variableGrads(f, vars)
+      loss += value.dataSync()[0]
+      value.dispose()
+      const ordered = vars.map((v) => grads[v.name] ?? tf.zerosLike(v))
+      if (acc === null) acc = ordered
+      else {
+        const prev: Array<tf.Tensor> = acc
+        acc = prev.map((a, i) => tf.add(a, ordered[i]))
+        tf.dispose([...prev, ...ordered])
+      }
+    }
+    const grads = acc ?? vars.map((v) => tf.zerosLike(v))
+    const normT = Optimizer.globalNorm(grads)
+    const gradNorm = normT.dataSync()[0]
+    normT.dispose()
+    const learningRate = optimizer.currentLearningRate()
+    const ok = yield* guard.check(stepIndex, { loss, gradNorm }).pipe(Effect.onError(() => Effect.sync(() => tf.dispose(grads))))
+    if (ok) optimizer.apply(grads, Optimizer.clipScale(gradNorm, optimizer.config.maxGradNorm))
+    tf.dispose(grads)
+    return { applied: ok, loss, gradNorm, learningRate }
+  })
