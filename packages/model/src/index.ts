@@ -2,5 +2,6 @@
 export * as Checkpoint from "./Checkpoint.js"
 export * as Generate from "./Generate.js"
 export * as LogProbs from "./LogProbs.js"
+export * as Rollout from "./Rollout.js"
 export * as Safetensors from "./Safetensors.js"
 export * as Transformer from "./Transformer.js"
