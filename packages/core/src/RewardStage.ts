@@ -27,7 +27,7 @@
  */
 import { createRequire } from "node:module"
 import { resolve as resolvePath } from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
+import { pathToFileURL } from "node:url"
 import { Worker } from "node:worker_threads"
 import { Field, Float32, Schema as ArrowSchema, Table, tableToIPC, type RecordBatch, type Utf8, type Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
@@ -611,10 +611,4 @@ export const metrics = (scored: RecordBatch, names: ReadonlyArray<string>): Reco
   for (const [g, c] of count) if (c < 2 || lo.get(g) === hi.get(g)) zero++
   out.frac_reward_zero_std = count.size === 0 ? 0 : zero / count.size
   return out
-}
-
-/** Where a worker imports a plugin from (exposed for tests and error messages). */
-export const resolvePlugin = (spec: string, from: string = process.cwd()): string => {
-  const url = pluginUrl(spec, from)
-  return url.startsWith("file:") ? fileURLToPath(url) : url
 }
