@@ -91,7 +91,8 @@ export const fromHfConfig = (h: HfConfig, hasBiases: boolean): Transformer.Confi
 /** Writes `model` to `dir` (created if needed): `model.safetensors` then `config.json`, each atomically. */
 export const save = Effect.fnUntraced(function*(dir: string, model: Transformer.Model): Effect.fn.Return<void, CheckpointError> {
   const tensors: Record<string, Entry> = {}
-  for (const w of model.weights) tensors[w.name] = { dtype: "F32", shape: w.variable.shape, data: w.variable.dataSync() as Float32Array }
+  const arrays = Transformer.toArrays(model)
+  for (const { name, shape } of Transformer.weightShapes(model.config)) tensors[name] = { dtype: "F32", shape, data: arrays.get(name)! }
   yield* write(path.join(dir, WEIGHTS_FILE), tensors, { format: "pt", producer: "r1flow" })
   yield* writeAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(toHfConfig(model.config), null, 2) + "\n")
 })

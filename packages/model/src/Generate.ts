@@ -152,7 +152,9 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
       valid[p * S0 + s] = 1
     }
   }
-  const prefill = tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined))
+  // Tied heads are transposed once per call, not per step (and XNNPACK keeps the packed copy).
+  const head = model.lmHead === undefined ? Transformer.outputHead(model) : undefined
+  const prefill = tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined, head))
   let cache = prefill.cache
   const firstLogits = prefill.logits.dataSync() as Float32Array
   prefill.logits.dispose()
@@ -199,7 +201,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
         stepValid.set(rowValid[r], i * S)
         stepValid.fill(1, i * S + S0, (i + 1) * S)
       }
-      const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache))
+      const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache, head))
       disposeCache(cache)
       cache = next.cache
       logits = next.logits.dataSync() as Float32Array
@@ -207,6 +209,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
     }
   } finally {
     disposeCache(cache)
+    head?.dispose()
   }
   return {
     completions: completions.map((x) => Int32Array.from(x)),

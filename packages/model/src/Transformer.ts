@@ -7,8 +7,10 @@
  *   logits = W_lm · n(x_L)                             W_lm = E when the head is tied
  *   n(x) = x / sqrt(mean(x²) + ε) ⊙ g                  RMSNorm
  *
- * Weights are stored in Hugging Face layout and names (`model.layers.N.self_attn.q_proj.weight`, Linear
- * weights `[out, in]`), so a checkpoint maps one to one. RoPE is the HF "rotate half" form with
+ * Weights carry Hugging Face names (`model.layers.N.self_attn.q_proj.weight`, …) so a checkpoint maps
+ * one to one; Linear weights are held transposed, `[in, out]` (HF stores `[out, in]`), so `x · W` needs no
+ * transpose and XNNPACK keeps the packed weights between calls (its cache is keyed by the weight tensor).
+ * `fromArrays` / `toArrays` / `weightShapes` speak HF layout; only the variables are transposed. RoPE is the HF "rotate half" form with
  * `inv_freq[i] = θ^(-2i/d)`; query heads `h` share key/value head `⌊h / (H / Hkv)⌋` as in HF `repeat_kv`.
  *
  * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible; the
@@ -41,7 +43,7 @@ export const Config = Schema.Struct({
 /** Model shape. */
 export type Config = typeof Config.Type
 
-/** A named trainable tensor, HF name. */
+/** A named trainable tensor, HF name (Linear weights held `[in, out]`, the transpose of HF's `[out, in]`). */
 export interface Weight {
   readonly name: string
   readonly variable: tf.Variable
@@ -83,8 +85,8 @@ export interface Model {
   readonly embed: tf.Variable
   readonly layers: ReadonlyArray<Layer>
   readonly norm: tf.Variable
-  /** The output head `[V, C]`; the embedding when tied. */
-  readonly lmHead: tf.Variable
+  /** The untied output head `[C, V]`; undefined when tied to the embedding `[V, C]`. */
+  readonly lmHead: tf.Variable | undefined
   /** @internal */
   readonly constants: Constants
   /** Frees every weight and constant. */
@@ -108,7 +110,7 @@ export const problems = (c: Config): Array<string> => {
   return out
 }
 
-/** Names and shapes of every weight of a config, in `Model.weights` order. */
+/** Names and HF shapes (Linear `[out, in]`) of every weight of a config, in `Model.weights` order. */
 export const weightShapes = (c: Config): Array<{ name: string; shape: Array<number> }> => {
   const hd = headDim(c), kv = c.nKvHeads * hd
   const out: Array<{ name: string; shape: Array<number> }> = [{ name: "model.embed_tokens.weight", shape: [c.vocabSize, c.dModel] }]
@@ -140,6 +142,16 @@ export const weightShapes = (c: Config): Array<{ name: string; shape: Array<numb
   return out
 }
 
+/** Linear weights are the ones held transposed. */
+export const isLinear = (name: string): boolean => name.endsWith("_proj.weight") || name === "lm_head.weight"
+
+/** Row-major `[rows, cols]` → `[cols, rows]`. */
+const transpose2d = (a: Float32Array, rows: number, cols: number): Float32Array => {
+  const out = new Float32Array(a.length)
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j]
+  return out
+}
+
 const makeConstants = (c: Config): Constants => {
   const hd = headDim(c), half = hd / 2, T = c.maxSeqLen
   const cos = new Float32Array(T * hd), sin = new Float32Array(T * hd)
@@ -166,7 +178,7 @@ const makeConstants = (c: Config): Constants => {
 }
 
 /**
- * Builds a model from one Float32Array per weight (HF names, shapes of `weightShapes`).
+ * Builds a model from one Float32Array per weight (HF names and layout, shapes of `weightShapes`).
  * Variables are created non-trainable when `trainable` is false (a frozen reference policy).
  */
 export const fromArrays = (config: Config, arrays: ReadonlyMap<string, Float32Array>, trainable = true): Model => {
@@ -181,7 +193,7 @@ export const fromArrays = (config: Config, arrays: ReadonlyMap<string, Float32Ar
       const size = shape.reduce((a, b) => a * b, 1)
       if (data.length !== size) throw new RangeError(`weight ${name} has ${data.length} values, shape [${shape}] needs ${size}`)
       // Variable names are global in tfjs, so they stay auto-generated; `name` is the HF name.
-      const initial = tf.tensor(data, shape, "float32")
+      const initial = isLinear(name) ? tf.tensor(transpose2d(data, shape[0], shape[1]), [shape[1], shape[0]], "float32") : tf.tensor(data, shape, "float32")
       const variable = tf.variable(initial, trainable)
       initial.dispose()
       weights.push({ name, variable })
@@ -218,7 +230,7 @@ export const fromArrays = (config: Config, arrays: ReadonlyMap<string, Float32Ar
     embed,
     layers,
     norm: get("model.norm.weight"),
-    lmHead: config.tieEmbeddings ? embed : get("lm_head.weight"),
+    lmHead: config.tieEmbeddings ? undefined : get("lm_head.weight"),
     constants,
     dispose: () => {
       for (const w of weights) w.variable.dispose()
@@ -247,9 +259,12 @@ export const init = (config: Config, rng: Rng.Stream): Model => {
   return fromArrays(config, arrays)
 }
 
-/** Every weight's values, by HF name (a copy). */
+/** Every weight's values, by HF name, in HF layout (a copy). */
 export const toArrays = (model: Model): Map<string, Float32Array> =>
-  new Map(model.weights.map((w) => [w.name, w.variable.dataSync() as Float32Array]))
+  new Map(model.weights.map((w) => {
+    const data = w.variable.dataSync() as Float32Array
+    return [w.name, isLinear(w.name) ? transpose2d(data, w.variable.shape[0] as number, w.variable.shape[1] as number) : data]
+  }))
 
 /** A copy with its own variables; non-trainable unless asked (the frozen reference policy). */
 export const clone = (model: Model, options: { readonly trainable?: boolean } = {}): Model =>
@@ -273,9 +288,9 @@ export const parameterCount = (model: Model): number => model.weights.reduce((n,
 // ---------------------------------------------------------------------------------------------------
 // Building blocks. All take and return 2-D activations [N, C] (N = B·T) unless stated.
 
-/** x · Wᵀ (+ b), with W in HF layout [out, in]. */
-const linear = (x: tf.Tensor2D, w: tf.Variable, b?: tf.Variable): tf.Tensor2D => {
-  const y = tf.matMul(x, w as tf.Tensor, false, true) as tf.Tensor2D
+/** x · W (+ b), with W held [in, out]. */
+const linear = (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Variable): tf.Tensor2D => {
+  const y = tf.matMul(x, w as tf.Tensor2D) as tf.Tensor2D
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D)
 }
 
@@ -330,6 +345,26 @@ interface Positions {
   readonly mask: tf.Tensor
 }
 
+/** Attention of queries [B, Hkv, Q, hd] over keys/values [B, Hkv, S, hd] with an additive mask: batched products. */
+const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D =>
+  tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), mask)), v)
+
+/** Up to this many query rows per kv head, attention is done with broadcasts instead of products. */
+const SMALL_QUERY = 4
+
+/**
+ * The same for a handful of query rows (decoding: one token): B·Hkv matrix-vector products are cheaper
+ * as broadcast multiply + sum over the last axis than as batched matmuls (per-product setup dominates).
+ */
+const attendSmall = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D => {
+  const [b, h, nq, hd] = q.shape
+  const s = k.shape[2]
+  const scores = tf.sum(tf.mul(tf.reshape(q, [b, h, nq, 1, hd]), tf.reshape(k, [b, h, 1, s, hd])), -1) // [B, Hkv, Q, S]
+  const p = tf.softmax(tf.add(scores, mask))
+  const vt = tf.transpose(v, [0, 1, 3, 2]) // [B, Hkv, hd, S]
+  return tf.sum(tf.mul(tf.reshape(p, [b, h, nq, 1, s]), tf.reshape(vt, [b, h, 1, hd, s])), -1) as tf.Tensor4D
+}
+
 /** One transformer block on x [B·T, C]; returns the new residual stream and this call's keys/values. */
 const block = (
   model: Model,
@@ -353,9 +388,8 @@ const block = (
     v = tf.concat([past.v, v], 2)
   }
   // Query heads grouped by their kv head: [B, H, T, hd] → [B, Hkv, G·T, hd] (h = kv·G + g).
-  const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd])
-  const scores = tf.add(tf.matMul(qg, k, false, true), pos.mask) // [B, Hkv, G·T, S]
-  const att = tf.matMul(tf.softmax(scores), v) // [B, Hkv, G·T, hd]
+  const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd]) as tf.Tensor4D
+  const att = G * time <= SMALL_QUERY ? attendSmall(qg, k, v, pos.mask) : attend(qg, k, v, pos.mask) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
@@ -386,7 +420,8 @@ export const forward = (model: Model, ids: tf.Tensor2D): tf.Tensor3D => {
   const pos: Positions = { cos: slice(k.cos), sin: slice(k.sin), cosQ: slice(k.cosQ), sinQ: slice(k.sinQ), mask: causalMask(time, c.nHeads / c.nKvHeads) }
   let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
   for (const layer of model.layers) x = block(model, layer, x, batch, time, pos, undefined).x
-  const logits = linear(rmsNorm(x, model.norm, c.normEps), model.lmHead)
+  const n = rmsNorm(x, model.norm, c.normEps)
+  const logits = model.lmHead === undefined ? tf.matMul(n, model.embed, false, true) : linear(n, model.lmHead)
   return tf.reshape(logits, [batch, time, c.vocabSize])
 }
 
@@ -398,6 +433,7 @@ export type Cache = ReadonlyArray<LayerCache>
  * positions) on top of `cache` (keys/values of S₀ earlier slots, or none), where `keyValid` (`B·(S₀+T)`,
  * 1/0) says which slots are real tokens (left padding is 0). Slot order is causal: query t sees slots
  * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache.
+ * `head` is `outputHead(model)`, computed once per generation rather than per step.
  * Not meant for gradients (generation runs outside them).
  */
 export const step = (
@@ -405,7 +441,8 @@ export const step = (
   ids: tf.Tensor2D,
   positions: Int32Array,
   keyValid: Uint8Array,
-  cache: Cache | undefined
+  cache: Cache | undefined,
+  head?: tf.Tensor2D
 ): { logits: tf.Tensor2D; cache: Cache } => {
   const c = model.config, G = c.nHeads / c.nKvHeads
   const [batch, time] = ids.shape
@@ -433,6 +470,10 @@ export const step = (
   }
   // Only the last position's logits are needed: [B, T, C] → [B, C].
   const last = time === 1 ? x : tf.reshape(tf.slice(tf.reshape(x, [batch, time, c.dModel]), [0, time - 1, 0], [batch, 1, c.dModel]), [batch, c.dModel])
-  const logits = linear(rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), model.lmHead)
+  const logits = linear(rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), head ?? outputHead(model))
   return { logits, cache: next }
 }
+
+/** The output head as `[C, V]`: the untied head, or the transposed embedding (a new tensor) when tied. */
+export const outputHead = (model: Model): tf.Tensor2D =>
+  model.lmHead !== undefined ? (model.lmHead as tf.Tensor2D) : (tf.transpose(model.embed) as tf.Tensor2D)

@@ -32,6 +32,8 @@ describe("Checkpoint", () => {
       expect((await fs.readdir(dir)).sort()).toEqual(["config.json", "model.safetensors"])
       const hf = JSON.parse(await fs.readFile(path.join(dir, "config.json"), "utf8"))
       expect(hf).toMatchObject({ vocab_size: 13, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 24, tie_word_embeddings: config.tieEmbeddings })
+      const { tensors } = await Effect.runPromise(Safetensors.read(path.join(dir, "model.safetensors")))
+      expect(tensors["model.layers.1.mlp.down_proj.weight"].shape).toEqual([16, 24]) // HF Linear layout [out, in]
       const loaded = await Effect.runPromise(Checkpoint.load(dir))
       expect(loaded.config).toEqual(config)
       expect(loaded.weights.map((w) => w.name)).toEqual(m.weights.map((w) => w.name))

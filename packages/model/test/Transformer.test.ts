@@ -18,7 +18,9 @@ describe("Transformer", () => {
     for (const [name, v] of wa) expect(Buffer.from(v.buffer).equals(Buffer.from(wb.get(name)!.buffer))).toBe(true)
     expect(maxAbsDiff(wa.get("model.embed_tokens.weight")!, wc.get("model.embed_tokens.weight")!)).toBeGreaterThan(0)
     expect(a.weights.map((w) => w.name).slice(0, 3)).toEqual(["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight"])
-    expect(a.weights.find((w) => w.name === "model.layers.0.self_attn.k_proj.weight")!.variable.shape).toEqual([8, 16])
+    // Linear weights are held [in, out]; HF layout [out, in] is what weightShapes and checkpoints use.
+    expect(a.weights.find((w) => w.name === "model.layers.0.self_attn.k_proj.weight")!.variable.shape).toEqual([16, 8])
+    expect(Transformer.weightShapes(tiny).find((w) => w.name === "model.layers.0.self_attn.k_proj.weight")!.shape).toEqual([8, 16])
     expect(Transformer.parameterCount(a)).toBe(Transformer.weightShapes(tiny).reduce((n, w) => n + w.shape.reduce((x, y) => x * y, 1), 0))
     for (const m of [a, b, c]) m.dispose()
   })
