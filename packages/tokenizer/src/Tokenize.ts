@@ -123,31 +123,51 @@ export const tokenizeColumn = (name: string, options: { readonly maxLength?: num
   })
 }
 
-/** Decoded rows of a `List<Int32>` column as a `Utf8` column built from the bytes, and which rows were incomplete. */
+/**
+ * Decoded rows of a `List<Int32>` column as a `Utf8` column, and which rows were incomplete.
+ *
+ * The whole batch is decoded in one tiktoken call straight into the column's bytes; row offsets
+ * come from each id's byte length. Only when a batch holds unknown ids or invalid UTF-8 (rare:
+ * cut completions) are those rows rebuilt one by one, with the WHATWG repair (U+FFFD), because a
+ * `Utf8` column must hold valid UTF-8.
+ */
 export const decodeColumn = (codec: Codec, column: Vector<List<Int32>>): { readonly text: Vector<Utf8>; readonly incomplete: Uint8Array } => {
   const view = Columns.int32List(column)
   const incomplete = new Uint8Array(view.rows)
-  const offsets = new Int32Array(view.rows + 1)
-  let bytes = new Uint8Array(Math.max(1024, view.values.length * 4))
-  let at = 0
-  for (let i = 0; i < view.rows; i++) {
-    const decoded = codec.decodeBytes(Columns.row(view, i))
-    let b = decoded.bytes
-    if (decoded.unknown > 0 || !isUtf8(b)) {
-      // A Utf8 column must hold valid UTF-8: store the WHATWG repair (U+FFFD) and flag the row.
-      b = Buffer.from(Buffer.from(b.buffer, b.byteOffset, b.length).toString("utf8"), "utf8")
-      incomplete[i] = 1
+  let offsets = new Int32Array(view.rows + 1)
+  let bytes: Uint8Array = new Uint8Array(0)
+  let allKnown = true
+  for (let i = 0; i < view.values.length; i++) {
+    if (!codec.isKnown(view.values[i])) {
+      allKnown = false
+      break
     }
-    if (at + b.length > bytes.length) {
-      const grown = new Uint8Array(Math.max(bytes.length * 2, at + b.length))
-      grown.set(bytes.subarray(0, at))
-      bytes = grown
-    }
-    bytes.set(b, at)
-    at += b.length
-    offsets[i + 1] = at
   }
-  const text = makeVector(makeData({ type: new Utf8(), length: view.rows, nullCount: 0, valueOffsets: offsets, data: bytes.subarray(0, at) }))
+  if (allKnown) {
+    bytes = codec.decodeBytes(view.values).bytes
+    let at = 0
+    for (let r = 0; r < view.rows; r++) {
+      for (let k = view.offsets[r]; k < view.offsets[r + 1]; k++) at += codec.byteLength(view.values[k])
+      offsets[r + 1] = at
+      if (!isUtf8(bytes.subarray(offsets[r], at))) incomplete[r] = 1
+    }
+  }
+  if (!allKnown || incomplete.includes(1)) {
+    const parts: Array<Uint8Array> = []
+    offsets = new Int32Array(view.rows + 1)
+    for (let r = 0; r < view.rows; r++) {
+      const decoded = codec.decodeBytes(Columns.row(view, r))
+      let b = decoded.bytes
+      if (decoded.unknown > 0 || !isUtf8(b)) {
+        b = Buffer.from(Buffer.from(b.buffer, b.byteOffset, b.length).toString("utf8"), "utf8")
+        incomplete[r] = 1
+      }
+      parts.push(b)
+      offsets[r + 1] = offsets[r] + b.length
+    }
+    bytes = Buffer.concat(parts)
+  }
+  const text = makeVector(makeData({ type: new Utf8(), length: view.rows, nullCount: 0, valueOffsets: offsets, data: bytes }))
   return { text, incomplete }
 }
 

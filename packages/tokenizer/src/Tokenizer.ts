@@ -46,6 +46,8 @@ export interface Codec {
   readonly decodeBytes: (ids: Int32Array) => { readonly bytes: Uint8Array; readonly unknown: number }
   /** Whether `id` decodes (an ordinary rank or a special token). */
   readonly isKnown: (id: number) => boolean
+  /** Number of bytes `id` decodes to (a known id; cached after the first ask). */
+  readonly byteLength: (id: number) => number
   /** Frees the WebAssembly encoder; the codec must not be used afterwards. */
   readonly free: () => void
 }
@@ -93,6 +95,13 @@ export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, s
     return { bytes: Buffer.concat(pieces), unknown }
   }
 
+  // Filled on demand: a batch touches a few thousand distinct ids, not the whole vocabulary.
+  const lengths = new Int32Array(vocabSize).fill(-1)
+  const byteLength = (id: number): number => {
+    const n = lengths[id]
+    return n >= 0 ? n : (lengths[id] = encoder.decode_single_token_bytes(id).length)
+  }
+
   return {
     name,
     vocabSize,
@@ -108,6 +117,7 @@ export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, s
     },
     decodeBytes,
     isKnown,
+    byteLength,
     free: () => encoder.free()
   }
 }

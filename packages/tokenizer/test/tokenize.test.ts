@@ -80,6 +80,18 @@ describe("detokenizeColumn", () => {
     expect(bools(out.getChild("completion_incomplete") as Vector<Bool>)).toEqual([false, false, true, false, true])
   })
 
+  it("flags a cut character in a batch of known ids, and reads sliced batches", async () => {
+    const emoji = codec.encode("answer 🧮")
+    const rows = [codec.encode("skip me"), codec.encode("ok"), emoji.subarray(0, emoji.length - 1), codec.encode(" done é"), Template.completion(codec, "<answer>1</answer>")]
+    const Ids = new Schema([new Field("ids", Batch.Int32List(), false)])
+    const b = Batch.fromData(Ids, { ids: Columns.int32ListFromRows(rows) }).slice(1, 5)
+    const out = await run(provide(Tokenize.detokenizeColumn({ ids: "ids", text: "text" }).run(b)))
+    const text = out.getChild("text") as Vector<Utf8>
+    expect(Array.from({ length: 4 }, (_, i) => text.get(i))).toEqual(rows.slice(1).map((r) => codec.decode(r).text))
+    expect(text.get(1)).toMatch(/^answer \uFFFD$/)
+    expect(bools(out.getChild("text_incomplete") as Vector<Bool>)).toEqual([false, true, false, false])
+  })
+
   it("round-trips a tokenized column", async () => {
     const tok = await run(provide(Tokenize.tokenizeColumn("text").run(batch)))
     const out = await run(provide(Tokenize.detokenizeColumn({ ids: "text_ids", text: "text_decoded" }).run(tok)))
