@@ -122,13 +122,11 @@ export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, s
   }
 }
 
-const tiktokenName = (name: StandardName) => name
-
 /** A standard encoding from the package, with the control tokens appended after its own specials. Throws if tiktoken fails. */
 export const makeStandard = (name: StandardName): Codec => {
   const specials = standardSpecials(name, OWN_SPECIALS[name])
   const extra = Object.fromEntries(Object.entries(specials).filter(([t]) => !(t in OWN_SPECIALS[name])))
-  return fromEncoder(name, get_encoding(tiktokenName(name), extra), ORDINARY[name], specials)
+  return fromEncoder(name, get_encoding(name, extra), ORDINARY[name], specials)
 }
 
 /** A compact vocabulary through tiktoken's constructor for custom encodings. Throws if tiktoken rejects the ranks. */
