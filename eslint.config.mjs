@@ -18,8 +18,8 @@ export default [
             { sourceTag: "scope:core", onlyDependOnLibsWithTags: [] },
             // Plugins are swappable parts: core only, never each other.
             { sourceTag: "scope:plugin", onlyDependOnLibsWithTags: ["scope:core"] },
-            { sourceTag: "scope:engine", onlyDependOnLibsWithTags: ["scope:core", "scope:engine"] },
-            { sourceTag: "scope:datasets", onlyDependOnLibsWithTags: ["scope:core", "scope:engine"] },
+            { sourceTag: "scope:engine", onlyDependOnLibsWithTags: ["scope:core", "scope:engine", "scope:datasets"] },
+            { sourceTag: "scope:datasets", onlyDependOnLibsWithTags: ["scope:core"] },
             { sourceTag: "scope:app", onlyDependOnLibsWithTags: ["scope:core", "scope:engine", "scope:plugin", "scope:datasets"] },
             { sourceTag: "scope:tools", onlyDependOnLibsWithTags: ["scope:core", "scope:engine", "scope:plugin", "scope:datasets", "scope:app"] }
           ]

@@ -98,7 +98,7 @@ export const Advantages: Schema<AdvantagesType> = new Schema(
 )
 
 /** The column name a reward's score is written under. */
-export const rewardColumn = (rewardName: string) => `reward_${rewardName}`
+export const rewardColumn = (rewardName: string): `reward_${string}` => `reward_${rewardName}`
 
 /** Scored schema for a given list of reward names (each as a nullable Float32 column). */
 export const scoredWith = (rewardNames: ReadonlyArray<string>): Schema =>

@@ -18,7 +18,7 @@ const length = Stage.make({
   name: "length",
   input: Text,
   output: WithLen,
-  transform: (b) => Stage.addColumns("length", b, WithLen, { len: Columns.makeInt32(Int32Array.from(b.getChild("text")!.toArray() as Array<string>, (t) => t.length)) })
+  transform: (b) => Stage.addColumns("length", b, WithLen, { len: Columns.makeInt32(Int32Array.from(b.getChild("text")!.toArray() as unknown as Array<string>, (t) => t.length)) })
 })
 const score = Stage.make({
   name: "score",

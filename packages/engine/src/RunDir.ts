@@ -89,6 +89,9 @@ export const fsyncDir = (dir: string): void => {
 export const write = (path: string, bytes: Uint8Array | string): Effect.Effect<void, RunDirError> =>
   Effect.try({ try: () => writeAtomic(path, bytes), catch: (e) => new RunDirError({ path, message: (e as Error).message }) })
 
+/** A record batch as the bytes of an Arrow IPC file. */
+export const ipcFile = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "file")
+
 /** Writes a step's rollouts as an Arrow IPC file `rollouts/step-NNNNNN.arrow`. */
 export const writeRollouts = (dir: RunDir, step: number, batch: RecordBatch): Effect.Effect<string, RunDirError> => {
   const path = join(dir.rollouts, `step-${String(step).padStart(6, "0")}.arrow`)

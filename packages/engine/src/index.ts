@@ -1,1 +1,13 @@
-export {}
+/** @r1flow/engine: recipe stages, run directories, reports. */
+export * as Context from "./Context.js"
+export * as Data from "./Data.js"
+export * as Evaluate from "./Evaluate.js"
+export * as Progress from "./Progress.js"
+export * as Prompts from "./Prompts.js"
+export * as Recipe from "./Recipe.js"
+export * as RecipeStage from "./RecipeStage.js"
+export * as Report from "./Report.js"
+export * as Run from "./Run.js"
+export * as RunDir from "./RunDir.js"
+export * as Sampling from "./Sampling.js"
+export * as Training from "./Training.js"

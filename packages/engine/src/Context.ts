@@ -1,0 +1,61 @@
+/**
+ * What every recipe stage runs against: the run's data, tokenizer, policy, randomness, metrics and
+ * run directory. One context lives for the whole run; stages read it and may replace the policy
+ * (SFT and GRPO train it in place; a stage that loads a teacher swaps it back afterwards).
+ */
+import type { Metrics, Rng } from "@r1flow/core"
+import type { Corpus, Task } from "@r1flow/datasets"
+import type { Transformer } from "@r1flow/model"
+import type { Codec } from "@r1flow/tokenizer"
+import type * as Recipe from "./Recipe.js"
+import type * as RunDir from "./RunDir.js"
+import { Context as EffectContext, Schema } from "effect"
+
+/** The run's task data: train and held-out prompts, plus the base corpus for pretraining. */
+export interface Data {
+  readonly train: ReadonlyArray<Task.Row>
+  readonly test: ReadonlyArray<Task.Row>
+  /** Worked solutions for pretraining / cold start (empty for real-data tasks without one). */
+  readonly corpus: ReadonlyArray<Corpus.Row>
+}
+
+/** Mutable progress shared by the stages: saved in checkpoints, restored on resume. */
+export interface Progress {
+  /** Global optimisation step across all stages (metrics are indexed by it). */
+  step: number
+  /** Index of the stage being run (stages before it are done). */
+  stageIndex: number
+  /** Steps done inside the current stage. */
+  stageStep: number
+  /** Position in the current stage's shuffled data order. */
+  cursor: number
+}
+
+/** The state every stage plugin runs against. */
+export interface RunContext {
+  readonly recipe: Recipe.Recipe
+  readonly dir: RunDir.RunDir
+  readonly rng: Rng.Rng["Service"]
+  readonly metrics: Metrics.Metrics["Service"]
+  readonly tokenizer: Codec
+  readonly data: Data
+  /** The policy being trained (stages may replace it). */
+  policy: Transformer.Model
+  readonly progress: Progress
+  /** Prompt ids for a question under the recipe's template. */
+  readonly promptIds: (question: string) => Int32Array
+  /** A line on the terminal (progress, results). */
+  readonly log: (line: string) => void
+  /** Stage-owned state to carry in checkpoints (e.g. optimizer moments), by stage name. */
+  readonly stageState: Map<string, unknown>
+}
+
+/** The run context as an Effect service. */
+export class Run extends EffectContext.Service<Run, RunContext>()("@r1flow/engine/Run") {}
+
+/** A recipe stage failed; the message names the stage and what went wrong. */
+export class StageRunError extends Schema.TaggedError<StageRunError>()("StageRunError", {
+  stage: Schema.String,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {}

@@ -1,0 +1,128 @@
+/**
+ * Held-out evaluation as R1 reports it: pass@1 averaged over k samples per problem, and cons@k
+ * (majority vote over the k final answers). Also the format rate (strict R1 format) and the mean
+ * completion length. Results go to `evals/<label>.json`, the metrics stream, and the terminal.
+ */
+import { Batch, Columns } from "@r1flow/core"
+import { Effect, Schema } from "effect"
+import type { Vector, Float32, Utf8 } from "apache-arrow"
+import { Run, StageRunError, type RunContext } from "./Context.js"
+import type { EvalRecord } from "./Report.js"
+import * as RunDir from "./RunDir.js"
+import * as Sampling from "./Sampling.js"
+import { join } from "node:path"
+
+/** Eval config. */
+export const Config = Schema.Struct({
+  split: Schema.Literals(["test", "train"]).pipe(Schema.withDecodingDefaultKey(Effect.succeed("test" as const))),
+  /** Evaluate on the first `limit` problems (default: all). */
+  limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** k samples per problem. */
+  samples: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
+  sampling: Sampling.Config,
+  /** Reward plugin that judges correctness (score ≥ 1 is correct); default by task. */
+  accuracy: Schema.optionalKey(Schema.Struct({ plugin: Schema.String, config: Schema.optionalKey(Schema.Unknown) })),
+  /** Problems per generation batch. */
+  batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(64)))
+})
+/** Eval config. */
+export type Config = typeof Config.Type
+
+const answerOf = (completion: string): string => {
+  const open = completion.lastIndexOf("<answer>")
+  if (open < 0) return completion.trim()
+  const close = completion.indexOf("</answer>", open)
+  return completion.slice(open + 8, close < 0 ? undefined : close).trim()
+}
+
+const strings = (v: Vector<Utf8>) => Array.from(v as Iterable<string | null>, (s) => s ?? "")
+
+/** Runs an evaluation of the current policy and records it under `label`. */
+export const run = (config: Config, label: string): Effect.Effect<EvalRecord, StageRunError, Run> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const ctx: RunContext = yield* Run
+      const where = `eval ${label}`
+      if (config.sampling.temperature === 0 && config.samples > 1) {
+        return yield* new StageRunError({ stage: where, message: `samples = ${config.samples} with temperature 0 would repeat one greedy answer; use samples = 1 or a temperature > 0` })
+      }
+      const rows = ctx.data[config.split].slice(0, config.limit)
+      const t0 = performance.now()
+      const rewardStage = yield* Sampling.rewards(
+        where,
+        yield* Sampling.decodeRewards(
+          {
+            rewards: [
+              { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },
+              { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
+            ]
+          },
+          where
+        ),
+        process.cwd()
+      )
+      let correct = 0, formatted = 0, length = 0, n = 0, consCorrect = 0
+      const samples: Array<EvalRecord["samples"][number]> = []
+      for (let start = 0; start < rows.length; start += config.batchSize) {
+        const chunk = rows.slice(start, start + config.batchSize)
+        const batch = yield* Sampling.rollouts(ctx, chunk, { ...config.sampling, groupSize: config.samples, stream: `eval/${label}`, firstGroup: start, stage: where })
+        const scored = yield* Sampling.score(where, rewardStage, batch)
+        const acc = Columns.float32Values(scored.getChild(Batch.rewardColumn("accuracy")) as Vector<Float32>)
+        const fmt = Columns.float32Values(scored.getChild(Batch.rewardColumn("format")) as Vector<Float32>)
+        const lens = Columns.int32Values(scored.getChild("completion_length")!)
+        const completions = strings(scored.getChild("completion")!)
+        for (let i = 0; i < scored.numRows; i++) {
+          correct += acc[i] >= 1 ? 1 : 0
+          formatted += fmt[i] >= 1 ? 1 : 0
+          length += lens[i]
+          n++
+        }
+        // cons@k: the most frequent final answer of each problem's k samples decides it.
+        for (let p = 0; p < chunk.length; p++) {
+          const votes = new Map<string, { count: number; correct: boolean }>()
+          for (let s = 0; s < config.samples; s++) {
+            const i = p * config.samples + s
+            const a = answerOf(completions[i])
+            const v = votes.get(a) ?? { count: 0, correct: acc[i] >= 1 }
+            v.count++
+            votes.set(a, v)
+          }
+          let best = { count: -1, correct: false }
+          for (const v of votes.values()) if (v.count > best.count) best = v
+          consCorrect += best.correct ? 1 : 0
+          if (samples.length < 12) {
+            samples.push({ prompt: chunk[p].question, completion: completions[p * config.samples], answer: chunk[p].answer, reward: acc[p * config.samples] })
+          }
+        }
+      }
+      const record: EvalRecord = {
+        name: label,
+        step: ctx.progress.step,
+        split: config.split,
+        problems: rows.length,
+        samplesPerProblem: config.samples,
+        temperature: config.sampling.temperature,
+        accuracy: n > 0 ? correct / n : 0,
+        consAccuracy: rows.length > 0 ? consCorrect / rows.length : 0,
+        formatRate: n > 0 ? formatted / n : 0,
+        meanLength: n > 0 ? length / n : 0,
+        seconds: (performance.now() - t0) / 1000,
+        samples
+      }
+      yield* RunDir.write(join(ctx.dir.evals, `${label}.json`), JSON.stringify(record, null, 2)).pipe(
+        Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` }))
+      )
+      yield* ctx.metrics.record(ctx.progress.step, {
+        [`eval/${label}/accuracy`]: record.accuracy,
+        [`eval/${label}/cons_accuracy`]: record.consAccuracy as number,
+        [`eval/${label}/format_rate`]: record.formatRate,
+        [`eval/${label}/mean_length`]: record.meanLength
+      })
+      ctx.log(
+        `[${label}] held-out accuracy (pass@1 over ${config.samples} sample${config.samples > 1 ? "s" : ""}): ${(100 * record.accuracy).toFixed(1)} %` +
+          (config.samples > 1 ? `   cons@${config.samples} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
+          `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${rows.length} problems, ${(record.seconds as number).toFixed(1)} s)`
+      )
+      return record
+    })
+  )

@@ -1,0 +1,124 @@
+/**
+ * A recipe: the whole experiment as one JSON config a user can copy and edit.
+ *
+ * It names the task, the tokenizer, the policy's shape (or a checkpoint to start from) and an ordered
+ * list of stages. Each stage entry names a stage plugin (a built-in: `pretrain`, `sft`, `grpo`,
+ * `rejection-sampling`, `eval`; or any package name or path whose default export is a stage plugin) and
+ * that plugin's own config, decoded by the plugin's schema with errors prefixed `stages[i].config`.
+ */
+import { Schema } from "effect"
+
+const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
+
+/** Column names of a JSONL / Parquet file that hold the task's fields. */
+export const Mapping = Schema.Struct({
+  question: Schema.String,
+  answer: Schema.String,
+  id: Schema.optionalKey(Schema.String)
+})
+
+/** Where the prompts come from. */
+export const Task = Schema.Union([
+  Schema.Struct({
+    kind: Schema.Literal("arithmetic"),
+    /** Operand digit counts [min, max]. */
+    digits: Schema.Tuple([PositiveInt, PositiveInt]),
+    ops: Schema.Array(Schema.Literals(["+", "-", "*"])),
+    train: PositiveInt,
+    test: PositiveInt
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("countdown"),
+    numbers: Schema.Literals([3, 4]),
+    maxTarget: PositiveInt,
+    train: PositiveInt,
+    test: PositiveInt
+  }),
+  Schema.Struct({
+    kind: Schema.Literal("gsm8k"),
+    train: Schema.String,
+    test: Schema.String,
+    onError: Schema.optionalKey(Schema.Literals(["skip", "fail"]))
+  }),
+  Schema.Struct({
+    kind: Schema.Literals(["jsonl", "parquet"]),
+    train: Schema.String,
+    test: Schema.String,
+    mapping: Mapping,
+    onError: Schema.optionalKey(Schema.Literals(["skip", "fail"]))
+  })
+])
+/** Where the prompts come from. */
+export type Task = typeof Task.Type
+
+/** The tokenizer: a standard tiktoken encoding, or a compact vocabulary built from the run's corpus. */
+export const Tokenizer = Schema.Union([
+  Schema.Struct({ kind: Schema.Literal("standard"), encoding: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]) }),
+  Schema.Struct({ kind: Schema.Literal("compact"), base: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]), size: PositiveInt })
+])
+
+/** The policy's shape (the vocabulary size comes from the tokenizer). */
+export const Model = Schema.Struct({
+  dModel: PositiveInt,
+  nLayers: PositiveInt,
+  nHeads: PositiveInt,
+  nKvHeads: PositiveInt,
+  dFf: PositiveInt,
+  maxSeqLen: PositiveInt,
+  ropeTheta: Schema.optionalKey(Schema.Number),
+  tieEmbeddings: Schema.optionalKey(Schema.Boolean),
+  /** Start from this checkpoint directory instead of a fresh initialisation. */
+  checkpoint: Schema.optionalKey(Schema.String)
+})
+
+/** One stage of the recipe. */
+export const StageEntry = Schema.Struct({
+  /** Built-in name or a package name / path of a stage plugin. */
+  stage: Schema.String,
+  /** A label for logs, metrics and eval files (default: the stage's name). */
+  name: Schema.optionalKey(Schema.String),
+  config: Schema.optionalKey(Schema.Unknown)
+})
+
+/** The whole experiment. */
+export const Recipe = Schema.Struct({
+  name: Schema.String.check(Schema.isPattern(/^[A-Za-z0-9._-]+$/)),
+  seed: Schema.Int,
+  backend: Schema.optionalKey(Schema.Literals(["auto", "tensorflow-gpu", "tensorflow", "wasm", "cpu"])),
+  /** Where `runs/` goes (default `runs` under the working directory). */
+  runsDir: Schema.optionalKey(Schema.String),
+  task: Task,
+  tokenizer: Tokenizer,
+  /** Prompt format: R1-Zero's plain template or a chat format with system/user/assistant turns. */
+  template: Schema.optionalKey(Schema.Literals(["r1-zero", "chat"])),
+  model: Model,
+  /** The base corpus of worked solutions (generated tasks): how many, and the share deliberately flawed. */
+  corpus: Schema.optionalKey(Schema.Struct({ count: PositiveInt, wrongFraction: Schema.optionalKey(Schema.Finite) })),
+  stages: Schema.Array(StageEntry).check(Schema.isMinLength(1))
+})
+/** The whole experiment. */
+export type Recipe = typeof Recipe.Type
+
+/** Built-in stage names and the plugin specifiers they stand for. */
+export const builtinStages: Readonly<Record<string, string>> = {
+  pretrain: "@r1flow/engine/stages/pretrain",
+  sft: "@r1flow/engine/stages/sft",
+  grpo: "@r1flow/engine/stages/grpo",
+  "rejection-sampling": "@r1flow/engine/stages/rejection-sampling",
+  eval: "@r1flow/engine/stages/eval",
+  student: "@r1flow/engine/stages/student"
+}
+
+/** The transformer config for a recipe's model section and a vocabulary size. */
+export const modelConfig = (m: typeof Model.Type, vocabSize: number) => ({
+  vocabSize,
+  dModel: m.dModel,
+  nLayers: m.nLayers,
+  nHeads: m.nHeads,
+  nKvHeads: m.nKvHeads,
+  dFf: m.dFf,
+  maxSeqLen: m.maxSeqLen,
+  ropeTheta: m.ropeTheta ?? 10000,
+  normEps: 1e-5,
+  tieEmbeddings: m.tieEmbeddings ?? true
+})

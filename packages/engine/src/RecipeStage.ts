@@ -1,0 +1,32 @@
+/**
+ * A recipe stage: one phase of an experiment (pretrain, SFT, GRPO, rejection sampling, eval, or a
+ * user's own), provided by a `stage` plugin. `run` works on the shared `RunContext`; a stage that is
+ * resumed finds its progress (`stageStep`, `cursor`) in the context and continues from there.
+ */
+import { Plugin } from "@r1flow/core"
+import type { Effect, Schema } from "effect"
+import type { Run, StageRunError } from "./Context.js"
+
+/** What a stage plugin's `make(config)` returns. */
+export interface RecipeStage {
+  /** The stage's kind (`grpo`, …); the recipe entry's `name` labels this instance. */
+  readonly kind: string
+  /** Runs (or continues) the stage. `label` is the entry's name, for logs, metrics and files. */
+  readonly run: (label: string) => Effect.Effect<void, StageRunError, Run>
+}
+
+/** A stage plugin: what a stage package exports by default. */
+export type StagePlugin<C> = Plugin.Plugin<"stage", C, RecipeStage>
+
+/** Defines a stage plugin (the default export of a stage package or module). */
+export const define = <C>(def: {
+  readonly name: string
+  readonly version: string
+  readonly description: string
+  readonly config: Schema.Codec<C, any>
+  readonly make: (config: C) => RecipeStage
+}): StagePlugin<C> => Plugin.make("stage", def)
+
+/** Checks the object a stage plugin's `make` returned. */
+export const isRecipeStage = (u: unknown): u is RecipeStage =>
+  typeof u === "object" && u !== null && typeof (u as RecipeStage).run === "function" && typeof (u as RecipeStage).kind === "string"

@@ -1,0 +1,64 @@
+/**
+ * Sampling from the current policy into a rollouts batch, and scoring it with reward plugins:
+ * the pieces the GRPO, rejection-sampling and eval stages share.
+ */
+import { Batch, RewardStage, Stage } from "@r1flow/core"
+import type { Task } from "@r1flow/datasets"
+import { Rollout } from "@r1flow/model"
+import type { RecordBatch } from "apache-arrow"
+import { Effect, Schema, type Scope } from "effect"
+import { StageRunError, type RunContext } from "./Context.js"
+import * as Prompts from "./Prompts.js"
+import * as Recipe from "./Recipe.js"
+
+/** How completions are sampled. */
+export const Config = Schema.Struct({
+  maxNewTokens: Schema.Int.check(Schema.isGreaterThan(0)),
+  /** 0 is greedy. */
+  temperature: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)),
+  topK: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  topP: Schema.optionalKey(Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 })))
+})
+/** How completions are sampled. */
+export type Config = typeof Config.Type
+
+const stageError = (stage: string) => (e: { readonly message: string }) => new StageRunError({ stage, message: e.message, cause: e })
+
+/** `groupSize` completions for each of `rows`, as a rollouts batch (group ids from `firstGroup`). */
+export const rollouts = (
+  ctx: RunContext,
+  rows: ReadonlyArray<Task.Row>,
+  options: Config & { readonly groupSize: number; readonly stream: string; readonly firstGroup?: number; readonly stage: string }
+): Effect.Effect<RecordBatch<Batch.RolloutsType>, StageRunError> => {
+  const prompts = Prompts.batch(ctx, rows, options.firstGroup ?? 0)
+  const stage = Rollout.stage(ctx.policy, {
+    groupSize: options.groupSize,
+    maxNewTokens: options.maxNewTokens,
+    temperature: options.temperature,
+    ...(options.topK !== undefined ? { topK: options.topK } : {}),
+    ...(options.topP !== undefined ? { topP: options.topP } : {}),
+    stopIds: [ctx.tokenizer.specialIds.eot],
+    decode: (ids: Int32Array) => ctx.tokenizer.decode(ids).text,
+    rng: ctx.rng.stream(options.stream)
+  })
+  return stage.run(prompts).pipe(Effect.mapError(stageError(options.stage)))
+}
+
+/** The accuracy reward a task is judged by, unless the stage names another. */
+export const defaultAccuracy = (task: Recipe.Task): RewardStage.Entry["plugin"] =>
+  task.kind === "countdown" ? "@r1flow/reward-countdown" : "@r1flow/reward-math-accuracy"
+
+/** Loads reward plugins into a reward stage (closed with the scope). */
+export const rewards = (stage: string, config: RewardStage.Config, from: string): Effect.Effect<RewardStage.RewardStage, StageRunError, Scope.Scope> =>
+  RewardStage.loadScoped(config, { from }).pipe(Effect.mapError(stageError(stage)))
+
+/** Scores a rollouts batch. */
+export const score = (stage: string, rewardStage: RewardStage.RewardStage, batch: RecordBatch<Batch.RolloutsType>) =>
+  rewardStage.run(batch).pipe(Effect.mapError((e) => new StageRunError({ stage, message: `${e.stage}: ${e.message}`, cause: e })))
+
+/** Rewards decoded against the core schema (defaults filled in), with paths for errors. */
+export const decodeRewards = (raw: unknown, where: string) =>
+  Schema.decodeUnknownEffect(RewardStage.Config)(raw).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: e.message })))
+
+/** Re-exported for stages that take rows of a batch. */
+export const takeRows = Stage.takeRows

@@ -1,0 +1,43 @@
+/**
+ * The supervised loop pretrain and SFT share: draw a batch at the data cursor, take an SFT step,
+ * record metrics at the global step, print progress, and checkpoint on schedule. Progress lives in
+ * the run context, so a resumed run continues at the same step and cursor.
+ */
+import { Sft } from "@r1flow/grpo"
+import type { RecordBatch } from "apache-arrow"
+import { Effect, Schema } from "effect"
+import { StageRunError, type RunContext } from "./Context.js"
+import * as Progress from "./Progress.js"
+
+/** Runs `steps` SFT steps of the current policy, continuing from `ctx.progress.stageStep`. */
+export const sft = (
+  ctx: RunContext,
+  label: string,
+  options: {
+    readonly steps: number
+    readonly logEvery: number
+    readonly trainer: Schema.Codec.Encoded<typeof Sft.Config> | Sft.Config
+    /** The batch at `cursor`, and the cursor after it. */
+    readonly batch: (cursor: number) => { readonly batch: RecordBatch<Sft.InputType>; readonly cursor: number }
+  }
+): Effect.Effect<void, StageRunError> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const config = yield* Schema.decodeUnknownEffect(Sft.Config)(options.trainer).pipe(
+        Effect.mapError((e) => new StageRunError({ stage: label, message: e.message }))
+      )
+      const trainer = yield* Sft.make(ctx.policy, config, ctx.rng.stream(`${label}/minibatch`))
+      const report = Progress.reporter(label, options.steps, ctx.progress.stageStep, ctx.log, options.logEvery)
+      let tokens = 0
+      for (let s = ctx.progress.stageStep; s < options.steps; s++) {
+        const { batch, cursor } = options.batch(ctx.progress.cursor)
+        const m = yield* trainer.step(batch).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: e.message, cause: e })))
+        ctx.progress.cursor = cursor
+        ctx.progress.stageStep = s + 1
+        ctx.progress.step++
+        tokens += m.num_tokens ?? 0
+        yield* ctx.metrics.record(ctx.progress.step, Object.fromEntries(Object.entries(m).map(([k, v]) => [`${label}/${k}`, v])))
+        report(s, [["loss", m.loss], ["lr", m.learning_rate], ["grad_norm", m.grad_norm]], tokens)
+      }
+    })
+  )

@@ -1,0 +1,142 @@
+/**
+ * `grpo`: the R1 reinforcement-learning stage. Each step draws prompts, samples G completions per
+ * prompt from the current policy, scores them with the configured reward plugins, turns rewards into
+ * group-relative advantages and updates the policy (clipped ratio objective, β·KL to a reference).
+ * Every step's rollouts are written to `rollouts/step-NNNNNN.arrow`; held-out evaluations can run
+ * every `evalEvery` steps.
+ */
+import { Batch, Columns, RewardStage, Stage } from "@r1flow/core"
+import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Update } from "@r1flow/grpo"
+import type { RecordBatch, Vector, Float32 } from "apache-arrow"
+import { Effect, Schema } from "effect"
+import { Run, StageRunError } from "../Context.js"
+import * as Evaluate from "../Evaluate.js"
+import * as Progress from "../Progress.js"
+import * as Prompts from "../Prompts.js"
+import * as RecipeStage from "../RecipeStage.js"
+import * as RunDir from "../RunDir.js"
+import * as Sampling from "../Sampling.js"
+
+/** GRPO stage config. */
+export const Config = Schema.Struct({
+  steps: Schema.Int.check(Schema.isGreaterThan(0)),
+  /** Prompts (groups) per step. */
+  promptsPerStep: Schema.Int.check(Schema.isGreaterThan(0)),
+  /** G: completions per prompt. */
+  groupSize: Schema.Int.check(Schema.isGreaterThan(1)),
+  sampling: Sampling.Config,
+  /** Reward plugins with weights and failure policy (see `RewardStage.Entry`). */
+  rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
+  advantages: Advantages.Config.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  update: Schema.Unknown.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  /** DAPO dynamic sampling: keep drawing until `targetGroups` groups have reward variance. */
+  dynamicSampling: Schema.optionalKey(DynamicSampling.Config),
+  evalEvery: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  eval: Schema.optionalKey(Evaluate.Config),
+  saveRollouts: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
+  logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(5)))
+})
+/** GRPO stage config. */
+export type Config = typeof Config.Type
+
+const fail = (stage: string) => (e: { readonly message: string }) => new StageRunError({ stage, message: e.message, cause: e })
+
+const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
+  name: "grpo",
+  version: "0.1.0",
+  description: "GRPO reinforcement learning on rule rewards (R1-Zero / R1 reasoning RL)",
+  config: Config,
+  make: (config) => ({
+    kind: "grpo",
+    run: (label) =>
+      Effect.scoped(
+        Effect.gen(function*() {
+          const ctx = yield* Run
+          const rewardConfig = yield* Sampling.decodeRewards({ rewards: config.rewards }, `${label}.rewards`)
+          const rewardStage = yield* Sampling.rewards(label, rewardConfig, process.cwd())
+          const updateConfig = yield* Schema.decodeUnknownEffect(Update.Config)({
+            temperature: config.sampling.temperature > 0 ? config.sampling.temperature : 1,
+            padId: ctx.tokenizer.specialIds.eot,
+            ...(config.update as object)
+          }).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `update: ${e.message}` })))
+          const trainer = yield* Update.make(ctx.policy, {
+            ...updateConfig,
+            optimizer: { ...updateConfig.optimizer, totalSteps: updateConfig.optimizer.totalSteps ?? config.steps * updateConfig.iterations }
+          }, ctx.rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
+          const advantages = Advantages.stage(config.advantages)
+          const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
+          const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
+          let tokens = 0
+
+          const sample = (s: number, attempt: number) =>
+            Effect.gen(function*() {
+              const rows = draw(ctx.progress.cursor, config.promptsPerStep)
+              ctx.progress.cursor += config.promptsPerStep
+              const rollouts = yield* Sampling.rollouts(ctx, rows, {
+                ...config.sampling,
+                groupSize: config.groupSize,
+                stream: `${label}/rollout`,
+                firstGroup: attempt * config.promptsPerStep,
+                stage: label
+              })
+              void s
+              return yield* Sampling.score(label, rewardStage, rollouts)
+            })
+
+          for (let s = ctx.progress.stageStep; s < config.steps; s++) {
+            let scored: RecordBatch<RewardStage.ScoredType>
+            let dropped = 0
+            if (config.dynamicSampling === undefined) {
+              scored = yield* sample(s, 0)
+            } else {
+              let state = DynamicSampling.empty
+              let attempt = 0
+              for (;;) {
+                const draw = yield* sample(s, attempt++)
+                const decision = yield* DynamicSampling.accept(state, draw as RecordBatch<Batch.ScoredType>, config.dynamicSampling).pipe(Effect.mapError(fail(label)))
+                state = decision.state
+                if (decision._tag === "Full") {
+                  scored = decision.batch as RecordBatch<RewardStage.ScoredType>
+                  dropped = state.droppedGroups
+                  break
+                }
+              }
+            }
+            const withAdvantages = yield* advantages.run(scored as unknown as RecordBatch<Batch.ScoredType>).pipe(Effect.mapError(fail(label)))
+            const update = yield* trainer.step(withAdvantages).pipe(Effect.mapError(fail(label)))
+            ctx.progress.stageStep = s + 1
+            ctx.progress.step++
+            tokens += update[GrpoMetrics.numTokens] ?? 0
+            const step = ctx.progress.step
+            const values: Record<string, number> = {
+              ...GrpoMetrics.ofBatch(withAdvantages),
+              ...rewardStage.metrics(scored),
+              ...update,
+              ...(config.dynamicSampling !== undefined ? { "dynamic_sampling/dropped_groups": dropped } : {})
+            }
+            yield* ctx.metrics.record(step, values)
+            if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, step, withAdvantages).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
+            const accuracy = scored.getChild(Batch.rewardColumn(rewardStage.names[0])) as Vector<Float32> | null
+            report(s, [
+              ["reward", values.reward],
+              [rewardStage.names[0], accuracy === null ? undefined : mean(Columns.float32Values(accuracy))],
+              ["kl", values.kl],
+              ["len", values["completions/mean_length"]]
+            ], tokens)
+            if (config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0 && s + 1 < config.steps) {
+              yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
+            }
+          }
+          void Stage
+        })
+      )
+  })
+})
+
+const mean = (xs: Float32Array) => {
+  let n = 0, sum = 0
+  for (const x of xs) if (x === x) { n++; sum += x }
+  return n > 0 ? sum / n : NaN
+}
+
+export default plugin

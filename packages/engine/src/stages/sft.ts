@@ -1,0 +1,103 @@
+/**
+ * `sft`: supervised fine-tuning on (prompt, completion) pairs, loss on completion tokens only.
+ * Serves R1's cold start (`source: corpus`, the correct worked solutions), rejection-sampling SFT and
+ * distillation (`source: set`, the set a `rejection-sampling` stage wrote), or any Arrow IPC file
+ * with `prompt_ids` / `completion_ids` columns (`source: file`).
+ */
+import { Batch, Columns, Stage } from "@r1flow/core"
+import { Optimizer, Sft } from "@r1flow/grpo"
+import { tableFromIPC, type RecordBatch } from "apache-arrow"
+import { Effect, Schema } from "effect"
+import { readFileSync } from "node:fs"
+import { Run, StageRunError, type RunContext } from "../Context.js"
+import * as Prompts from "../Prompts.js"
+import * as RecipeStage from "../RecipeStage.js"
+import * as Training from "../Training.js"
+import * as RejectionSampling from "./rejection-sampling.js"
+
+/** SFT config. */
+export const Config = Schema.Struct({
+  source: Schema.Union([
+    Schema.Struct({ kind: Schema.Literal("corpus"), onlyCorrect: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))), limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))) }),
+    Schema.Struct({ kind: Schema.Literal("set"), stage: Schema.String }),
+    Schema.Struct({ kind: Schema.Literal("file"), path: Schema.String })
+  ]),
+  steps: Schema.Int.check(Schema.isGreaterThan(0)),
+  batchSize: Schema.Int.check(Schema.isGreaterThan(0)),
+  optimizer: Optimizer.Config.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  microBatchSize: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(25)))
+})
+/** SFT config. */
+export type Config = typeof Config.Type
+
+const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect.Effect<Array<{ p: Int32Array; c: Int32Array }>, StageRunError> =>
+  Effect.gen(function*() {
+    if (source.kind === "corpus") {
+      const eot = ctx.tokenizer.specialIds.eot
+      const rows = ctx.data.corpus.filter((r) => !source.onlyCorrect || r.correct).slice(0, source.limit)
+      return rows.map((r) => {
+        const c = ctx.tokenizer.encodeTrusted(r.completion)
+        const withEot = new Int32Array(c.length + 1)
+        withEot.set(c)
+        withEot[c.length] = eot
+        return { p: ctx.promptIds(r.prompt), c: withEot }
+      })
+    }
+    const path = source.kind === "set" ? RejectionSampling.pathOf(ctx.dir.root, source.stage) : source.path
+    const table = yield* Effect.try({
+      try: () => tableFromIPC(readFileSync(path)),
+      catch: (e) => new StageRunError({ stage: label, message: `cannot read the SFT set ${path}: ${(e as Error).message}` })
+    })
+    const out: Array<{ p: Int32Array; c: Int32Array }> = []
+    for (const b of table.batches) {
+      const batch = yield* Stage.check(label, Sft.Input, b).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${path}: ${e.message}` })))
+      const p = Columns.int32List(batch.getChild("prompt_ids")!)
+      const c = Columns.int32List(batch.getChild("completion_ids")!)
+      for (let i = 0; i < batch.numRows; i++) out.push({ p: Columns.row(p, i), c: Columns.row(c, i) })
+    }
+    return out
+  })
+
+const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
+  name: "sft",
+  version: "0.1.0",
+  description: "supervised fine-tuning on completions (cold start, rejection-sampling SFT, distillation)",
+  config: Config,
+  make: (config) => ({
+    kind: "sft",
+    run: (label) =>
+      Effect.gen(function*() {
+        const ctx = yield* Run
+        const data = yield* pairs(ctx, label, config.source)
+        if (data.length === 0) return yield* new StageRunError({ stage: label, message: "the SFT source has no rows" })
+        const max = ctx.policy.config.maxSeqLen
+        const fits = data.filter((d) => d.p.length + d.c.length <= max)
+        if (fits.length < data.length) ctx.log(`[${label}] skipped ${data.length - fits.length} of ${data.length} pairs longer than maxSeqLen ${max}`)
+        if (fits.length === 0) return yield* new StageRunError({ stage: label, message: `every pair is longer than maxSeqLen ${max}` })
+        const draw = Prompts.sampler(fits, ctx.recipe.seed, `${label}/data`)
+        yield* Training.sft(ctx, label, {
+          steps: config.steps,
+          logEvery: config.logEvery,
+          trainer: {
+            optimizer: { ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? config.steps },
+            guard: { maxConsecutiveSkips: 3 },
+            padId: ctx.tokenizer.specialIds.eot,
+            ...(config.microBatchSize !== undefined ? { microBatchSize: config.microBatchSize } : {})
+          },
+          batch: (cursor): { batch: RecordBatch<Sft.InputType>; cursor: number } => {
+            const picked = draw(cursor, config.batchSize)
+            return {
+              cursor: cursor + config.batchSize,
+              batch: Batch.fromData(Sft.Input, {
+                prompt_ids: Columns.int32ListFromRows(picked.map((d) => d.p)),
+                completion_ids: Columns.int32ListFromRows(picked.map((d) => d.c))
+              })
+            }
+          }
+        })
+      })
+  })
+})
+
+export default plugin
