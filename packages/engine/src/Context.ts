@@ -8,8 +8,10 @@ import type { Corpus, Task } from "@r1flow/datasets"
 import type { Transformer } from "@r1flow/model"
 import type { Codec } from "@r1flow/tokenizer"
 import type * as Recipe from "./Recipe.js"
+import type * as RunCheckpoint from "./RunCheckpoint.js"
 import type * as RunDir from "./RunDir.js"
-import { Context as EffectContext, Schema } from "effect"
+import type { Train } from "@r1flow/grpo"
+import { Context as EffectContext, type Effect, Schema } from "effect"
 
 /** The run's task data: train and held-out prompts, plus the base corpus for pretraining. */
 export interface Data {
@@ -46,8 +48,24 @@ export interface RunContext {
   readonly promptIds: (question: string) => Int32Array
   /** A line on the terminal (progress, results). */
   readonly log: (line: string) => void
-  /** Stage-owned state to carry in checkpoints (e.g. optimizer moments), by stage name. */
-  readonly stageState: Map<string, unknown>
+  /**
+   * Metrics that depend on wall-clock time (`perf/*`): kept out of `metrics.jsonl`, which must be
+   * identical between two runs of the same config and seed; they go to `perf.jsonl`.
+   */
+  readonly perf: (step: number, values: Readonly<Record<string, number>>) => void
+  /** Steps between checkpoints inside a stage (0: only at the end of each stage). */
+  readonly checkpointEvery: number
+  /** Saves a checkpoint now, with the running stage's trainer state when it has one. */
+  readonly checkpoint: (stage: RunCheckpoint.StageState | null) => Effect.Effect<void, StageRunError>
+  /** Set when resuming inside a stage: what its trainer had; the stage takes it once (and clears it). */
+  resume: { readonly trainer: Train.TrainerState | null; readonly reference: Transformer.Model | null } | null
+}
+
+/** Splits step metrics into reproducible ones and wall-clock ones (`perf/*`). */
+export const splitPerf = (values: Readonly<Record<string, number>>): { metrics: Record<string, number>; perf: Record<string, number> } => {
+  const metrics: Record<string, number> = {}, perf: Record<string, number> = {}
+  for (const [k, v] of Object.entries(values)) (k.startsWith("perf/") || k.includes("/perf/") ? perf : metrics)[k] = v
+  return { metrics, perf }
 }
 
 /** The run context as an Effect service. */

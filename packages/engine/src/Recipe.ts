@@ -94,6 +94,8 @@ export const Recipe = Schema.Struct({
   model: Model,
   /** The base corpus of worked solutions (generated tasks): how many, and the share deliberately flawed. */
   corpus: Schema.optionalKey(Schema.Struct({ count: PositiveInt, wrongFraction: Schema.optionalKey(Schema.Finite) })),
+  /** Checkpoints: every `every` steps inside a stage (0: only at stage ends), keeping the newest `keep`. */
+  checkpoint: Schema.optionalKey(Schema.Struct({ every: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), keep: Schema.optionalKey(PositiveInt) })),
   stages: Schema.Array(StageEntry).check(Schema.isMinLength(1))
 })
 /** The whole experiment. */

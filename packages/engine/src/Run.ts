@@ -5,17 +5,20 @@
 import { Config as CoreConfig, Metrics, Plugin, Rng } from "@r1flow/core"
 import { Backend } from "@r1flow/backend"
 import { Checkpoint, Transformer } from "@r1flow/model"
+import { Loaders } from "@r1flow/datasets"
 import { Compact, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
 import { Effect, Schema } from "effect"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
-import { dirname, join, resolve } from "node:path"
+import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Run as RunService, StageRunError, type RunContext } from "./Context.js"
 import * as Data from "./Data.js"
+import * as Evaluate from "./Evaluate.js"
 import * as Recipe from "./Recipe.js"
 import * as RecipeStage from "./RecipeStage.js"
 import * as Report from "./Report.js"
+import * as RunCheckpoint from "./RunCheckpoint.js"
 import * as RunDir from "./RunDir.js"
 
 /** The folder of built-in recipes (`r1-zero.json`, `r1.json`, `distill.json`). */
@@ -72,22 +75,108 @@ const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], dir: Ru
     return Tokenizer.makeCompact(vocab)
   })
 
-/** Runs `recipePath` to the end. */
+const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir) =>
+  recipe.tokenizer.kind === "standard"
+    ? Effect.succeed(Tokenizer.makeStandard(recipe.tokenizer.encoding))
+    : Effect.map(Compact.load(join(dir.root, "tokenizer")), Tokenizer.makeCompact)
+
+/** The sinks and state a run (fresh or resumed) shares. */
+const makeContext = (input: {
+  readonly recipe: Recipe.Recipe
+  readonly resolved: unknown
+  readonly dir: RunDir.RunDir
+  readonly data: RunContext["data"]
+  readonly tokenizer: Codec
+  readonly rng: Rng.Rng["Service"]
+  readonly policy: Transformer.Model
+  readonly progress: RunContext["progress"]
+  readonly metrics: ReadonlyArray<Metrics.Entry>
+  readonly log: (line: string) => void
+}) =>
+  Effect.gen(function*() {
+    const { recipe, dir } = input
+    const metricsSink = yield* Effect.acquireRelease(Effect.sync(() => Metrics.jsonlSink(dir.metrics)), (s) => Effect.sync(() => s.close()))
+    const perfSink = yield* Effect.acquireRelease(Effect.sync(() => Metrics.jsonlSink(join(dir.root, "perf.jsonl"))), (s) => Effect.sync(() => s.close()))
+    const recipeHash = RunCheckpoint.hashConfig(input.resolved)
+    const keep = recipe.checkpoint?.keep ?? 2
+    const ctx: RunContext = {
+      recipe,
+      dir,
+      rng: input.rng,
+      metrics: Metrics.make([metricsSink], input.metrics),
+      tokenizer: input.tokenizer,
+      data: input.data,
+      policy: input.policy,
+      progress: input.progress,
+      promptIds: (q) => Template.prompt(input.tokenizer, recipe.template ?? "r1-zero", q),
+      log: input.log,
+      perf: (step, values) => {
+        if (Object.keys(values).length > 0) perfSink.write({ step, values })
+      },
+      checkpointEvery: recipe.checkpoint?.every ?? 0,
+      checkpoint: (stage) =>
+        Effect.asVoid(RunCheckpoint.save(ctx, recipeHash, stage, keep)).pipe(
+          Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: `${e.path}: ${e.message}` }))
+        ),
+      resume: null
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(() => ctx.policy.dispose()))
+    return ctx
+  })
+
+/** Runs the recipe's stages from `ctx.progress.stageIndex` on, checkpointing after each, then writes the summary and report. */
+const execute = (ctx: RunContext, recipePath: string, manifest: Record<string, unknown>, t0: number) =>
+  Effect.gen(function*() {
+    const { recipe, dir, log } = ctx
+    // Every stage's plugin is loaded and its config decoded before the first one runs: a typo in the
+    // last stage's config must not cost the minutes of the stages before it.
+    const stages: Array<{ label: string; plugin: Plugin.Plugin; stage: RecipeStage.RecipeStage }> = []
+    for (const [i, entry] of recipe.stages.entries()) {
+      if (i < ctx.progress.stageIndex) continue
+      const spec = Recipe.builtinStages[entry.stage] ?? entry.stage
+      const plugin = yield* Plugin.load(spec, { kind: "stage", from: dirname(recipePath) })
+      const stage = yield* Plugin.instantiate(plugin, entry.config, `stages[${i}].config`)
+      if (!RecipeStage.isRecipeStage(stage)) return yield* new Plugin.PluginError({ plugin: spec, message: "make(config) did not return a recipe stage ({ kind, run })" })
+      stages.push({ label: entry.name ?? entry.stage, plugin, stage })
+    }
+    for (let i = ctx.progress.stageIndex; i < recipe.stages.length; i++) {
+      const { label, plugin, stage } = stages[i - (recipe.stages.length - stages.length)]
+      const s0 = performance.now()
+      const resumed = ctx.progress.stageStep > 0 ? ` (resumed at its step ${ctx.progress.stageStep})` : ""
+      log(`── stage ${i + 1}/${recipe.stages.length}: ${label} (${plugin.name}@${plugin.version})${resumed}`)
+      yield* stage.run(label).pipe(Effect.provideService(RunService, ctx))
+      log(`── ${label} done in ${((performance.now() - s0) / 1000).toFixed(1)} s`)
+      ctx.progress.stageIndex = i + 1
+      ctx.progress.stageStep = 0
+      ctx.progress.cursor = 0
+      ctx.resume = null
+      yield* ctx.checkpoint(null)
+    }
+    const evals = readEvals(dir)
+    const seconds = (performance.now() - t0) / 1000
+    yield* RunDir.write(join(dir.root, "summary.json"), JSON.stringify({ seconds, evals: evals.map(({ samples: _s, ...e }) => e) }, null, 2))
+    yield* RunDir.write(dir.report, Report.render({ title: `r1flow run ${recipe.name}`, manifest, metrics: ctx.metrics.history(), evals }))
+    return { dir, recipe, backend: manifest.backend as Backend.Info, evals, seconds } satisfies Result
+  })
+
+const initBackend = (recipe: Recipe.Recipe) => {
+  const forced = process.env[Backend.ENV_VAR] ?? (recipe.backend !== undefined && recipe.backend !== "auto" ? recipe.backend : undefined)
+  return Effect.tryPromise({
+    try: () => Backend.init(forced !== undefined ? { force: forced as Backend.Name } : {}),
+    catch: (e) => fail("backend")(e instanceof Error ? e : new Error(String(e)))
+  })
+}
+
+/** Runs `recipePath` to the end in a new run directory. */
 export const run = (recipePath: string, options: Options = {}) =>
   Effect.gen(function*() {
     const t0 = performance.now()
     const log = options.log ?? ((line: string) => console.log(line))
     const { recipe, resolved } = yield* load(recipePath, options.overrides)
-    const forced = process.env[Backend.ENV_VAR] ?? (recipe.backend !== undefined && recipe.backend !== "auto" ? recipe.backend : undefined)
-    const backend = yield* Effect.tryPromise({
-      try: () => Backend.init(forced !== undefined ? { force: forced as Backend.Name } : {}),
-      catch: (e) => fail("backend")(e instanceof Error ? e : new Error(String(e)))
-    })
+    const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
     const dir = yield* RunDir.create(recipe.runsDir ?? "runs", recipe.name)
     log(`run directory: ${dir.root}`)
-    const corpusEntry = recipe.stages.find((s) => s.stage === "pretrain" || s.stage === "sft")
-    void corpusEntry
     const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
     const tokenizer: Codec = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dir), (t) => Effect.sync(() => t.free()))
@@ -108,40 +197,44 @@ export const run = (recipePath: string, options: Options = {}) =>
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
-    const metrics = yield* Effect.acquireRelease(Effect.sync(() => Metrics.make([Metrics.jsonlSink(dir.metrics)])), () => Effect.void)
-    const ctx: RunContext = {
-      recipe,
-      dir,
-      rng,
-      metrics,
-      tokenizer,
-      data,
-      policy,
-      progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 },
-      promptIds: (q) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q),
-      log,
-      stageState: new Map()
+    const ctx = yield* makeContext({ recipe, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log })
+    return yield* execute(ctx, recipePath, manifest, t0)
+  }).pipe(Effect.scoped)
+
+/**
+ * Continues the run in `root` from its latest checkpoint. The checkpoint is verified and read before
+ * anything of the run is changed; metrics written after it (by the run that stopped) are cut back to it.
+ */
+export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =>
+  Effect.gen(function*() {
+    const t0 = performance.now()
+    const log = options.log ?? ((line: string) => console.log(line))
+    const dir = RunDir.at(resolve(root))
+    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    const recipePath = String(manifest.recipeFile ?? dir.manifest)
+    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const checkpoint = yield* RunCheckpoint.latest(dir.checkpoints)
+    const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    const backend = yield* initBackend(recipe)
+    const recorded = (manifest.backend as Backend.Info | undefined)?.name
+    if (recorded !== undefined && recorded !== backend.name) log(`warning: the run started on ${recorded} and resumes on ${backend.name}; results will not be bitwise identical`)
+    log(`resuming ${dir.root} from ${restored.name} (global step ${restored.state.progress.step}, stage ${restored.state.progress.stageIndex + 1}/${recipe.stages.length})`)
+    const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
+    const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
+    const studentBefore = recipe.stages.slice(0, restored.state.progress.stageIndex + 1).some((s) => s.stage === "student")
+    const expected = Recipe.modelConfig(recipe.model, tokenizer.vocabSize)
+    const got = restored.policy.config
+    if (!studentBefore && recipe.model.checkpoint === undefined && (Object.keys(expected) as Array<keyof typeof expected>).some((k) => expected[k] !== got[k])) {
+      restored.policy.dispose()
+      return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, message: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
     }
-    yield* Effect.addFinalizer(() => Effect.sync(() => ctx.policy.dispose()))
-    for (const [i, entry] of recipe.stages.entries()) {
-      const label = entry.name ?? entry.stage
-      const spec = Recipe.builtinStages[entry.stage] ?? entry.stage
-      const plugin = yield* Plugin.load(spec, { kind: "stage", from: dirname(recipePath) })
-      const stage = yield* Plugin.instantiate(plugin, entry.config, `stages[${i}].config`)
-      if (!RecipeStage.isRecipeStage(stage)) return yield* new Plugin.PluginError({ plugin: spec, message: "make(config) did not return a recipe stage ({ kind, run })" })
-      ctx.progress.stageIndex = i
-      ctx.progress.stageStep = 0
-      ctx.progress.cursor = 0
-      const s0 = performance.now()
-      log(`── stage ${i + 1}/${recipe.stages.length}: ${label} (${plugin.name}@${plugin.version})`)
-      yield* stage.run(label).pipe(Effect.provideService(RunService, ctx))
-      log(`── ${label} done in ${((performance.now() - s0) / 1000).toFixed(1)} s`)
-    }
-    const evals = readEvals(dir)
-    const seconds = (performance.now() - t0) / 1000
-    yield* RunDir.write(join(dir.root, "summary.json"), JSON.stringify({ seconds, backend: backend.name, evals: evals.map(({ samples: _s, ...e }) => e) }, null, 2))
-    yield* RunDir.write(dir.report, Report.render({ title: `r1flow run ${recipe.name}`, manifest, metrics: metrics.history(), evals }))
-    return { dir, recipe, backend, evals, seconds } satisfies Result
+    const rng = Rng.makeService(recipe.seed)
+    yield* rng.restore(restored.state.rng)
+    // Metrics after the checkpoint came from the stopped run; the resumed run writes them again.
+    yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
+    const ctx = yield* makeContext({ recipe, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log })
+    ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
+    return yield* execute(ctx, recipePath, manifest, t0)
   }).pipe(Effect.scoped)
 
 /** Every `evals/*.json` of a run, in step order. */
@@ -164,3 +257,60 @@ export const report = (root: string) =>
   })
 
 void Schema
+
+/** Options of a standalone evaluation. */
+export interface EvaluateOptions {
+  /** `held-out` (the run's own held-out split) or a JSONL file (GSM8K-style, or `question`/`answer` fields). */
+  readonly data: string
+  readonly samples: number
+  readonly temperature: number
+  readonly limit?: number
+  readonly maxNewTokens?: number
+  readonly log?: (line: string) => void
+}
+
+/**
+ * Evaluates a run's latest policy (or a checkpoint folder `…/checkpoints/step-N`) on held-out data;
+ * the result is also written to the run's `evals/`.
+ */
+export const evaluate = (target: string, options: EvaluateOptions) =>
+  Effect.gen(function*() {
+    const log = options.log ?? ((line: string) => console.log(line))
+    const abs = resolve(target)
+    const isCheckpoint = existsSync(join(abs, "state.json"))
+    const root = isCheckpoint ? resolve(abs, "..", "..") : abs
+    const dir = RunDir.at(root)
+    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const checkpoint = isCheckpoint ? abs : yield* RunCheckpoint.latest(dir.checkpoints)
+    const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    restored.reference?.dispose()
+    yield* initBackend(recipe)
+    const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
+    const generated = options.data === "held-out"
+      ? yield* Data.build(recipe.task, recipe.seed, { corpusSize: 0 })
+      : { train: [], test: (yield* Loaders.gsm8k(options.data, { onError: "skip" }).pipe(Effect.catch(() => Loaders.jsonl(options.data, { mapping: { question: "question", answer: "answer" }, onError: "fail" })))).rows, corpus: [] }
+    const ctx = yield* makeContext({
+      recipe,
+      resolved: manifest.recipe,
+      dir,
+      data: { train: [], test: generated.test, corpus: [] },
+      tokenizer,
+      rng: Rng.makeService(recipe.seed),
+      policy: restored.policy,
+      progress: { ...restored.state.progress },
+      metrics: [],
+      log
+    })
+    const label = `cli-${options.data === "held-out" ? "held-out" : basename(options.data).replace(/[^A-Za-z0-9._-]/g, "_")}-${restored.name}`
+    return yield* Evaluate.run(
+      {
+        split: "test",
+        samples: options.samples,
+        batchSize: 64,
+        sampling: { maxNewTokens: options.maxNewTokens ?? Math.max(1, recipe.model.maxSeqLen - 100), temperature: options.temperature },
+        ...(options.limit !== undefined ? { limit: options.limit } : {})
+      },
+      label
+    ).pipe(Effect.provideService(RunService, ctx))
+  }).pipe(Effect.scoped)

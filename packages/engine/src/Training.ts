@@ -6,7 +6,7 @@
 import { Sft } from "@r1flow/grpo"
 import type { RecordBatch } from "apache-arrow"
 import { Effect, Schema } from "effect"
-import { StageRunError, type RunContext } from "./Context.js"
+import { splitPerf, StageRunError, type RunContext } from "./Context.js"
 import * as Progress from "./Progress.js"
 
 /** Runs `steps` SFT steps of the current policy, continuing from `ctx.progress.stageStep`. */
@@ -27,6 +27,11 @@ export const sft = (
         Effect.mapError((e) => new StageRunError({ stage: label, message: e.message }))
       )
       const trainer = yield* Sft.make(ctx.policy, config, ctx.rng.stream(`${label}/minibatch`))
+      if (ctx.resume !== null) {
+        const saved = ctx.resume
+        ctx.resume = null
+        if (saved.trainer !== null) yield* trainer.importState(saved.trainer).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `resuming: ${e.message}` })))
+      }
       const report = Progress.reporter(label, options.steps, ctx.progress.stageStep, ctx.log, options.logEvery)
       let tokens = 0
       for (let s = ctx.progress.stageStep; s < options.steps; s++) {
@@ -36,8 +41,13 @@ export const sft = (
         ctx.progress.stageStep = s + 1
         ctx.progress.step++
         tokens += m.num_tokens ?? 0
-        yield* ctx.metrics.record(ctx.progress.step, Object.fromEntries(Object.entries(m).map(([k, v]) => [`${label}/${k}`, v])))
+        const { metrics, perf } = splitPerf(Object.fromEntries(Object.entries(m).map(([k, v]) => [`${label}/${k}`, v])))
+        yield* ctx.metrics.record(ctx.progress.step, metrics)
+        ctx.perf(ctx.progress.step, perf)
         report(s, [["loss", m.loss], ["lr", m.learning_rate], ["grad_norm", m.grad_norm]], tokens)
+        if (ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0 && s + 1 < options.steps) {
+          yield* ctx.checkpoint({ trainer: trainer.exportState(), reference: null })
+        }
       }
     })
   )

@@ -35,6 +35,18 @@ export interface Guard {
   readonly check: (step: number, values: { readonly loss: number; readonly gradNorm: number }) => Effect.Effect<boolean, NonFiniteError>
   /** Records the metrics of a step that was applied (quoted by a later `NonFiniteError`). */
   readonly good: (step: number, metrics: Readonly<Record<string, number>>) => void
+  /** The running counts, for a checkpoint. */
+  readonly exportState: () => State
+  /** Puts the counts back from a checkpoint. */
+  readonly importState: (state: State) => void
+}
+
+/** A guard's counts as a checkpoint stores them. */
+export interface State {
+  readonly skipped: number
+  readonly consecutive: number
+  readonly lastGoodStep: number | null
+  readonly lastGoodMetrics: Readonly<Record<string, number>>
 }
 
 /** A fresh guard. */
@@ -72,6 +84,13 @@ export const make = (config: Config): Guard => {
     good: (step, metrics) => {
       lastGoodStep = step
       lastGoodMetrics = { ...metrics }
+    },
+    exportState: () => ({ skipped, consecutive, lastGoodStep, lastGoodMetrics: { ...lastGoodMetrics } }),
+    importState: (state) => {
+      skipped = state.skipped
+      consecutive = state.consecutive
+      lastGoodStep = state.lastGoodStep
+      lastGoodMetrics = { ...state.lastGoodMetrics }
     }
   }
 }

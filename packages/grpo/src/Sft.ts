@@ -75,6 +75,10 @@ export interface Trainer {
   readonly optimizer: Optimizer.AdamW
   readonly guard: Guard.Guard
   /** One pass over `batch` (one or more optimizer steps); `loss`, `grad_norm`, `learning_rate`, … */
+  /** Everything besides the weights a resumed run needs: optimizer moments and step, counters, guard. */
+  readonly exportState: () => Train.TrainerState
+  /** Restores `exportState`'s result (the weights are restored separately). */
+  readonly importState: (state: Train.TrainerState) => Effect.Effect<void, Optimizer.StateError>
   readonly step: (batch: RecordBatch<InputType>) => Effect.Effect<Record<string, number>, Stage.StageError | Guard.NonFiniteError>
 }
 
@@ -141,5 +145,17 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
           [Metrics.throughput]: (B * time) / seconds
         }
       })
-    return { config, policy, optimizer, guard, step } satisfies Trainer
+    return {
+      config,
+      policy,
+      optimizer,
+      guard,
+      exportState: () => ({ optimizer: optimizer.exportState(), steps: updates, updates, guard: guard.exportState() }),
+      importState: (state) =>
+        Effect.map(optimizer.importState(state.optimizer), () => {
+          updates = state.updates
+          guard.importState(state.guard)
+        }),
+      step
+    } satisfies Trainer
   })

@@ -60,3 +60,13 @@ export const optimizerStep = (
     tf.dispose(grads)
     return { applied: ok, loss, gradNorm, learningRate }
   })
+
+/** A trainer's state besides the weights, as a checkpoint stores it. */
+export interface TrainerState {
+  readonly optimizer: Optimizer.State
+  /** Rollout batches (GRPO) or batches (SFT) trained on. */
+  readonly steps: number
+  /** Optimizer steps attempted (applied or skipped). */
+  readonly updates: number
+  readonly guard: Guard.State
+}

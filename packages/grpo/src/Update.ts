@@ -80,6 +80,10 @@ export interface Trainer {
   /** Rollout batches trained on so far. */
   readonly steps: () => number
   /** One policy update on a rollout batch with advantages; the step's metrics (`Metrics` names). */
+  /** Everything besides the weights a resumed run needs: optimizer moments and step, counters, guard. */
+  readonly exportState: () => Train.TrainerState
+  /** Restores `exportState`'s result (the weights are restored separately). */
+  readonly importState: (state: Train.TrainerState) => Effect.Effect<void, Optimizer.StateError>
   readonly step: (batch: RecordBatch<Batch.AdvantagesType>) => Effect.Effect<Record<string, number>, Stage.StageError | Guard.NonFiniteError>
 }
 
@@ -224,6 +228,13 @@ export const make = (
       optimizer,
       guard,
       steps: () => steps,
+      exportState: () => ({ optimizer: optimizer.exportState(), steps, updates, guard: guard.exportState() }),
+      importState: (state) =>
+        Effect.map(optimizer.importState(state.optimizer), () => {
+          steps = state.steps
+          updates = state.updates
+          guard.importState(state.guard)
+        }),
       step
     } satisfies Trainer
   })

@@ -7,9 +7,10 @@
  */
 import { Batch, Columns, RewardStage, Stage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Update } from "@r1flow/grpo"
+import { Transformer } from "@r1flow/model"
 import type { RecordBatch, Vector, Float32 } from "apache-arrow"
 import { Effect, Schema } from "effect"
-import { Run, StageRunError } from "../Context.js"
+import { Run, splitPerf, StageRunError } from "../Context.js"
 import * as Evaluate from "../Evaluate.js"
 import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
@@ -63,6 +64,14 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
             ...updateConfig,
             optimizer: { ...updateConfig.optimizer, totalSteps: updateConfig.optimizer.totalSteps ?? config.steps * updateConfig.iterations }
           }, ctx.rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
+          if (ctx.resume !== null) {
+            const saved = ctx.resume
+            ctx.resume = null
+            if (saved.trainer !== null) yield* trainer.importState(saved.trainer).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `resuming: ${e.message}` })))
+            const ref = trainer.reference()
+            if (saved.reference !== null && ref !== null) Transformer.copyWeights(saved.reference, ref)
+            saved.reference?.dispose()
+          }
           const advantages = Advantages.stage(config.advantages)
           const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
           const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
@@ -108,13 +117,15 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
             ctx.progress.step++
             tokens += update[GrpoMetrics.numTokens] ?? 0
             const step = ctx.progress.step
-            const values: Record<string, number> = {
+            const all: Record<string, number> = {
               ...GrpoMetrics.ofBatch(withAdvantages),
               ...rewardStage.metrics(scored),
               ...update,
               ...(config.dynamicSampling !== undefined ? { "dynamic_sampling/dropped_groups": dropped } : {})
             }
+            const { metrics: values, perf } = splitPerf(all)
             yield* ctx.metrics.record(step, values)
+            ctx.perf(step, perf)
             if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, step, withAdvantages).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
             const accuracy = scored.getChild(Batch.rewardColumn(rewardStage.names[0])) as Vector<Float32> | null
             report(s, [
@@ -125,6 +136,9 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
             ], tokens)
             if (config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0 && s + 1 < config.steps) {
               yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
+            }
+            if (ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0 && s + 1 < config.steps) {
+              yield* ctx.checkpoint({ trainer: trainer.exportState(), reference: trainer.reference() })
             }
           }
           void Stage

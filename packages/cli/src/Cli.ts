@@ -1,0 +1,129 @@
+/**
+ * The `r1flow` command: run, resume, eval, report, plugins, new reward.
+ *
+ * Errors print as one clear line (what failed) plus the detail, and exit with status 1.
+ */
+import { Plugin } from "@r1flow/core"
+import { Recipe, Report, Run, RunDir } from "@r1flow/engine"
+import type { NodeServices } from "@effect/platform-node"
+import { Console, Effect, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { execFileSync } from "node:child_process"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const repoTools = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tools", "scripts")
+
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`
+
+/** The before/after table of a run's first and last evaluation. */
+export const comparison = (evals: ReadonlyArray<Report.EvalRecord>): Array<string> => {
+  if (evals.length === 0) return []
+  const first = evals[0], last = evals[evals.length - 1]
+  const row = (name: string, a: string, b: string) => `  ${name.padEnd(30)} ${a.padStart(12)} ${b.padStart(12)}`
+  const lines = [
+    "",
+    row("held-out", `${first.name}`, `${last.name}`),
+    row("accuracy (pass@1)", pct(first.accuracy), pct(last.accuracy)),
+    row("format rate", pct(first.formatRate), pct(last.formatRate)),
+    row("mean completion length", first.meanLength.toFixed(1), last.meanLength.toFixed(1))
+  ]
+  if (evals.length > 1) lines.push("", `held-out accuracy: ${pct(first.accuracy)} before → ${pct(last.accuracy)} after (${((last.accuracy - first.accuracy) * 100 >= 0 ? "+" : "")}${((last.accuracy - first.accuracy) * 100).toFixed(1)} points)`)
+  return lines
+}
+
+const sets = Flag.String("set").pipe(
+  Flag.withDescription("Override a config key: --set grpo.steps=10 (repeatable; values parse as JSON when they can)"),
+  Flag.atLeast(0)
+)
+
+const run = Command.make(
+  "run",
+  {
+    recipe: Argument.String("recipe").pipe(Argument.withDescription(`A built-in recipe (${Run.builtinRecipes().join(", ")}) or a path to a recipe JSON file`)),
+    set: sets
+  },
+  Effect.fn(function*({ recipe, set }) {
+    const path = Run.resolveRecipe(recipe)
+    const result = yield* Run.run(path, { overrides: set })
+    for (const line of comparison(result.evals)) yield* Console.log(line)
+    yield* Console.log(`\nrun directory: ${result.dir.root}  (report: ${result.dir.report})`)
+    yield* Console.log(`backend: ${result.backend.name}; wall time ${(result.seconds / 60).toFixed(1)} min`)
+  })
+).pipe(Command.withDescription("Run a recipe (pretrain, SFT, GRPO, rejection sampling, eval stages) and write a run directory"))
+
+const resume = Command.make(
+  "resume",
+  { run: Argument.String("run-dir").pipe(Argument.withDescription("A run directory under runs/")) },
+  Effect.fn(function*({ run: dir }) {
+    const result = yield* Run.resume(dir)
+    for (const line of comparison(result.evals)) yield* Console.log(line)
+    yield* Console.log(`\nrun directory: ${result.dir.root}`)
+  })
+).pipe(Command.withDescription("Continue an interrupted run from its latest checkpoint"))
+
+const evalCmd = Command.make(
+  "eval",
+  {
+    target: Argument.String("run-or-checkpoint").pipe(Argument.withDescription("A run directory (its latest checkpoint) or a checkpoint directory")),
+    data: Flag.String("data").pipe(Flag.withDescription("Evaluation data: a GSM8K-style JSONL file, or `held-out` for the run's own held-out split"), Flag.withDefault("held-out")),
+    samples: Flag.Int("samples").pipe(Flag.withDescription("k samples per problem (pass@1 averages them; cons@k votes)"), Flag.withDefault(1)),
+    temperature: Flag.Finite("temperature").pipe(Flag.withDescription("Sampling temperature (0 = greedy)"), Flag.withDefault(0)),
+    limit: Flag.Int("limit").pipe(Flag.withDescription("Evaluate the first N problems"), Flag.optional)
+  },
+  Effect.fn(function*({ target, data, samples, temperature, limit }) {
+    const record = yield* Run.evaluate(target, { data, samples, temperature, ...(Option.isSome(limit) ? { limit: limit.value } : {}) })
+    yield* Console.log(`accuracy (pass@1): ${pct(record.accuracy)}   format: ${pct(record.formatRate)}   mean length: ${record.meanLength.toFixed(1)}`)
+  })
+).pipe(Command.withDescription("Evaluate a run's policy or a checkpoint on held-out data"))
+
+const report = Command.make(
+  "report",
+  { run: Argument.String("run-dir") },
+  Effect.fn(function*({ run: dir }) {
+    const path = yield* Run.report(dir)
+    yield* Console.log(`report written: ${path}`)
+  })
+).pipe(Command.withDescription("Write report.html (plots and samples) for a run directory"))
+
+const plugins = Command.make(
+  "plugins",
+  {},
+  Effect.fn(function*() {
+    const found = yield* Plugin.discover(join(process.cwd(), "node_modules"))
+    const stages = Object.entries(Recipe.builtinStages)
+    yield* Console.log("stage plugins (built in):")
+    for (const [name, spec] of stages) {
+      const r = yield* Effect.result(Plugin.load(spec, { kind: "stage" }))
+      yield* Console.log(`  ${name.padEnd(22)} ${r._tag === "Success" ? `ok   ${r.success.description}` : `INVALID: ${r.failure.message}`}`)
+    }
+    yield* Console.log("installed plugin packages:")
+    for (const p of found) {
+      const r = yield* Effect.result(Plugin.load(p.name))
+      yield* Console.log(`  ${`${p.name}@${p.version}`.padEnd(44)} ${r._tag === "Success" ? `ok   ${r.success.kind}: ${r.success.description}` : `INVALID: ${r.failure.message}`}`)
+    }
+  })
+).pipe(Command.withDescription("List installed plugins and whether each loads and validates"))
+
+const newReward = Command.make(
+  "reward",
+  { name: Argument.String("name").pipe(Argument.withDescription("The reward's name, e.g. my-reward (creates plugins/reward-<name>)")) },
+  Effect.fn(function*({ name }) {
+    yield* Effect.try({
+      try: () => execFileSync(process.execPath, [join(repoTools, "new-reward.mjs"), name], { stdio: "inherit" }),
+      catch: (e) => new Plugin.PluginError({ plugin: name, message: `the generator failed: ${(e as Error).message}` })
+    })
+  })
+).pipe(Command.withDescription("Create a reward plugin package with its schema, a test and the conformance suite"))
+
+const newCmd = Command.make("new").pipe(Command.withDescription("Create a new plugin package"), Command.withSubcommands([newReward]))
+
+const r1flow = Command.make("r1flow").pipe(
+  Command.withDescription("Train reasoning language models the DeepSeek-R1 way: GRPO on rule rewards, in TypeScript"),
+  Command.withSubcommands([run, resume, evalCmd, report, plugins, newCmd])
+)
+
+/** The whole CLI as one program over `process.argv`; it needs the Node platform services. */
+export const program: Effect.Effect<void, unknown, NodeServices.NodeServices> = Command.run(r1flow, { version: "0.1.0" })
+
+void RunDir
