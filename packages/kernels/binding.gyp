@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "r1kernels",
+      "sources": ["native/r1kernels.c"],
+      "cflags": ["-O3", "-std=gnu11", "-fno-math-errno"],
+      "libraries": ["-ldl", "-lpthread"]
+    }
+  ]
+}

@@ -1,0 +1,386 @@
+/*
+ * r1kernels: CPU kernels for the tfjs wasm backend, run natively on the wasm heap (no copies).
+ *
+ * The JavaScript side passes a typed-array view of the wasm memory (ArrayBuffer or SharedArrayBuffer) and
+ * byte offsets of the tensors in it; every function here reads and writes that memory in place.
+ *
+ * GEMM: C = op(A) · op(B), row-major, over a batch with per-operand batch strides (stride 0 broadcasts).
+ * It runs on OpenBLAS's `cblas_sgemm` when `libopenblas.so.0` can be dlopen'ed (nothing is linked at build
+ * time, so the addon builds without BLAS headers), else on the blocked SIMD GEMM below. Either way BLAS
+ * runs single-threaded and this file splits work over its own threads: over the batch when there are
+ * several products (one BLAS thread per product beats two on small ones), over rows of C otherwise.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------------------ */
+/* BLAS, found at run time. */
+
+enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
+typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc);
+typedef void (*set_threads_fn)(int);
+typedef char* (*get_config_fn)(void);
+
+static sgemm_fn blas_sgemm = NULL;
+static sgemm_fn blas_loaded = NULL; /* kept while `useBlas(false)` switches BLAS off */
+static char blas_name[256] = "";
+static char blas_error[512] = "";
+
+static void blas_load(void) {
+  if (getenv("R1FLOW_NO_BLAS") != NULL && strcmp(getenv("R1FLOW_NO_BLAS"), "0") != 0) {
+    snprintf(blas_error, sizeof blas_error, "R1FLOW_NO_BLAS is set");
+    return;
+  }
+  const char* names[] = {"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"};
+  void* h = NULL;
+  for (size_t i = 0; i < sizeof names / sizeof *names && h == NULL; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) {
+    const char* e = dlerror();
+    snprintf(blas_error, sizeof blas_error, "%s", e != NULL ? e : "libopenblas.so.0 not found");
+    return;
+  }
+  sgemm_fn f = (sgemm_fn)dlsym(h, "cblas_sgemm");
+  if (f == NULL) {
+    snprintf(blas_error, sizeof blas_error, "libopenblas has no cblas_sgemm");
+    return;
+  }
+  /* Our threads split the work; BLAS must not spawn its own on top (2 cores). */
+  set_threads_fn st = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
+  if (st != NULL) st(1);
+  get_config_fn gc = (get_config_fn)dlsym(h, "openblas_get_config");
+  snprintf(blas_name, sizeof blas_name, "%s", gc != NULL ? gc() : "OpenBLAS");
+  blas_sgemm = blas_loaded = f;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The addon's own GEMM: B packed into 16-wide column panels, A into 6-row panels, 6×16 micro-kernel on
+ * GCC vector types (one AVX-512 register or two AVX2 ones per row), built for several ISAs. */
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+#define MR 6
+#define NR 16
+#define KC 256
+#define NC 1024
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTI __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define MULTI
+#endif
+
+/* A element (i, p) of op(A): stride rs along rows, cs along k. */
+static void pack_a(const float* a, long rs, long cs, int mc, int kc, float* dst) {
+  for (int i0 = 0; i0 < mc; i0 += MR) {
+    int mr = mc - i0 < MR ? mc - i0 : MR;
+    for (int p = 0; p < kc; p++) {
+      for (int i = 0; i < mr; i++) dst[p * MR + i] = a[(i0 + i) * rs + p * cs];
+      for (int i = mr; i < MR; i++) dst[p * MR + i] = 0;
+    }
+    dst += (long)MR * kc;
+  }
+}
+
+static void pack_b(const float* b, long rs, long cs, int kc, int nc, float* dst) {
+  for (int j0 = 0; j0 < nc; j0 += NR) {
+    int nr = nc - j0 < NR ? nc - j0 : NR;
+    for (int p = 0; p < kc; p++) {
+      for (int j = 0; j < nr; j++) dst[p * NR + j] = b[p * rs + (j0 + j) * cs];
+      for (int j = nr; j < NR; j++) dst[p * NR + j] = 0;
+    }
+    dst += (long)NR * kc;
+  }
+}
+
+MULTI static void micro(int kc, const float* restrict ap, const float* restrict bp, float* c, long ldc, int mr, int nr, int accumulate) {
+  v16 acc[MR];
+  for (int i = 0; i < MR; i++) acc[i] = (v16){0};
+  for (int p = 0; p < kc; p++) {
+    v16 bv;
+    memcpy(&bv, bp + p * NR, sizeof bv);
+    const float* a = ap + p * MR;
+    for (int i = 0; i < MR; i++) acc[i] += a[i] * bv;
+  }
+  for (int i = 0; i < mr; i++) {
+    float* row = c + i * ldc;
+    float tmp[NR];
+    memcpy(tmp, &acc[i], sizeof tmp);
+    if (accumulate) for (int j = 0; j < nr; j++) row[j] += tmp[j];
+    else for (int j = 0; j < nr; j++) row[j] = tmp[j];
+  }
+}
+
+static _Thread_local float* pack_buf = NULL;
+
+/* C[m, n] (ldc) = op(A)[m, k] · op(B)[k, n], A / B given by element strides. */
+static void own_gemm(int m, int n, int k, const float* a, long ars, long acs, const float* b, long brs, long bcs, float* c, long ldc) {
+  if (pack_buf == NULL) pack_buf = aligned_alloc(64, sizeof(float) * ((size_t)KC * NC + (size_t)KC * 256 + 64));
+  float* bpk = pack_buf;
+  float* apk = pack_buf + (size_t)KC * NC;
+  if (k == 0) {
+    for (int i = 0; i < m; i++) memset(c + i * ldc, 0, sizeof(float) * n);
+    return;
+  }
+  for (int jc = 0; jc < n; jc += NC) {
+    int nc = n - jc < NC ? n - jc : NC;
+    for (int pc = 0; pc < k; pc += KC) {
+      int kc = k - pc < KC ? k - pc : KC;
+      pack_b(b + pc * brs + jc * bcs, brs, bcs, kc, nc, bpk);
+      for (int ic = 0; ic < m; ic += 252) {
+        int mc = m - ic < 252 ? m - ic : 252;
+        pack_a(a + ic * ars + pc * acs, ars, acs, mc, kc, apk);
+        for (int jr = 0; jr < nc; jr += NR) {
+          for (int ir = 0; ir < mc; ir += MR) {
+            micro(kc, apk + (long)ir * kc, bpk + (long)jr * kc, c + (long)(ic + ir) * ldc + jc + jr, ldc,
+                  mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, pc > 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* One product of the row-major matrices: op(A) is [m, k], op(B) is [k, n]; C is [m, n] with ldc. */
+static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  if (m == 0 || n == 0) return;
+  if (blas_sgemm != NULL) {
+    blas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  } else {
+    own_gemm(m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, tb ? 1 : ldb, tb ? ldb : 1, c, ldc);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* A fixed pool: the calling thread plus NTHREADS−1 workers, each running task(ctx, index, count). */
+
+#define MAX_THREADS 8
+typedef void (*task_fn)(void* ctx, int index, int count);
+
+static int nthreads = 1;
+static pthread_t workers[MAX_THREADS];
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static atomic_int generation = 0;
+static atomic_int pending = 0;
+static task_fn cur_task;
+static void* cur_ctx;
+static int cur_count;
+
+static void* worker_main(void* arg) {
+  int index = (int)(intptr_t)arg;
+  int seen = 0;
+  for (;;) {
+    /* Spin a little before sleeping: kernels come back to back during a training step. */
+    int spins = 0;
+    while (atomic_load_explicit(&generation, memory_order_acquire) == seen && spins < 20000) {
+      __builtin_ia32_pause();
+      spins++;
+    }
+    if (atomic_load_explicit(&generation, memory_order_acquire) == seen) {
+      pthread_mutex_lock(&pool_mu);
+      while (atomic_load(&generation) == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+      pthread_mutex_unlock(&pool_mu);
+    }
+    seen = atomic_load(&generation);
+    if (index < cur_count) cur_task(cur_ctx, index, cur_count);
+    atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel);
+  }
+  return NULL;
+}
+
+static void pool_start(int n) {
+  if (n > MAX_THREADS) n = MAX_THREADS;
+  for (int i = 1; i < n; i++) {
+    if (pthread_create(&workers[i], NULL, worker_main, (void*)(intptr_t)i) != 0) break;
+    pthread_detach(workers[i]);
+    nthreads = i + 1;
+  }
+}
+
+/* Runs task over `count` ≤ nthreads parts; part 0 on the calling thread. */
+static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
+
+static void parallel(task_fn task, void* ctx, int count) {
+  /* A second JavaScript thread (a worker) calling in while the pool works runs on its own thread only. */
+  if (count <= 1 || nthreads <= 1 || atomic_flag_test_and_set(&pool_busy)) {
+    task(ctx, 0, 1);
+    return;
+  }
+  if (count > nthreads) count = nthreads;
+  cur_task = task;
+  cur_ctx = ctx;
+  cur_count = count;
+  atomic_store(&pending, nthreads - 1);
+  pthread_mutex_lock(&pool_mu);
+  atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+  pthread_cond_broadcast(&pool_cv);
+  pthread_mutex_unlock(&pool_mu);
+  task(ctx, 0, count);
+  while (atomic_load_explicit(&pending, memory_order_acquire) > 0) __builtin_ia32_pause();
+  atomic_flag_clear(&pool_busy);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Batched GEMM task. */
+
+typedef struct {
+  char* heap;
+  int batch, m, n, k, ta, tb;
+  long a_off, a_stride, b_off, b_stride, c_off, c_stride; /* bytes */
+  int split_rows;
+} gemm_job;
+
+static void gemm_task(void* ctx, int index, int count) {
+  gemm_job* j = ctx;
+  int lda = j->ta ? j->m : j->k, ldb = j->tb ? j->k : j->n;
+  if (j->split_rows) {
+    /* One product, rows of C split between the threads (in multiples of 16). */
+    int per = ((j->m + count - 1) / count + 15) / 16 * 16;
+    int r0 = index * per, r1 = r0 + per < j->m ? r0 + per : j->m;
+    if (r0 >= r1) return;
+    const float* a = (const float*)(j->heap + j->a_off) + (j->ta ? r0 : (long)r0 * lda);
+    gemm1(j->ta, j->tb, r1 - r0, j->n, j->k, a, lda, (const float*)(j->heap + j->b_off), ldb,
+          (float*)(j->heap + j->c_off) + (long)r0 * j->n, j->n);
+    return;
+  }
+  int per = (j->batch + count - 1) / count;
+  int b0 = index * per, b1 = b0 + per < j->batch ? b0 + per : j->batch;
+  for (int i = b0; i < b1; i++) {
+    gemm1(j->ta, j->tb, j->m, j->n, j->k, (const float*)(j->heap + j->a_off + i * j->a_stride), lda,
+          (const float*)(j->heap + j->b_off + i * j->b_stride), ldb, (float*)(j->heap + j->c_off + i * j->c_stride), j->n);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* N-API glue. */
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "r1kernels: N-API call failed: " #call); return NULL; } } while (0)
+
+static char* heap_of(napi_env env, napi_value v, size_t* bytes) {
+  napi_typedarray_type type;
+  size_t length, offset;
+  void* data;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) != napi_ok) {
+    napi_throw_type_error(env, NULL, "r1kernels: the heap must be a typed array over the wasm memory");
+    return NULL;
+  }
+  size_t elem = type == napi_float32_array || type == napi_int32_array || type == napi_uint32_array ? 4 : type == napi_float64_array ? 8 : 1;
+  *bytes = length * elem;
+  return data;
+}
+
+/* A number argument (booleans read as 0 / 1). */
+static double num(napi_env env, napi_value v) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    bool b = false;
+    if (napi_get_value_bool(env, v, &b) == napi_ok) d = b ? 1 : 0;
+  }
+  return d;
+}
+
+/* gemm(heap, batch, m, n, k, ta, tb, aOff, aStride, bOff, bStride, cOff, cStride): offsets / strides in bytes. */
+static napi_value js_gemm(napi_env env, napi_callback_info info) {
+  size_t argc = 13;
+  napi_value argv[13];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 13) {
+    napi_throw_type_error(env, NULL, "r1kernels.gemm: expected 13 arguments");
+    return NULL;
+  }
+  size_t bytes;
+  char* heap = heap_of(env, argv[0], &bytes);
+  if (heap == NULL) return NULL;
+  gemm_job j;
+  j.heap = heap;
+  j.batch = (int)num(env, argv[1]);
+  j.m = (int)num(env, argv[2]);
+  j.n = (int)num(env, argv[3]);
+  j.k = (int)num(env, argv[4]);
+  j.ta = num(env, argv[5]) != 0;
+  j.tb = num(env, argv[6]) != 0;
+  j.a_off = (long)num(env, argv[7]);
+  j.a_stride = (long)num(env, argv[8]);
+  j.b_off = (long)num(env, argv[9]);
+  j.b_stride = (long)num(env, argv[10]);
+  j.c_off = (long)num(env, argv[11]);
+  j.c_stride = (long)num(env, argv[12]);
+  if (j.batch < 0 || j.m < 0 || j.n < 0 || j.k < 0) {
+    napi_throw_range_error(env, NULL, "r1kernels.gemm: negative size");
+    return NULL;
+  }
+  /* Bounds: the last byte each operand touches must lie in the heap. */
+  long last = j.batch > 0 ? j.batch - 1 : 0;
+  long ends[3] = {j.a_off + last * j.a_stride + 4L * j.m * j.k, j.b_off + last * j.b_stride + 4L * j.k * j.n, j.c_off + last * j.c_stride + 4L * j.m * j.n};
+  if (j.a_off < 0 || j.b_off < 0 || j.c_off < 0 || j.a_stride < 0 || j.b_stride < 0 || j.c_stride < 0 ||
+      ends[0] > (long)bytes || ends[1] > (long)bytes || ends[2] > (long)bytes) {
+    napi_throw_range_error(env, NULL, "r1kernels.gemm: an operand lies outside the heap");
+    return NULL;
+  }
+  double flops = 2.0 * j.batch * j.m * j.n * j.k;
+  int parts = flops < 4e5 ? 1 : nthreads;
+  j.split_rows = j.batch == 1 && j.m >= 32;
+  if (j.batch == 1 && !j.split_rows) parts = 1;
+  if (j.batch > 1 && parts > j.batch) parts = j.batch;
+  parallel(gemm_task, &j, parts);
+  return NULL;
+}
+
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, v;
+  CHECK(napi_create_object(env, &o));
+  if (blas_sgemm != NULL) {
+    CHECK(napi_create_string_utf8(env, blas_name, NAPI_AUTO_LENGTH, &v));
+  } else {
+    CHECK(napi_get_null(env, &v));
+  }
+  CHECK(napi_set_named_property(env, o, "blas", v));
+  CHECK(napi_create_string_utf8(env, blas_error, NAPI_AUTO_LENGTH, &v));
+  CHECK(napi_set_named_property(env, o, "blasError", v));
+  CHECK(napi_create_int32(env, nthreads, &v));
+  CHECK(napi_set_named_property(env, o, "threads", v));
+  return o;
+}
+
+/* useBlas(on): switches between BLAS (when loaded) and the own GEMM; returns whether BLAS is now used. */
+static napi_value js_use_blas(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], r;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  blas_sgemm = argc == 1 && num(env, argv[0]) != 0 ? blas_loaded : NULL;
+  CHECK(napi_get_boolean(env, blas_sgemm != NULL, &r));
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  static int started = 0;
+  if (!started) {
+    started = 1;
+    blas_load();
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const char* env_threads = getenv("R1FLOW_THREADS");
+    int n = env_threads != NULL ? atoi(env_threads) : (int)(cores > 0 ? cores : 1);
+    pool_start(n < 1 ? 1 : n);
+  }
+  napi_property_descriptor props[] = {
+    {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
+    {"useBlas", NULL, js_use_blas, NULL, NULL, NULL, napi_default, NULL},
+    {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,68 @@
+/**
+ * Registers r1flow's native CPU kernels over the wasm backend's, through tfjs's kernel registry, so model
+ * code is unchanged and another backend (tfjs-node, a GPU) still runs its own kernels.
+ *
+ * The kernels read and write the wasm heap in place (see `MatMul.ts`); the addon does the arithmetic on
+ * OpenBLAS when `libopenblas.so.0` is present, else on its own blocked SIMD GEMM, over all cores.
+ * Without the addon `install` changes nothing and says why.
+ */
+import * as tf from "@tensorflow/tfjs"
+import * as MatMul from "./MatMul.js"
+import * as Native from "./Native.js"
+
+/** What `install` did. */
+export interface Installed {
+  /** Kernels now served natively (empty when the addon is missing). */
+  readonly kernels: ReadonlyArray<string>
+  /** The BLAS under the GEMM, or `null` (the addon's own GEMM, or no addon). */
+  readonly blas: string | null
+  /** One line: what runs and why. */
+  readonly reason: string
+}
+
+const BACKEND = "wasm"
+
+/** Kernels registered before ours, restored by `uninstall`. */
+const previous = new Map<string, tf.KernelConfig>()
+let state: Installed | undefined
+
+const replace = (kernelName: string, make: (previous: tf.KernelFunc) => tf.KernelFunc): boolean => {
+  const before = tf.getKernel(kernelName, BACKEND)
+  if (before === undefined) return false
+  previous.set(kernelName, before)
+  tf.unregisterKernel(kernelName, BACKEND)
+  tf.registerKernel({ ...before, kernelFunc: make(before.kernelFunc) })
+  return true
+}
+
+/**
+ * Registers the native kernels over the wasm backend's current ones (idempotent). Import
+ * `@tensorflow/tfjs-backend-wasm` first (it registers the kernels replaced here). A no-op, with the
+ * reason, when the addon is missing or the wasm kernels are not registered.
+ */
+export const install = (): Installed => {
+  if (state !== undefined) return state
+  const loaded = Native.load()
+  if (!loaded.ok) return { kernels: [], blas: null, reason: loaded.reason }
+  const { addon } = loaded
+  const kernels: Array<string> = []
+  if (replace("BatchMatMul", (prev) => MatMul.batchMatMul(addon, prev))) kernels.push("BatchMatMul")
+  if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
+  const info = addon.info()
+  const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError})`
+  state = { kernels, blas: info.blas, reason: `native ${kernels.join(", ")} on ${gemm}, ${info.threads} thread(s)` }
+  return state
+}
+
+/** Puts back the kernels `install` replaced (benchmarks and tests compare the two). */
+export const uninstall = (): void => {
+  for (const [name, config] of previous) {
+    tf.unregisterKernel(name, BACKEND)
+    tf.registerKernel(config)
+  }
+  previous.clear()
+  state = undefined
+}
+
+/** What is installed now, if anything. */
+export const installed = (): Installed | undefined => state

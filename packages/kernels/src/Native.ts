@@ -1,0 +1,44 @@
+/**
+ * The native addon (`build/Release/r1kernels.node`), loaded once; `undefined` with the reason when it was
+ * not built or does not load. Built by `scripts/build-native.mjs` at `npm install`.
+ */
+import { createRequire } from "node:module"
+
+/** What the addon exports. Offsets and strides are in bytes into `heap` (a view of the whole wasm memory). */
+export interface Addon {
+  /**
+   * `C[i] = op(A[i]) · op(B[i])` for `i < batch`, row-major, `op(A)` `[m, k]`, `op(B)` `[k, n]`, `C` `[m, n]`;
+   * operand `i` starts at `off + i·stride` (stride 0 broadcasts one matrix over the batch).
+   */
+  gemm(
+    heap: Uint8Array, batch: number, m: number, n: number, k: number, transposeA: 0 | 1, transposeB: 0 | 1,
+    aOff: number, aStride: number, bOff: number, bStride: number, cOff: number, cStride: number
+  ): void
+  /** Switches BLAS on (when it loaded) or off (the own GEMM); returns whether BLAS is now in use. */
+  useBlas(on: boolean): boolean
+  /** The BLAS in use (`null`: the addon's own GEMM), why none loaded, and the thread count. */
+  info(): { blas: string | null; blasError: string; threads: number }
+}
+
+/** The addon, or why it is not there. */
+export type Loaded = { readonly ok: true; readonly addon: Addon } | { readonly ok: false; readonly reason: string }
+
+let loaded: Loaded | undefined
+
+/** Loads the addon (once). `R1FLOW_NATIVE=0` disables it. */
+export const load = (): Loaded => {
+  if (loaded !== undefined) return loaded
+  if (process.env.R1FLOW_NATIVE === "0") {
+    loaded = { ok: false, reason: "disabled by R1FLOW_NATIVE=0" }
+    return loaded
+  }
+  try {
+    // src/ and dist/ both sit one level below the package root.
+    const addon = createRequire(import.meta.url)("../build/Release/r1kernels.node") as Addon
+    loaded = { ok: true, addon }
+  } catch (e) {
+    const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0]
+    loaded = { ok: false, reason: `native addon not loaded (${msg}); run \`npm install\` or \`node packages/kernels/scripts/build-native.mjs\` to build it` }
+  }
+  return loaded
+}

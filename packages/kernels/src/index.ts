@@ -1,0 +1,4 @@
+/** @r1flow/kernels: native CPU kernels for the tfjs wasm backend (zero-copy on its heap, BLAS or own GEMM). */
+export * as Kernels from "./Kernels.js"
+export * as MatMul from "./MatMul.js"
+export * as Native from "./Native.js"
