@@ -79,7 +79,14 @@ export const validate = (spec: string, mod: unknown, kind?: Kind): Effect.Effect
 /** Imports a plugin by package name or path (relative to `from`, default the working directory) and validates it. */
 export const load = (spec: string, options: { readonly kind?: Kind; readonly from?: string } = {}): Effect.Effect<Plugin, PluginError> =>
   Effect.tryPromise({
-    try: () => import(resolveSpecifier(spec, options.from ?? process.cwd())),
+    // A package is first imported as the host resolves it (the nearest node_modules, and a test
+    // runner's source conditions); only when that fails is it looked up from `from`.
+    try: () =>
+      isPath(spec)
+        ? import(resolveSpecifier(spec, options.from ?? process.cwd()))
+        : import(/* @vite-ignore */ spec).catch((e: NodeJS.ErrnoException) =>
+          e.code === "ERR_MODULE_NOT_FOUND" && e.message.includes(spec) ? import(resolveSpecifier(spec, options.from ?? process.cwd())) : Promise.reject(e)
+        ),
     catch: (e) => {
       const err = e as NodeJS.ErrnoException
       const notFound = err.code === "ERR_MODULE_NOT_FOUND" || err.code === "MODULE_NOT_FOUND"

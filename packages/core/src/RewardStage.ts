@@ -211,7 +211,13 @@ const int32List = (vector) => {
   return { values, offsets: base === 0 ? raw : raw.map((o) => o - base), rows: d.length }
 }
 const init = async () => {
-  const { pluginUrl, arrowPath, effectPath, rawConfig } = workerData
+  const { pluginSpec, from, arrowPath, effectPath, rawConfig } = workerData
+  // Resolved here, in a thread started without the parent's --conditions, so a test runner's
+  // source condition never points the worker at TypeScript it cannot load.
+  const path = require("node:path")
+  let pluginUrl = pluginSpec
+  if (pluginSpec.startsWith(".") || pluginSpec.startsWith("/")) pluginUrl = pathToFileURL(path.resolve(from, pluginSpec)).href
+  else { try { pluginUrl = pathToFileURL(createRequire(path.resolve(from, "package.json")).resolve(pluginSpec)).href } catch {} }
   const plugin = (await import(pluginUrl)).default
   let req = null
   try { req = createRequire(pluginUrl.startsWith("file:") ? fileURLToPath(pluginUrl) : process.cwd() + "/") } catch {}
@@ -258,7 +264,18 @@ const toIpc = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "
  * Runs a plugin's reward in a worker thread. Started by `start()` (which fails with the worker's
  * init error); after a timeout or a crash the worker is terminated and started again on the next call.
  */
-const inWorker = (pluginUrl: string, rawConfig: unknown, label: string) => {
+/** The parent's Node flags without `--conditions` (a source condition must not reach the worker). */
+const workerExecArgv = (): Array<string> => {
+  const out: Array<string> = []
+  const args = process.execArgv
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--conditions" || args[i] === "-C") i++
+    else if (!args[i].startsWith("--conditions=")) out.push(args[i])
+  }
+  return out
+}
+
+const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawConfig: unknown, label: string) => {
   let worker: Worker | null = null
   let starting: Promise<Worker> | null = null
   let nextId = 0
@@ -273,7 +290,8 @@ const inWorker = (pluginUrl: string, rawConfig: unknown, label: string) => {
     new Promise<Worker>((resolve, reject) => {
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
-        workerData: { pluginUrl, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
+        execArgv: workerExecArgv(),
+        workerData: { pluginSpec: plugin.spec, from: plugin.from, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
       })
       w.unref()
       let ready = false
@@ -492,15 +510,6 @@ export const make = (entries: ReadonlyArray<StageEntry>): RewardStage =>
 
 const isPath = (spec: string) => spec.startsWith(".") || spec.startsWith("/")
 
-/** The URL a worker imports for `spec`: the same resolution as `Plugin.load`. */
-const pluginUrl = (spec: string, from: string): string => {
-  if (isPath(spec)) return pathToFileURL(resolvePath(from, spec)).href
-  try {
-    return pathToFileURL(createRequire(resolvePath(from, "package.json")).resolve(spec)).href
-  } catch {
-    return spec
-  }
-}
 
 /**
  * Loads each configured reward through the plugin registry (`Plugin.load(spec, { kind: "reward" })`,
@@ -539,7 +548,7 @@ export const load = (
       const label = `rewards[${i}] ${plugin.name}@${plugin.version}`
       let runner: Runner = inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
       if (options.isolation !== "in-process") {
-        const w = inWorker(pluginUrl(entry.plugin, from), entry.config, label)
+        const w = inWorker({ spec: entry.plugin, from }, entry.config, label)
         starts.push({ spec: entry.plugin, start: w.start })
         runner = w.runner
       }

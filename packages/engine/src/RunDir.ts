@@ -4,7 +4,7 @@
  *   runs/<name>-<timestamp>/
  *     manifest.json          resolved config verbatim, seed, versions, backend, git commit, machine
  *     metrics.jsonl          per-step scalars, append-only (torn tail truncated on reopen)
- *     rollouts/step-NNNNNN.arrow   every prompt, completion, reward and advantage of a step
+ *     rollouts/step-NNNNNN.parquet every prompt, completion, reward and advantage of a step
  *     evals/<name>.json      evaluation results (accuracy, format rate, length) with samples
  *     checkpoints/           step-N/ directories and a `latest` pointer
  *     report.html            the self-contained report
@@ -17,6 +17,7 @@ import { cpus, totalmem } from "node:os"
 import { join } from "node:path"
 import { RecordBatch, Table, tableToIPC } from "apache-arrow"
 import { Effect, Schema } from "effect"
+import { Table as WasmTable, writeParquet } from "parquet-wasm"
 
 /** A file of the run directory could not be written or read. */
 export class RunDirError extends Schema.TaggedError<RunDirError>()("RunDirError", {
@@ -92,10 +93,19 @@ export const write = (path: string, bytes: Uint8Array | string): Effect.Effect<v
 /** A record batch as the bytes of an Arrow IPC file. */
 export const ipcFile = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "file")
 
-/** Writes a step's rollouts as an Arrow IPC file `rollouts/step-NNNNNN.arrow`. */
+/** A record batch as the bytes of a Parquet file (through parquet-wasm; opens in DuckDB, pandas, Spark…). */
+export const parquetFile = (batch: RecordBatch): Uint8Array => {
+  // writeParquet takes ownership of the wasm table and frees it.
+  return writeParquet(WasmTable.fromIPCStream(tableToIPC(new Table(batch), "stream")))
+}
+
+/** Writes a step's rollouts (prompts, completions, every reward, advantages) as `rollouts/step-NNNNNN.parquet`. */
 export const writeRollouts = (dir: RunDir, step: number, batch: RecordBatch): Effect.Effect<string, RunDirError> => {
-  const path = join(dir.rollouts, `step-${String(step).padStart(6, "0")}.arrow`)
-  return Effect.as(write(path, tableToIPC(new Table(batch), "file")), path)
+  const path = join(dir.rollouts, `step-${String(step).padStart(6, "0")}.parquet`)
+  return Effect.flatMap(
+    Effect.try({ try: () => parquetFile(batch), catch: (e) => new RunDirError({ path, message: `cannot encode Parquet: ${(e as Error).message}` }) }),
+    (bytes) => Effect.as(write(path, bytes), path)
+  )
 }
 
 const tryText = (cmd: string, args: Array<string>): string | null => {

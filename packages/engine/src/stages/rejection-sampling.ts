@@ -27,6 +27,8 @@ export const Config = Schema.Struct({
   rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
   thresholds: Schema.optionalKey(Schema.Record(Schema.String, Schema.Finite)),
   /** Keep at most this many accepted completions per prompt. */
+  /** Keep only completions that ended by themselves (finish reason `stop`), as R1 does; false also keeps cut ones. */
+  requireStop: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   maxPerPrompt: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
   batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(32)))
 })
@@ -73,7 +75,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
               for (let s = 0; s < config.samples && seen.size < config.maxPerPrompt; s++) {
                 const i = p * config.samples + s
                 sampled++
-                if (finish[i] !== "stop") continue
+                if (config.requireStop && finish[i] !== "stop") continue
                 if (!scores.every(({ n, v }) => v[i] >= (config.thresholds?.[n] ?? 1))) continue
                 const text = completions[i].trim()
                 if (seen.has(text)) continue

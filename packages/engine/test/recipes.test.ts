@@ -1,0 +1,94 @@
+import { Backend } from "@r1flow/backend"
+import { Metrics } from "@r1flow/core"
+import { DuckDBInstance } from "@duckdb/node-api"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { beforeAll, describe, expect, it } from "vitest"
+import * as Run from "../src/Run.js"
+import { run, runFail, tempDir, tinyOverrides } from "./helpers.js"
+
+beforeAll(async () => {
+  await Backend.init()
+})
+
+const recipeOf = (name: string) => JSON.parse(readFileSync(Run.resolveRecipe(name), "utf8")) as { stages: Array<{ stage: string; name?: string }> }
+
+describe("built-in recipes, test-sized", () => {
+  for (const name of ["r1-zero", "r1", "distill"]) {
+    it(`${name}: the stages chain and the run directory is complete`, async () => {
+      const runs = tempDir(`recipe-${name}`)
+      const recipe = recipeOf(name)
+      const lines: Array<string> = []
+      const result = await run(Run.run(Run.resolveRecipe(name), { overrides: tinyOverrides(recipe, runs), log: (l) => lines.push(l) }))
+      const dir = result.dir
+      for (const f of [dir.manifest, dir.metrics, dir.report, join(dir.root, "summary.json"), join(dir.checkpoints, "latest")]) expect(existsSync(f), f).toBe(true)
+      const manifest = JSON.parse(readFileSync(dir.manifest, "utf8"))
+      expect(manifest.seed).toBe(1)
+      expect(manifest.backend.name).toBe((await Backend.init()).name)
+      expect(manifest.versions.effect).toBe("4.1.0")
+      expect(manifest.recipe.stages.length).toBe(recipe.stages.length)
+      // every stage ran, in order
+      const started = lines.filter((l) => l.startsWith("── stage")).map((l) => l.split(": ")[1].split(" ")[0])
+      expect(started).toEqual(recipe.stages.map((s) => s.name ?? s.stage))
+      // one eval file per eval stage
+      const evalNames = recipe.stages.filter((s) => s.stage === "eval").map((s) => `${s.name ?? "eval"}.json`)
+      expect(readdirSync(dir.evals).sort()).toEqual(expect.arrayContaining(evalNames))
+      expect(result.evals.length).toBeGreaterThanOrEqual(evalNames.length)
+      // GRPO stages wrote their rollouts
+      if (recipe.stages.some((s) => s.stage === "grpo")) expect(readdirSync(dir.rollouts).filter((f) => f.endsWith(".parquet")).length).toBeGreaterThan(0)
+      const { entries } = Metrics.readJsonl(dir.metrics)
+      expect(entries.length).toBeGreaterThan(0)
+      expect(readFileSync(dir.report, "utf8")).toContain("<svg")
+    }, 120_000)
+  }
+})
+
+describe("rollout files", () => {
+  it("open in DuckDB with the right row count and reward column", async () => {
+    const runs = tempDir("duckdb")
+    const recipe = recipeOf("r1-zero")
+    const result = await run(Run.run(Run.resolveRecipe("r1-zero"), { overrides: [...tinyOverrides(recipe, runs), "stages.0.config.steps=1"], log: () => {} }))
+    const files = readdirSync(result.dir.rollouts).filter((f) => f.endsWith(".parquet")).sort()
+    expect(files.length).toBe(2)
+    const db = await DuckDBInstance.create(":memory:")
+    const conn = await db.connect()
+    const path = join(result.dir.rollouts, files[0]).replace(/'/g, "''")
+    const reader = await conn.runAndReadAll(`select count(*) as n, count(reward) as scored, min(reward_accuracy) as lo, max(reward_accuracy) as hi, max(len(completion_ids)) as longest from read_parquet('${path}')`)
+    const [row] = reader.getRowObjectsJS() as Array<Record<string, unknown>>
+    expect(Number(row.n)).toBe(4) // 2 prompts × 2 completions
+    expect(Number(row.scored)).toBe(4)
+    expect(Number(row.lo)).toBeGreaterThanOrEqual(0)
+    expect(Number(row.hi)).toBeLessThanOrEqual(1)
+    expect(Number(row.longest)).toBeLessThanOrEqual(6)
+    const cols = await conn.runAndReadAll(`select column_name from (describe select * from read_parquet('${path}'))`)
+    const names = (cols.getRowObjectsJS() as Array<{ column_name: string }>).map((r) => r.column_name)
+    expect(names).toEqual(expect.arrayContaining(["prompt", "completion", "reward", "reward_accuracy", "reward_format", "advantage", "logprobs"]))
+    conn.closeSync()
+  }, 120_000)
+})
+
+describe("bad input", () => {
+  it("an unknown key or a wrong type in a recipe is refused before anything runs", async () => {
+    const err = await runFail(Run.run(Run.resolveRecipe("r1-zero"), { overrides: ["model.dModel=\"wide\"", "rollout.temperature=1"], log: () => {} }))
+    expect(err._tag).toBe("ConfigError")
+    expect((err as { problems: Array<string> }).problems).toEqual(expect.arrayContaining(['model.dModel: expected number, got "wide"', "rollout: unknown key"]))
+  })
+
+  it("a bad stage config is refused before the first stage runs", async () => {
+    const runs = tempDir("badstage")
+    const lines: Array<string> = []
+    const recipe = recipeOf("r1-zero")
+    const err = await runFail(Run.run(Run.resolveRecipe("r1-zero"), { overrides: [...tinyOverrides(recipe, runs), "stages.2.config.groupSize=\"eight\""], log: (l) => lines.push(l) }))
+    expect(err._tag).toBe("ConfigError")
+    expect((err as { problems: Array<string> }).problems).toEqual(['stages[2].config.groupSize: expected number, got "eight"'])
+    expect(lines.some((l) => l.startsWith("── stage"))).toBe(false)
+  }, 60_000)
+
+  it("an unknown stage plugin names the plugin", async () => {
+    const runs = tempDir("nostage")
+    const recipe = recipeOf("r1-zero")
+    const err = await runFail(Run.run(Run.resolveRecipe("r1-zero"), { overrides: [...tinyOverrides(recipe, runs), "stages.1.stage=@acme/no-such-stage"], log: () => {} }))
+    expect(err._tag).toBe("PluginError")
+    expect((err as { plugin: string }).plugin).toBe("@acme/no-such-stage")
+  }, 60_000)
+})
