@@ -123,7 +123,9 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
               ids.set(data.ids.subarray(r * time, (r + 1) * time), i * time)
               mask.set(data.mask.subarray(r * W, (r + 1) * W), i * W)
             })
-            const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"))
+            // Rows share the prompt template: their common prefix runs once per micro-batch.
+            const sharedPrefix = LogProbs.commonPrefixLength(ids, rows.length, time)
+            const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"), { sharedPrefix })
             return tf.div(tf.neg(tf.sum(tf.mul(logprobs, tf.tensor2d(mask, [rows.length, W])))), Math.max(stepTokens, 1)) as tf.Scalar
           })
           const result = yield* Train.optimizerStep(optimizer, guard, updates, losses)

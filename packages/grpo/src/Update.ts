@@ -54,20 +54,15 @@ export type Config = typeof Config.Type
 
 /**
  * `logprobs` and `entropy` `[B, T−1]` of `ids` `[B, T]` under softmax(logits / τ); `LogProbs.tokenLogProbs`
- * with a temperature. Differentiable.
+ * with a temperature. `sharedPrefix`: the rows' common leading tokens, run once (`LogProbs.Options`).
+ * Differentiable.
  */
-export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, temperature: number): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => {
-  if (temperature === 1) return LogProbs.tokenLogProbs(model, ids)
-  return tf.tidy(() => {
-    const [batch, time] = ids.shape
-    const inputs = tf.slice(ids, [0, 0], [batch, time - 1])
-    const targets = tf.slice(ids, [0, 1], [batch, time - 1])
-    const logp = tf.logSoftmax(tf.div(Transformer.forward(model, inputs), temperature)) // [B, T−1, V]
-    const logprobs = tf.sum(tf.mul(logp, tf.oneHot(targets, model.config.vocabSize, 1, 0, "float32")), -1) as tf.Tensor2D
-    const entropy = tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1)) as tf.Tensor2D
-    return { logprobs, entropy }
-  })
-}
+export const tokenLogProbs = (
+  model: Transformer.Model,
+  ids: tf.Tensor2D,
+  temperature: number,
+  sharedPrefix = 0
+): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => LogProbs.tokenLogProbs(model, ids, { temperature, sharedPrefix })
 
 /** The GRPO trainer: policy, optional frozen reference, AdamW and the guard. */
 export interface Trainer {
@@ -138,7 +133,12 @@ export const make = (
         const mask = config.maskTruncated ? Float32Array.from(data.mask) : data.mask
         if (config.maskTruncated) truncated.forEach((t, b) => t && mask.fill(0, b * W, (b + 1) * W))
         const micro = Math.min(config.microBatchSize ?? config.miniBatchSize ?? B, config.miniBatchSize ?? B)
-        const ids2d = (rows: ArrayLike<number>) => tf.tensor2d(takeRows(data.ids, data.time, rows), [rows.length, data.time], "int32")
+        // Rows share the template and often the question: their common prefix runs once per micro-batch.
+        const logProbsOf = (model: Transformer.Model, rows: ArrayLike<number>) => {
+          const ids = takeRows(data.ids, data.time, rows)
+          const shared = LogProbs.commonPrefixLength(ids, rows.length, data.time)
+          return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, data.time], "int32"), config.temperature, shared)
+        }
 
         if (reference !== null && config.refSyncSteps > 0 && steps > 0 && steps % config.refSyncSteps === 0) {
           Transformer.copyWeights(policy, reference)
@@ -149,7 +149,7 @@ export const make = (
           ref = new Float32Array(B * W)
           const all = Array.from({ length: B }, (_, i) => i)
           for (const rows of chunks(all, micro)) {
-            const lp = tf.tidy(() => tokenLogProbs(reference, ids2d(rows), config.temperature).logprobs)
+            const lp = tf.tidy(() => logProbsOf(reference, rows).logprobs)
             ref.set(lp.dataSync(), rows[0] * W)
             lp.dispose()
           }
@@ -168,7 +168,7 @@ export const make = (
             const normalizer: Loss.Normalizer = { sequences: mini.length, tokens: stepTokens, microBatches: Math.ceil(mini.length / micro) }
             const losses = chunks(mini, micro).map((rows): Train.MicroLoss => () => {
               const m = tf.tensor2d(takeRows(mask, W, rows), [rows.length, W])
-              const { logprobs, entropy } = tokenLogProbs(policy, ids2d(rows), config.temperature)
+              const { logprobs, entropy } = logProbsOf(policy, rows)
               const out = Loss.compute({
                 logprobs,
                 oldLogprobs: tf.tensor2d(takeRows(data.oldLogprobs, W, rows), [rows.length, W]),

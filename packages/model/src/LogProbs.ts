@@ -13,21 +13,76 @@ import { Columns } from "@r1flow/core"
 import type { RecordBatch } from "apache-arrow"
 import * as Transformer from "./Transformer.js"
 
+/** Options of `tokenLogProbs`. */
+export interface Options {
+  /** τ: log-probs of softmax(logits / τ), the sampler's distribution at that temperature. Default 1. */
+  readonly temperature?: number
+  /**
+   * P: every row's first P tokens are the same (`commonPrefixLength`), so they run once as a batch of one
+   * (`Transformer.forwardShared`). Same results as without it, up to float rounding. Default 0.
+   */
+  readonly sharedPrefix?: number
+}
+
 /**
  * `logprobs` and `entropy`, both `[B, T−1]`, of `ids` `[B, T]` (int32). Differentiable.
  * Only the first T−1 positions are run through the model (the last one predicts nothing we score).
+ * With `sharedPrefix` P (capped at T−1), positions 0…P−1 run once for all rows: their entropies and the
+ * log-probs of targets 1…P−1 are the same in every row, and the last prefix position's distribution scores
+ * each row's own token P.
  */
-export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } =>
+export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, options: Options = {}): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } =>
   tf.tidy(() => {
     const [batch, time] = ids.shape
     if (time < 2) throw new RangeError(`tokenLogProbs needs at least 2 tokens per row, got ${time}`)
-    const inputs = tf.slice(ids, [0, 0], [batch, time - 1])
-    const targets = tf.slice(ids, [0, 1], [batch, time - 1])
-    const logp = tf.logSoftmax(Transformer.forward(model, inputs)) // [B, T−1, V]
-    const logprobs = tf.sum(tf.mul(logp, Transformer.oneHotF32(targets, model.config.vocabSize)), -1) as tf.Tensor2D
-    const entropy = tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1)) as tf.Tensor2D
-    return { logprobs, entropy }
+    const tau = options.temperature ?? 1
+    if (!(tau > 0)) throw new RangeError(`tokenLogProbs: temperature must be positive, got ${tau}`)
+    const shared = options.sharedPrefix ?? 0
+    if (!Number.isInteger(shared) || shared < 0 || shared > time) throw new RangeError(`tokenLogProbs: sharedPrefix must be an integer in 0…${time}, got ${shared}`)
+    const V = model.config.vocabSize
+    const logSoftmax = (logits: tf.Tensor) => tf.logSoftmax(tau === 1 ? logits : tf.div(logits, tau))
+    const entropyOf = (logp: tf.Tensor) => tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1))
+    const score = (logp: tf.Tensor, targets: tf.Tensor) => tf.sum(tf.mul(logp, Transformer.oneHotF32(targets, V)), -1)
+    const P = Math.min(shared, time - 1)
+    if (P === 0 || batch === 1) {
+      const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]))) // [B, T−1, V]
+      return { logprobs: score(logp, tf.slice(ids, [0, 1], [batch, time - 1])) as tf.Tensor2D, entropy: entropyOf(logp) as tf.Tensor2D }
+    }
+    const firstRow = ids.dataSync()
+    for (let b = 1; b < batch; b++) {
+      for (let t = 0; t < P; t++) {
+        if (firstRow[b * time + t] !== firstRow[t]) throw new RangeError(`tokenLogProbs: sharedPrefix is ${P}, but row ${b} differs from row 0 at position ${t}`)
+      }
+    }
+    const S = time - 1 - P // suffix inputs: positions P…T−2
+    const prefixIds = tf.slice(ids, [0, 0], [1, P])
+    const out = S > 0
+      ? Transformer.forwardShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S]))
+      : { prefix: Transformer.forward(model, prefixIds), suffix: undefined }
+    const rows = tf.zeros([batch, 1]) // broadcasting one row to B (its gradient is a sum, unlike tile's)
+    const logpP = logSoftmax(out.prefix) // [1, P, V]
+    const logprobs: Array<tf.Tensor> = []
+    const entropy: Array<tf.Tensor> = [tf.add(tf.reshape(entropyOf(logpP), [1, P]), rows)]
+    if (P > 1) logprobs.push(tf.add(tf.reshape(score(tf.slice(logpP, [0, 0, 0], [1, P - 1, V]), tf.slice(ids, [0, 1], [1, P - 1])), [1, P - 1]), rows))
+    // The last prefix position scores each row's token P: [B, V] one-hot · [V, 1].
+    const lastP = tf.reshape(tf.slice(logpP, [0, P - 1, 0], [1, 1, V]), [V, 1]) as tf.Tensor2D
+    logprobs.push(tf.matMul(Transformer.oneHotF32(tf.reshape(tf.slice(ids, [0, P], [batch, 1]), [batch]), V) as tf.Tensor2D, lastP))
+    if (out.suffix !== undefined) {
+      const logpS = logSoftmax(out.suffix) // [B, S, V]
+      logprobs.push(score(logpS, tf.slice(ids, [0, P + 1], [batch, S])))
+      entropy.push(entropyOf(logpS))
+    }
+    return { logprobs: tf.concat(logprobs, 1) as tf.Tensor2D, entropy: tf.concat(entropy, 1) as tf.Tensor2D }
   })
+
+/** How many leading tokens all rows of row-major `ids` `[batch, time]` have in common (`time` when all agree). */
+export const commonPrefixLength = (ids: Int32Array, batch: number, time: number): number => {
+  for (let t = 0; t < time; t++) {
+    const v = ids[t]
+    for (let b = 1; b < batch; b++) if (ids[b * time + t] !== v) return t
+  }
+  return time
+}
 
 /** A padded training batch: `[B, T]` ids and `[B, T−1]` mask / sampling log-probs aligned with `tokenLogProbs`. */
 export interface CompletionBatch {

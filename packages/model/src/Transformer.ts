@@ -349,6 +349,25 @@ interface Positions {
 const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D =>
   tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), mask)), v)
 
+/**
+ * Attention of suffix queries q [B, Hkv, Q, hd] over a shared prefix's keys/values kp, vp [1, Hkv, P, hd]
+ * (visible to every query) followed by the rows' own k, v [B, Hkv, S, hd] under `mask` [.., Q, S]. The
+ * prefix products take the kv head as their batch and stack all B·Q query rows, so the prefix is never
+ * copied per row and its gradient is summed over rows by the products themselves.
+ */
+const attendPrefixed = (q: tf.Tensor4D, kp: tf.Tensor4D, vp: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D => {
+  const [b, h, nq, hd] = q.shape
+  const p = kp.shape[2], s = k.shape[2]
+  const rowsOuter = (x: tf.Tensor, width: number) => tf.reshape(tf.transpose(x, [1, 0, 2, 3]), [h, b * nq, width]) as tf.Tensor3D // [B, Hkv, Q, w] → [Hkv, B·Q, w]
+  const rowsInner = (x: tf.Tensor, width: number) => tf.transpose(tf.reshape(x, [h, b, nq, width]), [1, 0, 2, 3]) // the inverse
+  const scoresP = rowsInner(tf.matMul(rowsOuter(q, hd), tf.reshape(kp, [h, p, hd]) as tf.Tensor3D, false, true), p) // [B, Hkv, Q, P]
+  const scoresS = tf.add(tf.matMul(q, k, false, true), mask) // [B, Hkv, Q, S]
+  const probs = tf.softmax(tf.concat([scoresP, scoresS], 3)) // [B, Hkv, Q, P+S]
+  const pp = tf.slice(probs, [0, 0, 0, 0], [b, h, nq, p]), ps = tf.slice(probs, [0, 0, 0, p], [b, h, nq, s])
+  const outP = rowsInner(tf.matMul(rowsOuter(pp, p), tf.reshape(vp, [h, p, hd]) as tf.Tensor3D), hd) // [B, Hkv, Q, hd]
+  return tf.add(outP, tf.matMul(ps, v))
+}
+
 /** Up to this many query rows per kv head, attention is done with broadcasts instead of products. */
 const SMALL_QUERY = 4
 
@@ -365,7 +384,11 @@ const attendSmall = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Te
   return tf.sum(tf.mul(tf.reshape(p, [b, h, nq, 1, s]), tf.reshape(vt, [b, h, 1, hd, s])), -1) as tf.Tensor4D
 }
 
-/** One transformer block on x [B·T, C]; returns the new residual stream and this call's keys/values. */
+/**
+ * One transformer block on x [B·T, C]; returns the new residual stream and this call's keys/values.
+ * `prefix` is the keys/values [1, Hkv, P, hd] of a prefix shared by every row (`forwardShared`): the
+ * queries see it before their own keys, and `pos.mask` covers only their own keys.
+ */
 const block = (
   model: Model,
   layer: Layer,
@@ -373,7 +396,8 @@ const block = (
   batch: number,
   time: number,
   pos: Positions,
-  past: LayerCache | undefined
+  past: LayerCache | undefined,
+  prefix?: LayerCache
 ): { x: tf.Tensor2D; cache: LayerCache } => {
   const c = model.config, hd = headDim(c), H = c.nHeads, Hkv = c.nKvHeads, G = H / Hkv
   const n1 = rmsNorm(x, layer.inputNorm, c.normEps)
@@ -389,7 +413,11 @@ const block = (
   }
   // Query heads grouped by their kv head: [B, H, T, hd] → [B, Hkv, G·T, hd] (h = kv·G + g).
   const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd]) as tf.Tensor4D
-  const att = G * time <= SMALL_QUERY ? attendSmall(qg, k, v, pos.mask) : attend(qg, k, v, pos.mask) // [B, Hkv, G·T, hd]
+  const att = prefix !== undefined
+    ? attendPrefixed(qg, prefix.k, prefix.v, k, v, pos.mask)
+    : G * time <= SMALL_QUERY
+    ? attendSmall(qg, k, v, pos.mask)
+    : attend(qg, k, v, pos.mask) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
@@ -420,9 +448,50 @@ export const forward = (model: Model, ids: tf.Tensor2D): tf.Tensor3D => {
   const pos: Positions = { cos: slice(k.cos), sin: slice(k.sin), cosQ: slice(k.cosQ), sinQ: slice(k.sinQ), mask: causalMask(time, c.nHeads / c.nKvHeads) }
   let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
   for (const layer of model.layers) x = block(model, layer, x, batch, time, pos, undefined).x
+  return logitsOf(model, x, batch, time)
+}
+
+/** Final norm and output head: x [B·T, C] → logits [B, T, V]. */
+const logitsOf = (model: Model, x: tf.Tensor2D, batch: number, time: number): tf.Tensor3D => {
+  const c = model.config
   const n = rmsNorm(x, model.norm, c.normEps)
   const logits = model.lmHead === undefined ? tf.matMul(n, model.embed, false, true) : linear(n, model.lmHead)
   return tf.reshape(logits, [batch, time, c.vocabSize])
+}
+
+/**
+ * `forward` of B sequences that all begin with the same P tokens, computing that prefix once: `prefix`
+ * `[1, P]` runs as a batch of one, and `suffix` `[B, S]` (positions P…P+S−1 of each row) attends over the
+ * prefix's keys/values, which every row shares, then its own. Returns the prefix's logits `[1, P, V]` (the
+ * same for every row) and the suffix's `[B, S, V]`; together they equal `forward` of the rows
+ * `prefix ++ suffix[b]` up to float rounding, and so do the gradients (the prefix's are summed over rows).
+ * Differentiable; call inside `tf.tidy` / `tf.variableGrads`. Needs P ≥ 1 and S ≥ 1.
+ */
+export const forwardShared = (model: Model, prefix: tf.Tensor2D, suffix: tf.Tensor2D): { prefix: tf.Tensor3D; suffix: tf.Tensor3D } => {
+  const c = model.config, G = c.nHeads / c.nKvHeads
+  const [one, P] = prefix.shape
+  const [batch, S] = suffix.shape
+  if (one !== 1) throw new RangeError(`forwardShared: the prefix must be one row, got ${one}`)
+  if (P < 1 || S < 1) throw new RangeError(`forwardShared: prefix (${P}) and suffix (${S}) need at least one token each`)
+  if (P + S > c.maxSeqLen) throw new RangeError(`sequence of ${P + S} tokens is longer than maxSeqLen ${c.maxSeqLen}`)
+  const k = model.constants
+  const slice = (t: tf.Tensor2D, from: number, n: number) => tf.reshape(tf.slice(t, [from, 0], [n, -1]), [1, n, 1, -1])
+  const at = (from: number, n: number): Positions => ({
+    cos: slice(k.cos, from, n),
+    sin: slice(k.sin, from, n),
+    cosQ: slice(k.cosQ, from, n),
+    sinQ: slice(k.sinQ, from, n),
+    mask: causalMask(n, G)
+  })
+  const posP = at(0, P), posS = at(P, S)
+  let xp = embedLookup(model.embed, tf.reshape(prefix, [-1]) as tf.Tensor1D) // [P, C]
+  let xs = embedLookup(model.embed, tf.reshape(suffix, [-1]) as tf.Tensor1D) // [B·S, C]
+  for (const layer of model.layers) {
+    const p = block(model, layer, xp, 1, P, posP, undefined)
+    xs = block(model, layer, xs, batch, S, posS, undefined, p.cache).x
+    xp = p.x
+  }
+  return { prefix: logitsOf(model, xp, 1, P), suffix: logitsOf(model, xs, batch, S) }
 }
 
 /** Keys and values of every layer. */
