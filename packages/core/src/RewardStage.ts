@@ -264,13 +264,16 @@ const toIpc = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "
  * Runs a plugin's reward in a worker thread. Started by `start()` (which fails with the worker's
  * init error); after a timeout or a crash the worker is terminated and started again on the next call.
  */
-/** The parent's Node flags without `--conditions` (a source condition must not reach the worker). */
+/**
+ * The parent's Node flags minus those that would break the worker: `--conditions` (a test runner's
+ * source condition must not point it at TypeScript) and `--input-type` (its source is CommonJS).
+ */
 const workerExecArgv = (): Array<string> => {
   const out: Array<string> = []
   const args = process.execArgv
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--conditions" || args[i] === "-C") i++
-    else if (!args[i].startsWith("--conditions=")) out.push(args[i])
+    if (args[i] === "--conditions" || args[i] === "-C" || args[i] === "--input-type") i++
+    else if (!args[i].startsWith("--conditions=") && !args[i].startsWith("--input-type=")) out.push(args[i])
   }
   return out
 }

@@ -116,7 +116,7 @@ const makeContext = (input: {
       checkpointEvery: recipe.checkpoint?.every ?? 0,
       checkpoint: (stage) =>
         Effect.asVoid(RunCheckpoint.save(ctx, recipeHash, stage, keep)).pipe(
-          Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: `${e.path}: ${e.message}` }))
+          Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: e.message }))
         ),
       resume: null
     }
@@ -226,7 +226,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     const got = restored.policy.config
     if (!studentBefore && recipe.model.checkpoint === undefined && (Object.keys(expected) as Array<keyof typeof expected>).some((k) => expected[k] !== got[k])) {
       restored.policy.dispose()
-      return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, message: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
+      return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, reason: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
     }
     const rng = Rng.makeService(recipe.seed)
     yield* rng.restore(restored.state.rng)

@@ -28,8 +28,12 @@ import * as RunDir from "./RunDir.js"
 /** A checkpoint could not be written, or cannot be used. */
 export class CheckpointError extends Schema.TaggedError<CheckpointError>()("RunCheckpointError", {
   path: Schema.String,
-  message: Schema.String
-}) {}
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.path}: ${this.reason}`
+  }
+}
 
 /** What a stage hands over to be saved with the run's state. */
 export interface StageState {
@@ -65,7 +69,7 @@ const sha256 = (path: string) => createHash("sha256").update(readFileSync(path))
 const filesUnder = (dir: string): Array<string> =>
   readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]))
 
-const fail = (path: string) => (e: unknown) => new CheckpointError({ path, message: e instanceof Error ? e.message : (e as { message?: string }).message ?? String(e) })
+const fail = (path: string) => (e: unknown) => new CheckpointError({ path, reason: e instanceof Error ? e.message : (e as { message?: string }).message ?? String(e) })
 
 /** The checkpoint folder name of a global step. */
 export const nameOf = (step: number) => `step-${String(step).padStart(6, "0")}`
@@ -140,22 +144,22 @@ export const load = (dir: string, expected: { readonly recipeHash: string }): Ef
   Effect.gen(function*() {
     const sums = yield* Effect.try({
       try: () => JSON.parse(readFileSync(join(dir, "checksums.json"), "utf8")) as Record<string, string>,
-      catch: () => new CheckpointError({ path: join(dir, "checksums.json"), message: "missing or unreadable: the checkpoint is incomplete" })
+      catch: () => new CheckpointError({ path: join(dir, "checksums.json"), reason: "missing or unreadable: the checkpoint is incomplete" })
     })
     for (const [file, sum] of Object.entries(sums)) {
       const path = join(dir, file)
-      if (!existsSync(path)) return yield* new CheckpointError({ path, message: "listed in checksums.json but missing" })
-      if (sha256(path) !== sum) return yield* new CheckpointError({ path, message: "checksum mismatch: the file is truncated or corrupt" })
+      if (!existsSync(path)) return yield* new CheckpointError({ path, reason: "listed in checksums.json but missing" })
+      if (sha256(path) !== sum) return yield* new CheckpointError({ path, reason: "checksum mismatch: the file is truncated or corrupt" })
     }
     for (const required of ["state.json", "policy/model.safetensors", "policy/config.json"]) {
-      if (!(required in sums)) return yield* new CheckpointError({ path: join(dir, required), message: "missing from the checkpoint" })
+      if (!(required in sums)) return yield* new CheckpointError({ path: join(dir, required), reason: "missing from the checkpoint" })
     }
     const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8")) as State
     if (state.format !== "r1flow-checkpoint" || state.version !== 1) {
-      return yield* new CheckpointError({ path: join(dir, "state.json"), message: `not an r1flow checkpoint (format ${String(state.format)} version ${String(state.version)})` })
+      return yield* new CheckpointError({ path: join(dir, "state.json"), reason: `not an r1flow checkpoint (format ${String(state.format)} version ${String(state.version)})` })
     }
     if (state.recipeHash !== expected.recipeHash) {
-      return yield* new CheckpointError({ path: dir, message: "the checkpoint was made under a different config than this run's manifest; refusing to mix them" })
+      return yield* new CheckpointError({ path: dir, reason: "the checkpoint was made under a different config than this run's manifest; refusing to mix them" })
     }
     const policy = yield* Checkpoint.load(join(dir, "policy")).pipe(Effect.mapError(fail(join(dir, "policy"))))
     const reference = "reference/model.safetensors" in sums ? yield* Checkpoint.load(join(dir, "reference")).pipe(Effect.mapError(fail(join(dir, "reference")))) : null
@@ -165,7 +169,7 @@ export const load = (dir: string, expected: { readonly recipeHash: string }): Ef
       const m: Array<Float32Array> = [], v: Array<Float32Array> = []
       for (const n of state.trainer.names) {
         const a = tensors[`m/${n}`], b = tensors[`v/${n}`]
-        if (a === undefined || b === undefined) return yield* new CheckpointError({ path: join(dir, "trainer.safetensors"), message: `optimizer moments of ${n} are missing` })
+        if (a === undefined || b === undefined) return yield* new CheckpointError({ path: join(dir, "trainer.safetensors"), reason: `optimizer moments of ${n} are missing` })
         m.push(a.data as Float32Array)
         v.push(b.data as Float32Array)
       }
