@@ -14,6 +14,7 @@
 #include <node_api.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -182,7 +183,7 @@ static void* worker_main(void* arg) {
   for (;;) {
     /* Spin a little before sleeping: kernels come back to back during a training step. */
     int spins = 0;
-    while (atomic_load_explicit(&generation, memory_order_acquire) == seen && spins < 20000) {
+    while (atomic_load_explicit(&generation, memory_order_acquire) == seen && spins < 4000) {
       __builtin_ia32_pause();
       spins++;
     }
@@ -226,7 +227,12 @@ static void parallel(task_fn task, void* ctx, int count) {
   pthread_cond_broadcast(&pool_cv);
   pthread_mutex_unlock(&pool_mu);
   task(ctx, 0, count);
-  while (atomic_load_explicit(&pending, memory_order_acquire) > 0) __builtin_ia32_pause();
+  /* Spin briefly, then yield: on a loaded machine the worker may not be running, and spinning would
+   * keep it off the core it needs. */
+  for (int spins = 0; atomic_load_explicit(&pending, memory_order_acquire) > 0; spins++) {
+    if (spins < 2000) __builtin_ia32_pause();
+    else sched_yield();
+  }
   atomic_flag_clear(&pool_busy);
 }
 
@@ -329,7 +335,8 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
     return NULL;
   }
   double flops = 2.0 * j.batch * j.m * j.n * j.k;
-  int parts = flops < 4e5 ? 1 : nthreads;
+  /* Below a few MFLOP the hand-off to the other thread costs more than it saves. */
+  int parts = flops < 4e6 ? 1 : nthreads;
   j.split_rows = j.batch == 1 && j.m >= 32;
   if (j.batch == 1 && !j.split_rows) parts = 1;
   if (j.batch > 1 && parts > j.batch) parts = j.batch;
