@@ -24,11 +24,15 @@ const palette = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2
 export const chart = (title: string, series: ReadonlyArray<{ name: string; points: ReadonlyArray<[number, number]> }>): string => {
   const pts = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y))
   if (pts.length === 0) return ""
-  const W = 460, H = 220, L = 50, R = 10, T = 28, B = 30
+  const W = 460, H = 230, L = 50, R = 10, T = 38, B = 30
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1])
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)]
   if (x0 === x1) x1 = x0 + 1
-  if (y0 === y1) { y0 -= 0.5; y1 += 0.5 }
+  if (y0 === y1) {
+    const pad = Math.abs(y0) > 0 ? Math.abs(y0) * 0.1 : 1
+    y0 -= pad
+    y1 += pad
+  }
   const sx = (x: number) => L + ((x - x0) / (x1 - x0)) * (W - L - R)
   const sy = (y: number) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B)
   const ticks = [y0, (y0 + y1) / 2, y1]
@@ -41,7 +45,7 @@ export const chart = (title: string, series: ReadonlyArray<{ name: string; point
   const legend = series.map((s, i) => `<tspan fill="${palette[i % palette.length]}">■ ${esc(s.name)}</tspan>`).join(" ")
   return `<figure><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">
 <text x="${L}" y="16" font-size="13" font-weight="600">${esc(title)}</text>
-<text x="${W - R}" y="16" font-size="10" text-anchor="end">${legend}</text>
+<text x="${L}" y="30" font-size="10">${legend}</text>
 <line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#999"/>
 ${ticks.map((t) => `<text x="${L - 4}" y="${sy(t) + 3}" font-size="10" text-anchor="end">${Number(t.toPrecision(3))}</text>`).join("")}
 <text x="${L}" y="${H - 12}" font-size="10">${x0}</text><text x="${W - R}" y="${H - 12}" font-size="10" text-anchor="end">step ${x1}</text>
