@@ -268,6 +268,133 @@ static void gemm_task(void* ctx, int index, int count) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Elementwise kernels: exp, broadcasting binary ops, gather. Large ones are split over the threads. */
+
+typedef int32_t vi16 __attribute__((vector_size(64), aligned(4)));
+/* Lane-wise m ? a : b for a comparison mask m (all ones / all zeros per lane). */
+#define SEL(m, a, b) ((v16)(((m) & (vi16)(a)) | (~(m) & (vi16)(b))))
+
+/* exp on 16 lanes: x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6 polynomial for e^r (≤ 2 ulp), 2^n applied as
+ * two factors so that both stay normal. Exact 0 below −87.33 (as expf underflows to denormals there, below
+ * any tolerance that matters), +inf above 88.72, NaN kept. */
+MULTI static void exp_block(const float* in, float* out, long n) {
+  for (long i = 0; i < n; i += 16) {
+    long len = n - i < 16 ? n - i : 16;
+    v16 x;
+    if (len == 16) memcpy(&x, in + i, sizeof x);
+    else {
+      float tmp[16] = {0};
+      memcpy(tmp, in + i, sizeof(float) * len);
+      memcpy(&x, tmp, sizeof x);
+    }
+    const v16 vlo = (v16){0} + -87.33654f, vhi = (v16){0} + 88.72283f;
+    v16 xc = SEL((vi16)(x == x), x, (v16){0}); /* NaN → 0 for the arithmetic; restored below */
+    xc = SEL((vi16)(xc < vlo), vlo, xc);
+    xc = SEL((vi16)(xc > vhi), vhi, xc);
+    v16 f = xc * 1.44269504088896341f + 0.5f;
+    vi16 t = __builtin_convertvector(f, vi16);
+    vi16 nn = t + (vi16)(__builtin_convertvector(t, v16) > f); /* floor */
+    v16 nf = __builtin_convertvector(nn, v16);
+    v16 r = xc - nf * 0.693359375f - nf * -2.12194440e-4f;
+    v16 p = (v16){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    v16 y = p * r * r + r + 1.0f;
+    vi16 h = nn >> 1, l = nn - h;
+    y = y * (v16)((h + 127) << 23) * (v16)((l + 127) << 23);
+    vi16 under = (vi16)(x < -87.33654f), over = (vi16)(x > 88.72283f), nan = (vi16)(x != x);
+    vi16 yb = (vi16)y & ~under;
+    yb = (yb & ~over) | (over & (vi16)((v16){0} + __builtin_inff()));
+    yb = (yb & ~nan) | (nan & (vi16)x);
+    if (len == 16) memcpy(out + i, &yb, sizeof yb);
+    else {
+      float tmp[16];
+      memcpy(tmp, &yb, sizeof tmp);
+      memcpy(out + i, tmp, sizeof(float) * len);
+    }
+  }
+}
+
+enum { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3 };
+
+/* out[i] = a[i·sa] op b[i·sb] for i < n, sa / sb ∈ {0, 1} (the cases tfjs's broadcasting produces inner-most). */
+MULTI static void binary_row(int op, const float* restrict a, long sa, const float* restrict b, long sb, float* restrict out, long n) {
+#define LOOP(EXPR) \
+  if (sa == 1 && sb == 1) for (long i = 0; i < n; i++) { float x = a[i], y = b[i]; out[i] = EXPR; } \
+  else if (sa == 1) { float y = b[0]; for (long i = 0; i < n; i++) { float x = a[i]; out[i] = EXPR; } } \
+  else if (sb == 1) { float x = a[0]; for (long i = 0; i < n; i++) { float y = b[i]; out[i] = EXPR; } } \
+  else { float x = a[0], y = b[0]; for (long i = 0; i < n; i++) out[i] = EXPR; }
+  switch (op) {
+    case OP_ADD: LOOP(x + y) break;
+    case OP_SUB: LOOP(x - y) break;
+    case OP_MUL: LOOP(x * y) break;
+    default: LOOP(x / y) break;
+  }
+#undef LOOP
+}
+
+#define MAX_RANK 8
+typedef struct {
+  char* heap;
+  int kind; /* 0 exp, 1 binary, 2 gather */
+  int op, rank;
+  long a_off, b_off, out_off, n;
+  long shape[MAX_RANK], sa[MAX_RANK], sb[MAX_RANK]; /* element strides; the last dim's are 0 or 1 */
+  /* gather */
+  long outer, dim, inner, nidx, idx_off;
+  int elem;
+} ew_job;
+
+/* Rows of the collapsed output (all dims but the last), [r0, r1). */
+static void binary_rows(ew_job* j, long r0, long r1) {
+  int last = j->rank - 1;
+  long inner = j->shape[last];
+  const float* a = (const float*)(j->heap + j->a_off);
+  const float* b = (const float*)(j->heap + j->b_off);
+  float* out = (float*)(j->heap + j->out_off);
+  for (long r = r0; r < r1; r++) {
+    long rem = r, oa = 0, ob = 0;
+    for (int d = last - 1; d >= 0; d--) {
+      long i = rem % j->shape[d];
+      rem /= j->shape[d];
+      oa += i * j->sa[d];
+      ob += i * j->sb[d];
+    }
+    binary_row(j->op, a + oa, j->sa[last], b + ob, j->sb[last], out + r * inner, inner);
+  }
+}
+
+static void ew_task(void* ctx, int index, int count) {
+  ew_job* j = ctx;
+  if (j->kind == 0) {
+    long per = (j->n + count - 1) / count / 16 * 16 + 16;
+    long s0 = index * per, s1 = s0 + per < j->n ? s0 + per : j->n;
+    if (s0 < s1) exp_block((const float*)(j->heap + j->a_off) + s0, (float*)(j->heap + j->out_off) + s0, s1 - s0);
+  } else if (j->kind == 1) {
+    long rows = j->n / j->shape[j->rank - 1];
+    long per = (rows + count - 1) / count;
+    long r0 = index * per, r1 = r0 + per < rows ? r0 + per : rows;
+    if (r0 < r1) binary_rows(j, r0, r1);
+  } else {
+    long rows = j->outer * j->nidx;
+    long per = (rows + count - 1) / count;
+    long r0 = index * per, r1 = r0 + per < rows ? r0 + per : rows;
+    const int32_t* idx = (const int32_t*)(j->heap + j->idx_off);
+    size_t bytes = (size_t)j->inner * j->elem;
+    for (long r = r0; r < r1; r++) {
+      long o = r / j->nidx, i = r % j->nidx;
+      memcpy(j->heap + j->out_off + r * bytes, j->heap + j->a_off + (o * j->dim + idx[i]) * bytes, bytes);
+    }
+  }
+}
+
+/* Splits elementwise work only when it is large enough to pay for the hand-off. */
+static int ew_parts(long work) { return work >= (1L << 16) ? nthreads : 1; }
+
+/* ------------------------------------------------------------------------------------------------ */
 /* N-API glue. */
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "r1kernels: N-API call failed: " #call); return NULL; } } while (0)
@@ -344,6 +471,103 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+static int64_t num64(napi_env env, napi_value v) { return (int64_t)num(env, v); }
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value* argv, const char* name) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "r1kernels.%s: expected %zu arguments", name, want);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+static int in_heap(napi_env env, long off, long bytes, size_t heap_bytes, const char* name) {
+  if (off < 0 || bytes < 0 || off + bytes > (long)heap_bytes) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "r1kernels.%s: an operand lies outside the heap", name);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
+/* exp(heap, xOff, outOff, n) */
+static napi_value js_exp(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv, "exp")) return NULL;
+  size_t bytes;
+  char* heap = heap_of(env, argv[0], &bytes);
+  if (heap == NULL) return NULL;
+  ew_job j = {.heap = heap, .kind = 0, .a_off = num64(env, argv[1]), .out_off = num64(env, argv[2]), .n = num64(env, argv[3])};
+  if (!in_heap(env, j.a_off, 4 * j.n, bytes, "exp") || !in_heap(env, j.out_off, 4 * j.n, bytes, "exp")) return NULL;
+  parallel(ew_task, &j, ew_parts(j.n));
+  return NULL;
+}
+
+/* binary(heap, op, aOff, bOff, outOff, desc: Int32Array [rank, shape…, aStrides…, bStrides…]) */
+static napi_value js_binary(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv, "binary")) return NULL;
+  size_t bytes, dbytes;
+  char* heap = heap_of(env, argv[0], &bytes);
+  if (heap == NULL) return NULL;
+  int32_t* desc = (int32_t*)heap_of(env, argv[5], &dbytes);
+  if (desc == NULL) return NULL;
+  ew_job j = {.heap = heap, .kind = 1, .op = (int)num(env, argv[1]), .a_off = num64(env, argv[2]), .b_off = num64(env, argv[3]), .out_off = num64(env, argv[4])};
+  j.rank = desc[0];
+  if (j.rank < 1 || j.rank > MAX_RANK || dbytes < sizeof(int32_t) * (1 + 3 * (size_t)j.rank) || j.op < 0 || j.op > 3) {
+    napi_throw_range_error(env, NULL, "r1kernels.binary: bad descriptor");
+    return NULL;
+  }
+  long ea = 1, eb = 1; /* one past the last element each operand reads */
+  j.n = 1;
+  for (int d = 0; d < j.rank; d++) {
+    j.shape[d] = desc[1 + d];
+    j.sa[d] = desc[1 + j.rank + d];
+    j.sb[d] = desc[1 + 2 * j.rank + d];
+    j.n *= j.shape[d];
+    if (j.shape[d] > 0) { ea += (j.shape[d] - 1) * j.sa[d]; eb += (j.shape[d] - 1) * j.sb[d]; }
+  }
+  if (j.n == 0) return NULL;
+  if ((j.sa[j.rank - 1] != 0 && j.sa[j.rank - 1] != 1) || (j.sb[j.rank - 1] != 0 && j.sb[j.rank - 1] != 1)) {
+    napi_throw_range_error(env, NULL, "r1kernels.binary: inner strides must be 0 or 1");
+    return NULL;
+  }
+  if (!in_heap(env, j.a_off, 4 * ea, bytes, "binary") || !in_heap(env, j.b_off, 4 * eb, bytes, "binary") || !in_heap(env, j.out_off, 4 * j.n, bytes, "binary")) return NULL;
+  long rows = j.n / j.shape[j.rank - 1];
+  int parts = ew_parts(j.n);
+  parallel(ew_task, &j, rows < parts ? (int)rows : parts);
+  return NULL;
+}
+
+/* gather(heap, elemBytes, xOff, outer, dim, inner, idxOff, nIdx, outOff) → −1, or the first index out of [0, dim) */
+static napi_value js_gather(napi_env env, napi_callback_info info) {
+  napi_value argv[9], r;
+  if (!get_args(env, info, 9, argv, "gather")) return NULL;
+  size_t bytes;
+  char* heap = heap_of(env, argv[0], &bytes);
+  if (heap == NULL) return NULL;
+  ew_job j = {.heap = heap, .kind = 2, .elem = (int)num(env, argv[1]), .a_off = num64(env, argv[2]), .outer = num64(env, argv[3]), .dim = num64(env, argv[4]),
+              .inner = num64(env, argv[5]), .idx_off = num64(env, argv[6]), .nidx = num64(env, argv[7]), .out_off = num64(env, argv[8])};
+  long rowb = j.inner * j.elem;
+  if (!in_heap(env, j.a_off, j.outer * j.dim * rowb, bytes, "gather") || !in_heap(env, j.idx_off, 4 * j.nidx, bytes, "gather") ||
+      !in_heap(env, j.out_off, j.outer * j.nidx * rowb, bytes, "gather")) return NULL;
+  const int32_t* idx = (const int32_t*)(heap + j.idx_off);
+  for (long i = 0; i < j.nidx; i++) {
+    if (idx[i] < 0 || idx[i] >= j.dim) {
+      CHECK(napi_create_double(env, (double)idx[i], &r));
+      return r;
+    }
+  }
+  parallel(ew_task, &j, ew_parts(j.outer * j.nidx * j.inner));
+  CHECK(napi_create_int32(env, -1, &r));
+  return r;
+}
+
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value o, v;
@@ -383,6 +607,9 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   napi_property_descriptor props[] = {
     {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
+    {"exp", NULL, js_exp, NULL, NULL, NULL, napi_default, NULL},
+    {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
+    {"gather", NULL, js_gather, NULL, NULL, NULL, napi_default, NULL},
     {"useBlas", NULL, js_use_blas, NULL, NULL, NULL, napi_default, NULL},
     {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
   };

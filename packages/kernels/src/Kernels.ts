@@ -7,6 +7,7 @@
  * Without the addon `install` changes nothing and says why.
  */
 import * as tf from "@tensorflow/tfjs"
+import * as Elementwise from "./Elementwise.js"
 import * as MatMul from "./MatMul.js"
 import * as Native from "./Native.js"
 
@@ -47,10 +48,15 @@ export const install = (): Installed => {
   const { addon } = loaded
   const kernels: Array<string> = []
   if (replace("BatchMatMul", (prev) => MatMul.batchMatMul(addon, prev))) kernels.push("BatchMatMul")
+  for (const [name, op] of Object.entries(Elementwise.binaryOps)) {
+    if (replace(name, (prev) => Elementwise.binary(addon, op, prev))) kernels.push(name)
+  }
+  if (replace("Exp", (prev) => Elementwise.exp(addon, prev))) kernels.push("Exp")
+  if (replace("GatherV2", (prev) => Elementwise.gather(addon, prev))) kernels.push("GatherV2")
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()
   const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError})`
-  state = { kernels, blas: info.blas, reason: `native ${kernels.join(", ")} on ${gemm}, ${info.threads} thread(s)` }
+  state = { kernels, blas: info.blas, reason: `native ${kernels.join(", ")}; GEMM on ${gemm}; ${info.threads} thread(s)` }
   return state
 }
 

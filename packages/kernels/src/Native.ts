@@ -14,6 +14,18 @@ export interface Addon {
     heap: Uint8Array, batch: number, m: number, n: number, k: number, transposeA: 0 | 1, transposeB: 0 | 1,
     aOff: number, aStride: number, bOff: number, bStride: number, cOff: number, cStride: number
   ): void
+  /** `out[i] = exp(x[i])`, `n` float32 values (≤ 2 ulp; 0 below −87.34, +inf above 88.72, NaN kept). */
+  exp(heap: Uint8Array, xOff: number, outOff: number, n: number): void
+  /**
+   * `out = a op b` (op 0 add, 1 sub, 2 mul, 3 div) over the collapsed output shape in `desc`
+   * (`[rank, shape…, a strides…, b strides…]`, element strides, the last ones 0 or 1).
+   */
+  binary(heap: Uint8Array, op: number, aOff: number, bOff: number, outOff: number, desc: Int32Array): void
+  /**
+   * `out[o, i, :] = x[o, idx[i], :]` for `x` `[outer, dim, inner]` of `elemBytes`-byte elements; returns −1,
+   * or the first index outside `[0, dim)` (nothing written then).
+   */
+  gather(heap: Uint8Array, elemBytes: number, xOff: number, outer: number, dim: number, inner: number, idxOff: number, nIdx: number, outOff: number): number
   /** Switches BLAS on (when it loaded) or off (the own GEMM); returns whether BLAS is now in use. */
   useBlas(on: boolean): boolean
   /** The BLAS in use (`null`: the addon's own GEMM), why none loaded, and the thread count. */

@@ -1,4 +1,5 @@
 /** @r1flow/kernels: native CPU kernels for the tfjs wasm backend (zero-copy on its heap, BLAS or own GEMM). */
+export * as Elementwise from "./Elementwise.js"
 export * as Kernels from "./Kernels.js"
 export * as MatMul from "./MatMul.js"
 export * as Native from "./Native.js"

@@ -1,0 +1,103 @@
+/**
+ * Elementwise kernels for the wasm backend on the native addon, in place on the wasm heap: `Exp` (a SIMD
+ * polynomial, ≤ 2 ulp), `Add` / `Sub` / `Multiply` / `RealDiv` with tfjs broadcasting, and `GatherV2` (row
+ * copies; the stock kernel walks every element). Each splits large tensors over the addon's threads and
+ * defers to the kernel registered before it for dtypes or attributes it does not handle.
+ */
+import * as tf from "@tensorflow/tfjs"
+import type { WasmBackend } from "./MatMul.js"
+import type { Addon } from "./Native.js"
+
+const offset = (backend: WasmBackend, t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
+const product = (xs: ReadonlyArray<number>) => xs.reduce((p, d) => p * d, 1)
+
+/** `Exp` on float32. */
+export const exp = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend
+  const { x } = args.inputs as { x: tf.TensorInfo }
+  if (x.dtype !== "float32") return previous(args)
+  const out = backend.makeOutput(x.shape, "float32")
+  const n = product(x.shape)
+  if (n > 0) addon.exp(backend.wasm.HEAPU8, offset(backend, x), offset(backend, out), n)
+  return out
+}
+
+/** Binary ops by the addon's op code. */
+export const binaryOps = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3 } as const
+
+const desc = new Int32Array(1 + 3 * 8)
+
+/**
+ * Output shape and per-operand element strides (0 where broadcast), with size-1 dims dropped and
+ * neighbouring dims merged where both operands walk them contiguously (or both broadcast them).
+ */
+export const collapse = (aShape: ReadonlyArray<number>, bShape: ReadonlyArray<number>): { shape: Array<number>; sa: Array<number>; sb: Array<number> } => {
+  const out = tf.broadcast_util.assertAndGetBroadcastShape(aShape as Array<number>, bShape as Array<number>)
+  const rank = out.length
+  const strides = (shape: ReadonlyArray<number>) => {
+    const s = new Array<number>(rank).fill(0)
+    let st = 1
+    for (let d = shape.length - 1; d >= 0; d--) {
+      s[d + rank - shape.length] = shape[d] === 1 ? 0 : st
+      st *= shape[d]
+    }
+    return s
+  }
+  const fa = strides(aShape), fb = strides(bShape)
+  const shape: Array<number> = [], sa: Array<number> = [], sb: Array<number> = []
+  for (let d = 0; d < rank; d++) {
+    if (out[d] === 1) continue
+    const last = shape.length - 1
+    if (last >= 0 && sa[last] === fa[d] * out[d] && sb[last] === fb[d] * out[d]) {
+      shape[last] *= out[d]
+      sa[last] = fa[d]
+      sb[last] = fb[d]
+    } else {
+      shape.push(out[d])
+      sa.push(fa[d])
+      sb.push(fb[d])
+    }
+  }
+  if (shape.length === 0) return { shape: [1], sa: [0], sb: [0] }
+  return { shape, sa, sb }
+}
+
+/** `Add`, `Sub`, `Multiply` or `RealDiv` on two float32 tensors with broadcasting. */
+export const binary = (addon: Addon, op: number, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend
+  const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo }
+  if (a.dtype !== "float32" || b.dtype !== "float32") return previous(args)
+  const outShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape)
+  const { shape, sa, sb } = collapse(a.shape, b.shape)
+  if (shape.length > 8) return previous(args)
+  const out = backend.makeOutput(outShape, "float32")
+  if (product(outShape) === 0) return out
+  const r = shape.length
+  desc[0] = r
+  for (let d = 0; d < r; d++) {
+    desc[1 + d] = shape[d]
+    desc[1 + r + d] = sa[d]
+    desc[1 + 2 * r + d] = sb[d]
+  }
+  addon.binary(backend.wasm.HEAPU8, op, offset(backend, a), offset(backend, b), offset(backend, out), desc)
+  return out
+}
+
+/** `GatherV2` with `batchDims` 0 on float32 / int32 params and int32 indices. */
+export const gather = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend & { disposeData(dataId: unknown): boolean }
+  const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo }
+  const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims?: number }
+  if ((batchDims ?? 0) !== 0 || (x.dtype !== "float32" && x.dtype !== "int32") || indices.dtype !== "int32") return previous(args)
+  const ax = tf.util.parseAxisParam(axis, x.shape)[0]
+  const outer = product(x.shape.slice(0, ax)), dim = x.shape[ax], inner = product(x.shape.slice(ax + 1))
+  const nIdx = product(indices.shape)
+  const out = backend.makeOutput([...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)], x.dtype)
+  if (outer * nIdx * inner === 0) return out
+  const bad = addon.gather(backend.wasm.HEAPU8, 4, offset(backend, x), outer, dim, inner, offset(backend, indices), nIdx, offset(backend, out))
+  if (bad >= 0) {
+    backend.disposeData(out.dataId)
+    throw new Error(`GatherV2: the index value ${bad} is not in [0, ${dim - 1}]`)
+  }
+  return out
+}

@@ -1,0 +1,122 @@
+import * as tf from "@tensorflow/tfjs"
+import "@tensorflow/tfjs-backend-wasm"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Elementwise, Kernels, Native } from "../src/index.js"
+
+const native = Native.load()
+
+const run = <T>(f: () => T, stock: boolean): T => {
+  if (stock) Kernels.uninstall()
+  try {
+    return f()
+  } finally {
+    if (stock) Kernels.install()
+  }
+}
+
+/** max |x − y| / (1 + |y|) over the elements, with NaN and ±inf required to match exactly. */
+const relErr = (x: Float32Array | Int32Array, y: Float32Array | Int32Array) => {
+  expect(x.length).toBe(y.length)
+  let e = 0
+  for (let i = 0; i < x.length; i++) {
+    if (!Number.isFinite(y[i])) {
+      expect(Object.is(x[i], y[i]) || (Number.isNaN(x[i]) && Number.isNaN(y[i])), `element ${i}: ${x[i]} vs ${y[i]}`).toBe(true)
+      continue
+    }
+    e = Math.max(e, Math.abs(x[i] - y[i]) / (1 + Math.abs(y[i])))
+  }
+  return e
+}
+
+const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+
+describe("collapse (broadcast shapes → the fewest strided dims)", () => {
+  it("merges contiguous dims and keeps broadcast ones apart", () => {
+    expect(Elementwise.collapse([4, 5, 6], [4, 5, 6])).toEqual({ shape: [120], sa: [1], sb: [1] })
+    expect(Elementwise.collapse([4, 5, 6], [6])).toEqual({ shape: [20, 6], sa: [6, 1], sb: [0, 1] })
+    expect(Elementwise.collapse([4, 5, 6], [4, 5, 1])).toEqual({ shape: [20, 6], sa: [6, 1], sb: [1, 0] })
+    expect(Elementwise.collapse([2, 7, 4, 8], [1, 7, 1, 8])).toEqual({ shape: [2, 7, 4, 8], sa: [224, 32, 8, 1], sb: [0, 8, 0, 1] })
+    expect(Elementwise.collapse([], [])).toEqual({ shape: [1], sa: [0], sb: [0] })
+    expect(Elementwise.collapse([3], [])).toEqual({ shape: [3], sa: [1], sb: [0] })
+  })
+})
+
+describe.skipIf(!native.ok)("native elementwise kernels against the stock wasm kernels", () => {
+  beforeAll(async () => {
+    await tf.setBackend("wasm")
+    await tf.ready()
+    Kernels.install()
+  })
+  afterAll(() => Kernels.uninstall())
+
+  const r = (shape: Array<number>, seed: number, scale = 1) => tf.mul(tf.randomNormal(shape, 0, 1, "float32", seed), scale)
+
+  it("Exp matches on random values, odd sizes and special values", () => {
+    for (const n of [1, 15, 16, 17, 1000, 70001]) {
+      const mk = () => tf.tidy(() => tf.exp(r([n], n, 30)).dataSync() as Float32Array)
+      expect(relErr(run(mk, false), run(mk, true)), `n=${n}`).toBeLessThan(2e-6)
+    }
+    const special = [0, -0, 1, -1, 88.7, 88.73, 89, 1000, -87, -87.3, -87.4, -104, -1e9, Infinity, -Infinity, NaN, 1e-30, 20.5]
+    const mk = () => tf.tidy(() => tf.exp(tf.tensor1d(special)).dataSync() as Float32Array)
+    const fast = run(mk, false), stock = run(mk, true)
+    for (let i = 0; i < special.length; i++) {
+      // Below −87.34 the stock kernel returns denormals (< 1.2e−38), the native one 0.
+      if (special[i] < -87.34) expect(fast[i]).toBeLessThan(1.2e-38)
+      else expect(relErr(fast.subarray(i, i + 1), stock.subarray(i, i + 1)), `exp(${special[i]})`).toBeLessThan(2e-6)
+    }
+  })
+
+  it("Add, Sub, Multiply, RealDiv match on random broadcast shapes (odd sizes, sliced inputs, scalars)", () => {
+    const rand = lcg(3)
+    const ops: Array<[string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor]> = [["add", tf.add], ["sub", tf.sub], ["mul", tf.mul], ["div", tf.div]]
+    for (let c = 0; c < 60; c++) {
+      const rank = Math.floor(rand() * 5)
+      const shape = Array.from({ length: rank }, () => 1 + Math.floor(rand() * (rand() < 0.2 ? 300 : 9)))
+      // Each operand drops leading dims and turns some dims into 1 (broadcast).
+      const variant = () => shape.slice(Math.floor(rand() * (rank + 1) * 0.5)).map((d) => (rand() < 0.3 ? 1 : d))
+      const as = variant(), bs = variant()
+      const [name, op] = ops[c % 4]
+      const sliced = rand() < 0.3
+      const mk = () => tf.tidy(() => {
+        const a = sliced ? tf.slice(r([...as.slice(0, -1), (as.at(-1) ?? 1) + 3], c + 1), 0, [...as.slice(0, -1), as.at(-1) ?? 1]).reshape(as) : r(as, c + 1)
+        const b = name === "div" ? tf.add(tf.abs(r(bs, c + 500)), 0.5) : r(bs, c + 500)
+        return op(a, b).dataSync() as Float32Array
+      })
+      expect(relErr(run(mk, false), run(mk, true)), `case ${c}: ${name} [${as}] [${bs}]`).toBeLessThan(1e-6)
+    }
+  })
+
+  it("leaves int32 arithmetic to the stock kernels", () => {
+    const mk = () => tf.tidy(() => tf.add(tf.tensor1d([1, 2, 3], "int32"), tf.tensor1d([4, 5, 6], "int32")).dataSync() as Int32Array)
+    expect(Array.from(run(mk, false))).toEqual([5, 7, 9])
+  })
+
+  it("GatherV2 matches on every axis, float32 and int32, and rejects a bad index like the stock kernel", () => {
+    const rand = lcg(5)
+    for (let c = 0; c < 20; c++) {
+      const shape = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => 1 + Math.floor(rand() * 9))
+      const axis = Math.floor(rand() * shape.length)
+      const idx = Array.from({ length: Math.floor(rand() * 12) }, () => Math.floor(rand() * shape[axis]))
+      const int = rand() < 0.3
+      const mk = () => tf.tidy(() => {
+        const x = int ? tf.cast(r(shape, c + 1, 100), "int32") : r(shape, c + 1)
+        return tf.gather(x, tf.tensor1d(idx, "int32"), axis).dataSync() as Float32Array
+      })
+      expect(relErr(run(mk, false), run(mk, true)), `case ${c}: [${shape}] axis ${axis} [${idx}]`).toBe(0)
+    }
+    const mk2 = () => tf.tidy(() => tf.gather(r([64, 7], 1), tf.tensor2d([[3, 63], [0, 5]], [2, 2], "int32")).dataSync() as Float32Array)
+    expect(relErr(run(mk2, false), run(mk2, true))).toBe(0)
+    const before = tf.memory().numTensors
+    expect(() => tf.tidy(() => tf.gather(tf.zeros([4, 3]), tf.tensor1d([1, 4], "int32")))).toThrow(/index value 4 is not in \[0, 3\]/)
+    expect(tf.memory().numTensors).toBe(before)
+  })
+
+  it("gives the stock gradients through mul, div, sub, add (broadcast) and exp", () => {
+    const a = r([5, 7, 3], 1), b = tf.add(tf.abs(r([7, 1], 2)), 0.5), c = r([3], 3)
+    const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.sum(tf.exp(tf.sub(tf.div(tf.mul(x, y), tf.add(y, z)), 1)))
+    const g = () => tf.tidy(() => tf.grads(f)([a, b, c]).map((t) => t.dataSync() as Float32Array))
+    const fast = run(g, false), stock = run(g, true)
+    for (let i = 0; i < 3; i++) expect(relErr(fast[i], stock[i]), `grad ${i}`).toBeLessThan(1e-5)
+    tf.dispose([a, b, c])
+  })
+})
