@@ -12,11 +12,22 @@
  *   every call, so XNNPACK's packed-weights cache (keyed by the id of b) never sees stale data; disposing a
  *   view id runs the cache's disposal callback and frees nothing.
  * Results match the stock kernel (checked in the tests).
+ *
+ * `install` also guards the wasm heap. It is 32-bit (4 GiB at most) and never shrinks; when it is full the
+ * backend's `_malloc` returns 0 and tfjs writes the tensor at address 0 anyway, over the module's own data:
+ * a later kernel then dies with "RuntimeError: Aborted()", "divide by zero" or "memory access out of
+ * bounds", which kills the process. The guard makes such an allocation throw `WasmHeapError` instead
+ * (nothing written, the heap intact, tidy scopes free what they hold), and keeps the top `HEAP_HEADROOM`
+ * bytes for the allocations the C++ kernels make themselves (XNNPACK operators and packed weights), which
+ * abort on failure and cannot be guarded from here.
  */
 import * as tf from "@tensorflow/tfjs"
 
 interface WasmModule {
   cwrap(name: string, ret: null, args: ReadonlyArray<string>): (...args: ReadonlyArray<unknown>) => void
+  _malloc(bytes: number): number
+  _free(offset: number): void
+  HEAPU8: Uint8Array
   tfjs: {
     registerTensor(id: number, size: number, offset: number): void
     disposeData(id: number): void
@@ -31,6 +42,61 @@ interface WasmBackend {
   dataIdMap: { get(dataId: unknown): TensorData }
   makeOutput(shape: ReadonlyArray<number>, dtype: tf.DataType): tf.TensorInfo
   disposeData(dataId: unknown): boolean
+  move(dataId: unknown, values: unknown, shape: ReadonlyArray<number>, dtype: tf.DataType, refCount: number): void
+}
+
+/** The largest wasm32 heap (4 GiB − 64 KiB, what tfjs's wasm build allows). */
+export const HEAP_MAX = 4294901760
+/** Bytes at the top of the heap that tensors may not use: room for the C++ kernels' own allocations. */
+export const HEAP_HEADROOM = 128 * 2 ** 20
+
+/** A tensor did not fit in the wasm heap (the backend's memory is unchanged; smaller batches may fit). */
+export class WasmHeapError extends RangeError {
+  override readonly name = "WasmHeapError"
+}
+
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`
+
+const guarded = new WeakSet<object>()
+
+/**
+ * Makes the backend's tensor allocations fail with `WasmHeapError` rather than write at address 0 when
+ * the heap is full (see the module comment). Idempotent; `install` calls it.
+ */
+export const guardHeap = (backend: tf.KernelBackend): void => {
+  const be = backend as unknown as WasmBackend
+  if (guarded.has(be) || be.wasm === undefined) return
+  guarded.add(be)
+  const wasm = be.wasm
+  // Emscripten's `_malloc` starts as a stub that replaces itself on its first call: make that call now,
+  // so the wrapper below is not overwritten by it.
+  wasm._free(wasm._malloc(4))
+  const malloc = wasm._malloc.bind(wasm)
+  const move = be.move.bind(be)
+  // What `move` is allocating, for the error message.
+  let pending: { shape: ReadonlyArray<number>; dtype: tf.DataType } | undefined
+  wasm._malloc = (bytes: number): number => {
+    // `malloc` takes a 32-bit size: 4 GiB or more would wrap around to a small block, so it is not called.
+    const offset = bytes > HEAP_MAX - HEAP_HEADROOM ? 0 : malloc(bytes) >>> 0
+    if (bytes > 0 && (offset === 0 || offset + bytes > HEAP_MAX - HEAP_HEADROOM)) {
+      if (offset !== 0) wasm._free(offset)
+      const what = pending === undefined ? "" : ` for a ${pending.dtype} tensor [${pending.shape.join(", ")}]`
+      throw new WasmHeapError(
+        `wasm heap exhausted: cannot allocate ${mib(bytes)}${what} (heap ${mib(wasm.HEAPU8.length)} of at most ${mib(HEAP_MAX)}, ` +
+          `${mib(HEAP_HEADROOM)} kept for the kernels; tfjs holds ${mib(tf.memory().numBytes)} in tensors). ` +
+          `Use smaller batches (e.g. the trainer's microBatchSize), or dispose tensors that are no longer needed.`
+      )
+    }
+    return offset
+  }
+  be.move = (dataId, values, shape, dtype, refCount) => {
+    pending = { shape, dtype }
+    try {
+      move(dataId, values, shape, dtype, refCount)
+    } finally {
+      pending = undefined
+    }
+  }
 }
 
 type MatMulFn = (aId: number, aShape: Uint8Array, aRank: number, bId: number, bShape: Uint8Array, bRank: number, ta: boolean, tb: boolean, outId: number) => void
@@ -64,9 +130,18 @@ const batchMatMul: tf.KernelFunc = ({ inputs, backend: kb, attrs }) => {
   const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean }
   if (a.dtype !== "float32" || b.dtype !== "float32") throw new Error("BatchMatMul supports float32 only")
   const temps: Array<tf.TensorInfo> = []
+  try {
+    return product(backend, a, b, transposeA, transposeB, temps)
+  } finally {
+    // also when an allocation failed (WasmHeapError): the transposed copies are ours to free
+    for (const t of temps) backend.disposeData(t.dataId)
+  }
+}
+
+const product = (backend: WasmBackend, a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean, temps: Array<tf.TensorInfo>): tf.TensorInfo => {
   const at = transposeA ? transposeLast2(backend, a) : a
-  const bt = transposeB ? transposeLast2(backend, b) : b
   if (transposeA) temps.push(at)
+  const bt = transposeB ? transposeLast2(backend, b) : b
   if (transposeB) temps.push(bt)
   const ra = at.shape.length, rb = bt.shape.length
   const m = at.shape[ra - 2], k = at.shape[ra - 1], n = bt.shape[rb - 1]
@@ -97,15 +172,20 @@ const batchMatMul: tf.KernelFunc = ({ inputs, backend: kb, attrs }) => {
       backend.wasm.tfjs.disposeData(io)
     }
   }
-  for (const t of temps) backend.disposeData(t.dataId)
   return out
 }
 
 /** The stock kernel, kept to compare against in tests. */
 let stock: tf.KernelConfig | undefined
 
-/** Registers the faster wasm kernels (idempotent) and names them. Call after the wasm backend is set. */
+/**
+ * Registers the faster wasm kernels (idempotent) and names them, and guards the heap (`guardHeap`). Call
+ * after the wasm backend is set.
+ */
 export const install = (): ReadonlyArray<string> => {
+  const backend = tf.findBackend("wasm")
+  if (backend === null) throw new Error("the wasm backend is not set up")
+  guardHeap(backend)
   if (stock === undefined) {
     stock = tf.getKernel("BatchMatMul", "wasm")
     if (stock === undefined) throw new Error("the wasm backend has no BatchMatMul kernel to replace")
