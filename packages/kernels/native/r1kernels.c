@@ -339,11 +339,11 @@ MULTI static void binary_row(int op, const float* restrict a, long sa, const flo
 #define MAX_RANK 8
 typedef struct {
   char* heap;
-  int kind; /* 0 exp, 1 binary, 2 gather */
+  int kind; /* 0 exp, 1 binary, 2 gather, 3 sum */
   int op, rank;
   long a_off, b_off, out_off, n;
   long shape[MAX_RANK], sa[MAX_RANK], sb[MAX_RANK]; /* element strides; the last dim's are 0 or 1 */
-  /* gather */
+  /* gather; sum (x [outer, dim, inner] → out [outer, inner]) */
   long outer, dim, inner, nidx, idx_off;
   int elem;
 } ew_job;
@@ -367,6 +367,8 @@ static void binary_rows(ew_job* j, long r0, long r1) {
   }
 }
 
+static void sum_block(const float* x, float* out, long dim, long inner, long o0, long o1, long i0, long i1);
+
 static void ew_task(void* ctx, int index, int count) {
   ew_job* j = ctx;
   if (j->kind == 0) {
@@ -378,6 +380,18 @@ static void ew_task(void* ctx, int index, int count) {
     long per = (rows + count - 1) / count;
     long r0 = index * per, r1 = r0 + per < rows ? r0 + per : rows;
     if (r0 < r1) binary_rows(j, r0, r1);
+  } else if (j->kind == 3) {
+    const float* x = (const float*)(j->heap + j->a_off);
+    float* out = (float*)(j->heap + j->out_off);
+    if (j->outer >= count || j->inner == 1) {
+      long per = (j->outer + count - 1) / count;
+      long o0 = index * per, o1 = o0 + per < j->outer ? o0 + per : j->outer;
+      if (o0 < o1) sum_block(x, out, j->dim, j->inner, o0, o1, 0, j->inner);
+    } else {
+      long per = ((j->inner + count - 1) / count + 15) / 16 * 16;
+      long i0 = index * per, i1 = i0 + per < j->inner ? i0 + per : j->inner;
+      if (i0 < i1) sum_block(x, out, j->dim, j->inner, 0, j->outer, i0, i1);
+    }
   } else {
     long rows = j->outer * j->nidx;
     long per = (rows + count - 1) / count;
@@ -387,6 +401,29 @@ static void ew_task(void* ctx, int index, int count) {
     for (long r = r0; r < r1; r++) {
       long o = r / j->nidx, i = r % j->nidx;
       memcpy(j->heap + j->out_off + r * bytes, j->heap + j->a_off + (o * j->dim + idx[i]) * bytes, bytes);
+    }
+  }
+}
+
+/* Σ over the middle axis of x [outer, dim, inner] for outer rows [o0, o1) and inner columns [i0, i1). */
+MULTI static void sum_block(const float* x, float* out, long dim, long inner, long o0, long o1, long i0, long i1) {
+  for (long o = o0; o < o1; o++) {
+    const float* xo = x + o * dim * inner;
+    float* oo = out + o * inner;
+    if (inner == 1) {
+      /* A row sum: 16 partial sums, then pairwise. */
+      float acc[16] = {0};
+      long m = 0;
+      for (; m + 16 <= dim; m += 16) for (int l = 0; l < 16; l++) acc[l] += xo[m + l];
+      for (; m < dim; m++) acc[m & 15] += xo[m];
+      for (int w = 8; w > 0; w /= 2) for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+      oo[0] = acc[0];
+    } else {
+      for (long i = i0; i < i1; i++) oo[i] = 0;
+      for (long m = 0; m < dim; m++) {
+        const float* row = xo + m * inner;
+        for (long i = i0; i < i1; i++) oo[i] += row[i];
+      }
     }
   }
 }
@@ -568,6 +605,22 @@ static napi_value js_gather(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* sum(heap, xOff, outer, dim, inner, outOff): out[o, i] = Σ_m x[o, m, i] */
+static napi_value js_sum(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv, "sum")) return NULL;
+  size_t bytes;
+  char* heap = heap_of(env, argv[0], &bytes);
+  if (heap == NULL) return NULL;
+  ew_job j = {.heap = heap, .kind = 3, .a_off = num64(env, argv[1]), .outer = num64(env, argv[2]), .dim = num64(env, argv[3]), .inner = num64(env, argv[4]), .out_off = num64(env, argv[5])};
+  if (j.outer < 0 || j.dim < 0 || j.inner < 0 || !in_heap(env, j.a_off, 4 * j.outer * j.dim * j.inner, bytes, "sum") || !in_heap(env, j.out_off, 4 * j.outer * j.inner, bytes, "sum")) return NULL;
+  long work = j.outer * j.dim * j.inner;
+  int parts = ew_parts(work);
+  if (j.inner == 1 && j.outer < parts) parts = (int)(j.outer > 0 ? j.outer : 1);
+  parallel(ew_task, &j, parts);
+  return NULL;
+}
+
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value o, v;
@@ -609,6 +662,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
     {"exp", NULL, js_exp, NULL, NULL, NULL, napi_default, NULL},
     {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
+    {"sum", NULL, js_sum, NULL, NULL, NULL, napi_default, NULL},
     {"gather", NULL, js_gather, NULL, NULL, NULL, napi_default, NULL},
     {"useBlas", NULL, js_use_blas, NULL, NULL, NULL, napi_default, NULL},
     {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},

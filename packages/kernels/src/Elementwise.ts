@@ -1,7 +1,8 @@
 /**
  * Elementwise kernels for the wasm backend on the native addon, in place on the wasm heap: `Exp` (a SIMD
  * polynomial, ≤ 2 ulp), `Add` / `Sub` / `Multiply` / `RealDiv` with tfjs broadcasting, and `GatherV2` (row
- * copies; the stock kernel walks every element). Each splits large tensors over the addon's threads and
+ * copies; the stock kernel walks every element) and `Sum` over a run of neighbouring axes (the stock kernel
+ * transposes first when they are not the innermost). Each splits large tensors over the addon's threads and
  * defers to the kernel registered before it for dtypes or attributes it does not handle.
  */
 import * as tf from "@tensorflow/tfjs"
@@ -99,5 +100,23 @@ export const gather = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => 
     backend.disposeData(out.dataId)
     throw new Error(`GatherV2: the index value ${bad} is not in [0, ${dim - 1}]`)
   }
+  return out
+}
+
+/** `Sum` of float32 over axes that are neighbours in the shape (`[outer, reduced…, inner]`). */
+export const sum = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend
+  const { x } = args.inputs as { x: tf.TensorInfo }
+  const { axis, keepDims } = args.attrs as unknown as { axis: number | Array<number>; keepDims: boolean }
+  if (x.dtype !== "float32") return previous(args)
+  const axes = [...tf.util.parseAxisParam(axis, x.shape)].sort((p, q) => p - q)
+  if (axes.length === 0 || axes.some((a, i) => i > 0 && a !== axes[i - 1] + 1)) return previous(args)
+  const first = axes[0], last = axes[axes.length - 1]
+  const outer = product(x.shape.slice(0, first)), dim = product(x.shape.slice(first, last + 1)), inner = product(x.shape.slice(last + 1))
+  const outShape = keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d)) : [...x.shape.slice(0, first), ...x.shape.slice(last + 1)]
+  const out = backend.makeOutput(outShape, "float32")
+  if (outer * inner === 0) return out
+  if (dim === 0) backend.wasm.HEAPU8.fill(0, offset(backend, out), offset(backend, out) + 4 * outer * inner)
+  else addon.sum(backend.wasm.HEAPU8, offset(backend, x), outer, dim, inner, offset(backend, out))
   return out
 }

@@ -52,6 +52,7 @@ export const install = (): Installed => {
     if (replace(name, (prev) => Elementwise.binary(addon, op, prev))) kernels.push(name)
   }
   if (replace("Exp", (prev) => Elementwise.exp(addon, prev))) kernels.push("Exp")
+  if (replace("Sum", (prev) => Elementwise.sum(addon, prev))) kernels.push("Sum")
   if (replace("GatherV2", (prev) => Elementwise.gather(addon, prev))) kernels.push("GatherV2")
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()

@@ -26,6 +26,8 @@ export interface Addon {
    * or the first index outside `[0, dim)` (nothing written then).
    */
   gather(heap: Uint8Array, elemBytes: number, xOff: number, outer: number, dim: number, inner: number, idxOff: number, nIdx: number, outOff: number): number
+  /** `out[o, i] = Σ_m x[o, m, i]` for float32 `x` `[outer, dim, inner]`. */
+  sum(heap: Uint8Array, xOff: number, outer: number, dim: number, inner: number, outOff: number): void
   /** Switches BLAS on (when it loaded) or off (the own GEMM); returns whether BLAS is now in use. */
   useBlas(on: boolean): boolean
   /** The BLAS in use (`null`: the addon's own GEMM), why none loaded, and the thread count. */

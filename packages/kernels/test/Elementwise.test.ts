@@ -111,6 +111,33 @@ describe.skipIf(!native.ok)("native elementwise kernels against the stock wasm k
     expect(tf.memory().numTensors).toBe(before)
   })
 
+  it("Sum matches over neighbouring axes (inner, outer, middle, all, keepDims) and falls back on split axes", () => {
+    const rand = lcg(9)
+    for (let c = 0; c < 40; c++) {
+      const rank = 1 + Math.floor(rand() * 4)
+      const shape = Array.from({ length: rank }, () => (rand() < 0.15 ? 1 : 1 + Math.floor(rand() * (rand() < 0.3 ? 60 : 9))))
+      const a0 = Math.floor(rand() * rank), a1 = a0 + Math.floor(rand() * (rank - a0))
+      const axes = rand() < 0.15 && rank >= 3 ? [0, rank - 1] : Array.from({ length: a1 - a0 + 1 }, (_, i) => a0 + i)
+      const keep = rand() < 0.4
+      const mk = () => tf.tidy(() => tf.sum(r(shape, c + 1), axes, keep).dataSync() as Float32Array)
+      expect(relErr(run(mk, false), run(mk, true)), `case ${c}: [${shape}] axes [${axes}] keepDims ${keep}`).toBeLessThan(1e-5)
+    }
+    // Long sums: no less accurate than the stock kernel, against a float64 reference.
+    for (const [shape, ax] of [[[300, 700], 0], [[300, 700], 1], [[3, 5000, 2], 1]] as Array<[Array<number>, number]>) {
+      const x = r(shape, 1)
+      const xs = x.dataSync() as Float32Array
+      const [outer, dim] = [shape.slice(0, ax).reduce((p, d) => p * d, 1), shape[ax]]
+      const inner = xs.length / outer / dim
+      const ref = new Float64Array(outer * inner)
+      for (let o = 0; o < outer; o++) for (let m = 0; m < dim; m++) for (let i = 0; i < inner; i++) ref[o * inner + i] += xs[(o * dim + m) * inner + i]
+      const err = (y: Float32Array) => y.reduce((e, v, i) => Math.max(e, Math.abs(v - ref[i])), 0)
+      const mk = () => tf.tidy(() => tf.sum(x, ax).dataSync() as Float32Array)
+      const fast = err(run(mk, false)), stock = err(run(mk, true))
+      expect(fast, `[${shape}] axis ${ax}: native error ${fast}, stock ${stock}`).toBeLessThanOrEqual(2 * stock + 1e-5)
+      x.dispose()
+    }
+  })
+
   it("gives the stock gradients through mul, div, sub, add (broadcast) and exp", () => {
     const a = r([5, 7, 3], 1), b = tf.add(tf.abs(r([7, 1], 2)), 0.5), c = r([3], 3)
     const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.sum(tf.exp(tf.sub(tf.div(tf.mul(x, y), tf.add(y, z)), 1)))
