@@ -54,7 +54,13 @@ export type Task = typeof Task.Type
 /** The tokenizer: a standard tiktoken encoding, or a compact vocabulary built from the run's corpus. */
 export const Tokenizer = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("standard"), encoding: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]) }),
-  Schema.Struct({ kind: Schema.Literal("compact"), base: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]), size: PositiveInt })
+  Schema.Struct({
+    kind: Schema.Literal("compact"),
+    base: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]),
+    size: PositiveInt,
+    /** One digit per token (see `Compact.build`); what arithmetic needs from a small model. */
+    splitDigits: Schema.optionalKey(Schema.Boolean)
+  })
 ])
 
 /** The policy's shape (the vocabulary size comes from the tokenizer). */

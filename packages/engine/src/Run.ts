@@ -70,7 +70,7 @@ const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], dir: Ru
     const texts: Array<string> = []
     for (const r of data.corpus) texts.push(r.completion)
     for (const r of data.train.slice(0, 2000)) texts.push(recipe.template === "chat" ? r.question : Template.r1ZeroText(r.question))
-    const vocab = Compact.build({ base: recipe.tokenizer.base, corpus: texts, size: recipe.tokenizer.size })
+    const vocab = Compact.build({ base: recipe.tokenizer.base, corpus: texts, size: recipe.tokenizer.size, splitDigits: recipe.tokenizer.splitDigits ?? false })
     yield* Compact.save(join(dir.root, "tokenizer"), vocab)
     return Tokenizer.makeCompact(vocab)
   })

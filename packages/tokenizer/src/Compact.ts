@@ -56,7 +56,9 @@ export const Manifest = Schema.Struct({
   /** SHA-256 (hex) of the ranks file's bytes. */
   sha256: Schema.String,
   /** Base-encoding id of each compact ordinary id. */
-  baseIds: Schema.Array(Schema.Int)
+  baseIds: Schema.Array(Schema.Int),
+  /** Numbers encode one digit per token (no multi-byte token holds a digit). */
+  splitDigits: Schema.optionalKey(Schema.Boolean)
 })
 /** A decoded manifest. */
 export type Manifest = typeof Manifest.Type
@@ -109,12 +111,17 @@ const mergePath = (bytes: string, ranks: Map<string, number>): Array<number> => 
   return bounds.length === 2 ? made : [ranks.get(bytes)!]
 }
 
+const hasDigit = (latin1: string) => /[0-9]/.test(latin1)
+
 /**
  * Builds a compact vocabulary of `size` ids (ordinary ranks plus the control tokens) from the
  * tokens `corpus` uses most under `base`. Fewer ids when the corpus uses fewer tokens.
+ * With `splitDigits`, no multi-byte token containing a digit is kept, so every number encodes one
+ * digit per token (as Llama's and DeepSeek's tokenizers do): small models then learn arithmetic on
+ * digits instead of memorising a table of 1,000 three-digit chunks.
  * Throws a `RangeError` when `size` is below `MIN_SIZE`.
  */
-export const build = (options: { readonly base: StandardName; readonly corpus: Iterable<string>; readonly size: number }): Vocab => {
+export const build = (options: { readonly base: StandardName; readonly corpus: Iterable<string>; readonly size: number; readonly splitDigits?: boolean }): Vocab => {
   const { base, size } = options
   if (!Number.isInteger(size) || size < MIN_SIZE) throw new RangeError(`compact vocabulary size must be an integer ≥ ${MIN_SIZE} (256 bytes + ${CONTROL_TEXTS.length} control tokens), got ${size}`)
   const ranks = baseRanks(base)
@@ -133,12 +140,14 @@ export const build = (options: { readonly base: StandardName; readonly corpus: I
   for (let b = 0; b < 256; b++) kept.add(byBytes.get(String.fromCharCode(b))!)
   const budget = size - CONTROL_TEXTS.length
   const candidates: Array<number> = []
-  for (let r = 0; r < counts.length; r++) if (counts[r] > 0 && !kept.has(r)) candidates.push(r)
+  const excluded = (r: number) => options.splitDigits === true && hasDigit(Buffer.from(ranks.tokens[r], "base64").toString("latin1"))
+  for (let r = 0; r < counts.length; r++) if (counts[r] > 0 && !kept.has(r) && !excluded(r)) candidates.push(r)
   candidates.sort((a, b) => counts[b] - counts[a] || a - b)
   for (const r of candidates) {
     if (kept.size >= budget) break
     if (kept.has(r)) continue
     const need = mergePath(Buffer.from(ranks.tokens[r], "base64").toString("latin1"), byBytes).filter((t) => !kept.has(t))
+    if (need.some(excluded)) continue
     if (kept.size + need.length <= budget) for (const t of need) kept.add(t)
   }
   const baseIds = [...kept].sort((a, b) => a - b)
@@ -156,7 +165,8 @@ export const build = (options: { readonly base: StandardName; readonly corpus: I
       patStr: ranks.patStr,
       ranksFile: RANKS_FILE,
       sha256: sha256(lines),
-      baseIds
+      baseIds,
+      ...(options.splitDigits === true ? { splitDigits: true } : {})
     }
   }
 }

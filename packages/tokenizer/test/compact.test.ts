@@ -103,6 +103,22 @@ describe("Compact.build", () => {
   })
 })
 
+describe("Compact.build with splitDigits", () => {
+  it("encodes every number one digit per token and still round-trips", () => {
+    const v = Compact.build({ base: "cl100k_base", corpus, size: 512, splitDigits: true })
+    expect(v.manifest.splitDigits).toBe(true)
+    const c = open(v)
+    const ids = c.encode("What is 472 + 1058?")
+    const pieces = Array.from(ids, (id) => c.decode(Int32Array.of(id)).text)
+    expect(pieces.filter((p) => /[0-9]/.test(p))).toEqual(["4", "7", "2", "1", "0", "5", "8"])
+    for (const text of corpus.slice(0, 50)) expect(c.decode(c.encode(text)).text).toBe(text)
+    // Without it, cl100k keeps multi-digit chunks.
+    const plain = vocabs.get("cl100k_base")!
+    const p = open(plain)
+    expect(p.encode("472").length).toBeLessThan(3)
+  })
+})
+
 describe("Compact.save / load", () => {
   const v = vocabs.get("cl100k_base")!
   const fresh = async () => {
