@@ -349,25 +349,6 @@ interface Positions {
 const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D =>
   tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), mask)), v)
 
-/**
- * Attention of suffix queries q [B, Hkv, Q, hd] over a shared prefix's keys/values kp, vp [1, Hkv, P, hd]
- * (visible to every query) followed by the rows' own k, v [B, Hkv, S, hd] under `mask` [.., Q, S]. The
- * prefix products take the kv head as their batch and stack all B·Q query rows, so the prefix is never
- * copied per row and its gradient is summed over rows by the products themselves.
- */
-const attendPrefixed = (q: tf.Tensor4D, kp: tf.Tensor4D, vp: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D => {
-  const [b, h, nq, hd] = q.shape
-  const p = kp.shape[2], s = k.shape[2]
-  const rowsOuter = (x: tf.Tensor, width: number) => tf.reshape(tf.transpose(x, [1, 0, 2, 3]), [h, b * nq, width]) as tf.Tensor3D // [B, Hkv, Q, w] → [Hkv, B·Q, w]
-  const rowsInner = (x: tf.Tensor, width: number) => tf.transpose(tf.reshape(x, [h, b, nq, width]), [1, 0, 2, 3]) // the inverse
-  const scoresP = rowsInner(tf.matMul(rowsOuter(q, hd), tf.reshape(kp, [h, p, hd]) as tf.Tensor3D, false, true), p) // [B, Hkv, Q, P]
-  const scoresS = tf.add(tf.matMul(q, k, false, true), mask) // [B, Hkv, Q, S]
-  const probs = tf.softmax(tf.concat([scoresP, scoresS], 3)) // [B, Hkv, Q, P+S]
-  const pp = tf.slice(probs, [0, 0, 0, 0], [b, h, nq, p]), ps = tf.slice(probs, [0, 0, 0, p], [b, h, nq, s])
-  const outP = rowsInner(tf.matMul(rowsOuter(pp, p), tf.reshape(vp, [h, p, hd]) as tf.Tensor3D), hd) // [B, Hkv, Q, hd]
-  return tf.add(outP, tf.matMul(ps, v))
-}
-
 /** Up to this many query rows per kv head, attention is done with broadcasts instead of products. */
 const SMALL_QUERY = 4
 
@@ -387,7 +368,7 @@ const attendSmall = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Te
 /**
  * One transformer block on x [B·T, C]; returns the new residual stream and this call's keys/values.
  * `prefix` is the keys/values [1, Hkv, P, hd] of a prefix shared by every row (`forwardShared`): the
- * queries see it before their own keys, and `pos.mask` covers only their own keys.
+ * queries see it before their own keys, and `pos.mask` spans both.
  */
 const block = (
   model: Model,
@@ -411,13 +392,14 @@ const block = (
     k = tf.concat([past.k, k], 2)
     v = tf.concat([past.v, v], 2)
   }
+  // A shared prefix's [1, Hkv, P, hd] goes before every row's keys, broadcast by adding zeros: a small
+  // copy whose gradient is a sum over rows (tf.tile's gradient slices once per row).
+  const rows = prefix === undefined ? undefined : tf.zeros([batch, 1, 1, 1])
+  const kAll = prefix === undefined ? k : tf.concat([tf.add(prefix.k, rows!), k], 2) as tf.Tensor4D
+  const vAll = prefix === undefined ? v : tf.concat([tf.add(prefix.v, rows!), v], 2) as tf.Tensor4D
   // Query heads grouped by their kv head: [B, H, T, hd] → [B, Hkv, G·T, hd] (h = kv·G + g).
   const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd]) as tf.Tensor4D
-  const att = prefix !== undefined
-    ? attendPrefixed(qg, prefix.k, prefix.v, k, v, pos.mask)
-    : G * time <= SMALL_QUERY
-    ? attendSmall(qg, k, v, pos.mask)
-    : attend(qg, k, v, pos.mask) // [B, Hkv, G·T, hd]
+  const att = G * time <= SMALL_QUERY ? attendSmall(qg, kAll, vAll, pos.mask) : attend(qg, kAll, vAll, pos.mask) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
@@ -426,13 +408,14 @@ const block = (
   return { x: tf.add(h, mlp), cache: { k, v } }
 }
 
-/** Causal additive mask [1, 1, G·T, T] for a fresh sequence. */
-const causalMask = (time: number, groups: number): tf.Tensor4D => {
-  const m = new Float32Array(groups * time * time)
+/** Causal additive mask [1, 1, G·T, P+T] for T new tokens after P earlier ones every query sees. */
+const causalMask = (time: number, groups: number, past = 0): tf.Tensor4D => {
+  const S = past + time
+  const m = new Float32Array(groups * time * S)
   for (let g = 0; g < groups; g++) {
-    for (let i = 0; i < time; i++) m.fill(-1e9, (g * time + i) * time + i + 1, (g * time + i + 1) * time)
+    for (let i = 0; i < time; i++) m.fill(-1e9, (g * time + i) * S + past + i + 1, (g * time + i + 1) * S)
   }
-  return tf.tensor4d(m, [1, 1, groups * time, time])
+  return tf.tensor4d(m, [1, 1, groups * time, S])
 }
 
 /**
@@ -481,7 +464,7 @@ export const forwardShared = (model: Model, prefix: tf.Tensor2D, suffix: tf.Tens
     sin: slice(k.sin, from, n),
     cosQ: slice(k.cosQ, from, n),
     sinQ: slice(k.sinQ, from, n),
-    mask: causalMask(n, G)
+    mask: causalMask(n, G, from)
   })
   const posP = at(0, P), posS = at(P, S)
   let xp = embedLookup(model.embed, tf.reshape(prefix, [-1]) as tf.Tensor1D) // [P, C]
