@@ -152,9 +152,9 @@ static void own_gemm(int m, int n, int k, const float* a, long ars, long acs, co
 }
 
 /* One product of the row-major matrices: op(A) is [m, k], op(B) is [k, n]; C is [m, n] with ldc. */
-static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc, int own) {
   if (m == 0 || n == 0) return;
-  if (blas_sgemm != NULL) {
+  if (blas_sgemm != NULL && !own) {
     blas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
   } else {
     own_gemm(m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, tb ? 1 : ldb, tb ? ldb : 1, c, ldc);
@@ -162,7 +162,11 @@ static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, 
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* A fixed pool: the calling thread plus NTHREADS−1 workers, each running task(ctx, index, count). */
+/* A fixed pool: the calling thread plus nthreads−1 workers. A job is `count` chunks, task(ctx, chunk, count);
+ * every thread claims chunks from a shared counter until none is left, so when a worker is slow to wake (a
+ * loaded machine) the calling thread simply does more of them, and never waits on a chunk nobody started.
+ * `work` packs (generation << 32 | next chunk): a claim is a compare-and-swap that fails once the job has
+ * moved on, so a late worker can never run a chunk of a finished job. */
 
 #define MAX_THREADS 8
 typedef void (*task_fn)(void* ctx, int index, int count);
@@ -171,30 +175,42 @@ static int nthreads = 1;
 static pthread_t workers[MAX_THREADS];
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
-static atomic_int generation = 0;
-static atomic_int pending = 0;
+static _Atomic uint64_t work = 0;
+static atomic_int done = 0;
 static task_fn cur_task;
 static void* cur_ctx;
 static int cur_count;
 
+/* Claims and runs chunks of the current job until none is left. */
+static void run_chunks(void) {
+  for (;;) {
+    uint64_t w = atomic_load_explicit(&work, memory_order_acquire);
+    uint32_t next = (uint32_t)w;
+    if ((int)next >= cur_count) return;
+    if (!atomic_compare_exchange_weak_explicit(&work, &w, w + 1, memory_order_acq_rel, memory_order_acquire)) continue;
+    /* The job cannot finish while this chunk is claimed, so its task and context are still current. */
+    cur_task(cur_ctx, (int)next, cur_count);
+    atomic_fetch_add_explicit(&done, 1, memory_order_acq_rel);
+  }
+}
+
 static void* worker_main(void* arg) {
-  int index = (int)(intptr_t)arg;
-  int seen = 0;
+  (void)arg;
+  uint32_t seen = 0;
   for (;;) {
     /* Spin a little before sleeping: kernels come back to back during a training step. */
     int spins = 0;
-    while (atomic_load_explicit(&generation, memory_order_acquire) == seen && spins < 4000) {
+    while ((uint32_t)(atomic_load_explicit(&work, memory_order_acquire) >> 32) == seen && spins < 4000) {
       __builtin_ia32_pause();
       spins++;
     }
-    if (atomic_load_explicit(&generation, memory_order_acquire) == seen) {
+    if ((uint32_t)(atomic_load_explicit(&work, memory_order_acquire) >> 32) == seen) {
       pthread_mutex_lock(&pool_mu);
-      while (atomic_load(&generation) == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+      while ((uint32_t)(atomic_load(&work) >> 32) == seen) pthread_cond_wait(&pool_cv, &pool_mu);
       pthread_mutex_unlock(&pool_mu);
     }
-    seen = atomic_load(&generation);
-    if (index < cur_count) cur_task(cur_ctx, index, cur_count);
-    atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel);
+    seen = (uint32_t)(atomic_load(&work) >> 32);
+    run_chunks();
   }
   return NULL;
 }
@@ -202,34 +218,34 @@ static void* worker_main(void* arg) {
 static void pool_start(int n) {
   if (n > MAX_THREADS) n = MAX_THREADS;
   for (int i = 1; i < n; i++) {
-    if (pthread_create(&workers[i], NULL, worker_main, (void*)(intptr_t)i) != 0) break;
+    if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) break;
     pthread_detach(workers[i]);
     nthreads = i + 1;
   }
 }
 
-/* Runs task over `count` ≤ nthreads parts; part 0 on the calling thread. */
 static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
 
+/* Runs task over `count` chunks with the pool (count 1, or the pool busy: on the calling thread only). */
 static void parallel(task_fn task, void* ctx, int count) {
   /* A second JavaScript thread (a worker) calling in while the pool works runs on its own thread only. */
   if (count <= 1 || nthreads <= 1 || atomic_flag_test_and_set(&pool_busy)) {
-    task(ctx, 0, 1);
+    for (int i = 0; i < (count < 1 ? 1 : count); i++) task(ctx, i, count < 1 ? 1 : count);
     return;
   }
-  if (count > nthreads) count = nthreads;
   cur_task = task;
   cur_ctx = ctx;
   cur_count = count;
-  atomic_store(&pending, nthreads - 1);
+  atomic_store(&done, 0);
+  uint64_t gen = (atomic_load(&work) >> 32) + 1;
   pthread_mutex_lock(&pool_mu);
-  atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+  atomic_store_explicit(&work, gen << 32, memory_order_release);
   pthread_cond_broadcast(&pool_cv);
   pthread_mutex_unlock(&pool_mu);
-  task(ctx, 0, count);
-  /* Spin briefly, then yield: on a loaded machine the worker may not be running, and spinning would
-   * keep it off the core it needs. */
-  for (int spins = 0; atomic_load_explicit(&pending, memory_order_acquire) > 0; spins++) {
+  run_chunks();
+  /* Chunks a worker claimed are in progress: spin briefly, then yield (on a loaded machine spinning would keep
+   * the worker off the core it needs). */
+  for (int spins = 0; atomic_load_explicit(&done, memory_order_acquire) < count; spins++) {
     if (spins < 2000) __builtin_ia32_pause();
     else sched_yield();
   }
@@ -244,6 +260,7 @@ typedef struct {
   int batch, m, n, k, ta, tb;
   long a_off, a_stride, b_off, b_stride, c_off, c_stride; /* bytes */
   int split_rows;
+  int own; /* the addon's GEMM even when BLAS is loaded: OpenBLAS called from two threads at once serialises */
 } gemm_job;
 
 static void gemm_task(void* ctx, int index, int count) {
@@ -256,14 +273,14 @@ static void gemm_task(void* ctx, int index, int count) {
     if (r0 >= r1) return;
     const float* a = (const float*)(j->heap + j->a_off) + (j->ta ? r0 : (long)r0 * lda);
     gemm1(j->ta, j->tb, r1 - r0, j->n, j->k, a, lda, (const float*)(j->heap + j->b_off), ldb,
-          (float*)(j->heap + j->c_off) + (long)r0 * j->n, j->n);
+          (float*)(j->heap + j->c_off) + (long)r0 * j->n, j->n, j->own);
     return;
   }
   int per = (j->batch + count - 1) / count;
   int b0 = index * per, b1 = b0 + per < j->batch ? b0 + per : j->batch;
   for (int i = b0; i < b1; i++) {
     gemm1(j->ta, j->tb, j->m, j->n, j->k, (const float*)(j->heap + j->a_off + i * j->a_stride), lda,
-          (const float*)(j->heap + j->b_off + i * j->b_stride), ldb, (float*)(j->heap + j->c_off + i * j->c_stride), j->n);
+          (const float*)(j->heap + j->b_off + i * j->b_stride), ldb, (float*)(j->heap + j->c_off + i * j->c_stride), j->n, j->own);
   }
 }
 
@@ -348,22 +365,31 @@ typedef struct {
   int elem;
 } ew_job;
 
-/* Rows of the collapsed output (all dims but the last), [r0, r1). */
+/* Rows of the collapsed output (all dims but the last), [r0, r1): the row index is split into per-dim
+ * counters once, then advanced like an odometer (no division per row). */
 static void binary_rows(ew_job* j, long r0, long r1) {
   int last = j->rank - 1;
   long inner = j->shape[last];
   const float* a = (const float*)(j->heap + j->a_off);
   const float* b = (const float*)(j->heap + j->b_off);
   float* out = (float*)(j->heap + j->out_off);
+  long idx[MAX_RANK] = {0}, oa = 0, ob = 0, rem = r0;
+  for (int d = last - 1; d >= 0; d--) {
+    idx[d] = rem % j->shape[d];
+    rem /= j->shape[d];
+    oa += idx[d] * j->sa[d];
+    ob += idx[d] * j->sb[d];
+  }
   for (long r = r0; r < r1; r++) {
-    long rem = r, oa = 0, ob = 0;
-    for (int d = last - 1; d >= 0; d--) {
-      long i = rem % j->shape[d];
-      rem /= j->shape[d];
-      oa += i * j->sa[d];
-      ob += i * j->sb[d];
-    }
     binary_row(j->op, a + oa, j->sa[last], b + ob, j->sb[last], out + r * inner, inner);
+    for (int d = last - 1; d >= 0; d--) {
+      oa += j->sa[d];
+      ob += j->sb[d];
+      if (++idx[d] < j->shape[d]) break;
+      oa -= j->sa[d] * j->shape[d];
+      ob -= j->sb[d] * j->shape[d];
+      idx[d] = 0;
+    }
   }
 }
 
@@ -372,7 +398,7 @@ static void sum_block(const float* x, float* out, long dim, long inner, long o0,
 static void ew_task(void* ctx, int index, int count) {
   ew_job* j = ctx;
   if (j->kind == 0) {
-    long per = (j->n + count - 1) / count / 16 * 16 + 16;
+    long per = ((j->n + count - 1) / count + 15) / 16 * 16;
     long s0 = index * per, s1 = s0 + per < j->n ? s0 + per : j->n;
     if (s0 < s1) exp_block((const float*)(j->heap + j->a_off) + s0, (float*)(j->heap + j->out_off) + s0, s1 - s0);
   } else if (j->kind == 1) {
@@ -429,7 +455,7 @@ MULTI static void sum_block(const float* x, float* out, long dim, long inner, lo
 }
 
 /* Splits elementwise work only when it is large enough to pay for the hand-off. */
-static int ew_parts(long work) { return work >= (1L << 16) ? nthreads : 1; }
+static int ew_parts(long work) { return work >= (1L << 16) && nthreads > 1 ? 4 * nthreads : 1; }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* N-API glue. */
@@ -500,10 +526,15 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   }
   double flops = 2.0 * j.batch * j.m * j.n * j.k;
   /* Below a few MFLOP the hand-off to the other thread costs more than it saves. */
-  int parts = flops < 4e6 ? 1 : nthreads;
-  j.split_rows = j.batch == 1 && j.m >= 32;
-  if (j.batch == 1 && !j.split_rows) parts = 1;
-  if (j.batch > 1 && parts > j.batch) parts = j.batch;
+  int parts = flops < 4e6 || nthreads == 1 ? 1 : nthreads;
+  j.split_rows = j.batch == 1;
+  if (j.batch == 1 && j.m < 32) parts = 1;
+  /* Chunks: one product each, or row blocks (a few per thread, so a late thread leaves less to wait for). */
+  if (parts > 1) parts = j.batch > 1 ? j.batch : (j.m / 16 < 4 * nthreads ? j.m / 16 : 4 * nthreads);
+  /* OpenBLAS called from both threads at once serialises on its buffer lock: measured on 2 cores, 64³ × 16
+   * products ran at 46 GFLOP/s that way against 130 on the addon's GEMM; only large single products (row
+   * blocks of ≥ 60 MFLOP in all) amortise it (1024³: 144 GFLOP/s). */
+  j.own = parts > 1 && !(j.batch == 1 && flops >= 6e7);
   parallel(gemm_task, &j, parts);
   return NULL;
 }
