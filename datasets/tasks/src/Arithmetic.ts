@@ -221,9 +221,15 @@ const multiply = (a: number, b: number, fault?: Fault): Work => {
   return { think: `${parts.join(", ")} -> ${result}`, result, carrySites, stepSites }
 }
 
-/** The column-wise worked solution, with `fault` applied when given. */
-export const work = (p: Pick<Problem, "a" | "b" | "op">, fault?: Fault): Work =>
-  p.op === "+" ? add(p.a, p.b, fault) : p.op === "-" ? subtract(p.a, p.b, fault) : multiply(p.a, p.b, fault)
+/**
+ * The column-wise worked solution, with `fault` applied when given. It opens by restating the
+ * problem (`47+85: …`): the columns then read their digits from a few tokens back rather than from
+ * the question, which a small model learns far sooner.
+ */
+export const work = (p: Pick<Problem, "a" | "b" | "op">, fault?: Fault): Work => {
+  const w = p.op === "+" ? add(p.a, p.b, fault) : p.op === "-" ? subtract(p.a, p.b, fault) : multiply(p.a, p.b, fault)
+  return { ...w, think: `${p.a}${p.op}${p.b}: ${w.think}` }
+}
 
 /** The correct completion for a problem. */
 export const solution = (p: Pick<Problem, "a" | "b" | "op">): string => {
