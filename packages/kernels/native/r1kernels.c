@@ -259,14 +259,24 @@ typedef struct {
   char* heap;
   int batch, m, n, k, ta, tb;
   long a_off, a_stride, b_off, b_stride, c_off, c_stride; /* bytes */
-  int split_rows;
+  int split; /* 0: over the batch, 1: rows of one product, 2: columns of one product */
   int own; /* the addon's GEMM even when BLAS is loaded: OpenBLAS called from two threads at once serialises */
 } gemm_job;
 
 static void gemm_task(void* ctx, int index, int count) {
   gemm_job* j = ctx;
   int lda = j->ta ? j->m : j->k, ldb = j->tb ? j->k : j->n;
-  if (j->split_rows) {
+  if (j->split == 2) {
+    /* One product, columns of C split (in multiples of 16): each part packs only its share of B. */
+    int per = ((j->n + count - 1) / count + 15) / 16 * 16;
+    int c0 = index * per, c1 = c0 + per < j->n ? c0 + per : j->n;
+    if (c0 >= c1) return;
+    const float* b = (const float*)(j->heap + j->b_off) + (j->tb ? (long)c0 * ldb : c0);
+    gemm1(j->ta, j->tb, j->m, c1 - c0, j->k, (const float*)(j->heap + j->a_off), lda, b, ldb,
+          (float*)(j->heap + j->c_off) + c0, j->n, j->own);
+    return;
+  }
+  if (j->split == 1) {
     /* One product, rows of C split between the threads (in multiples of 16). */
     int per = ((j->m + count - 1) / count + 15) / 16 * 16;
     int r0 = index * per, r1 = r0 + per < j->m ? r0 + per : j->m;
@@ -527,13 +537,14 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   double flops = 2.0 * j.batch * j.m * j.n * j.k;
   /* Below a few MFLOP the hand-off to the other thread costs more than it saves. */
   int parts = flops < 4e6 || nthreads == 1 ? 1 : nthreads;
-  j.split_rows = j.batch == 1;
-  if (j.batch == 1 && j.m < 32) parts = 1;
-  /* Chunks: one product each, or row blocks (a few per thread, so a late thread leaves less to wait for). */
-  if (parts > 1) parts = j.batch > 1 ? j.batch : (j.m / 16 < 4 * nthreads ? j.m / 16 : 4 * nthreads);
+  /* One product: split the larger side of C, one part per thread (each part packs its own share of the
+   * operands, so more parts would repack more). Batches: one product per chunk. */
+  j.split = j.batch > 1 ? 0 : j.m >= j.n ? 1 : 2;
+  if (j.batch == 1 && (j.m >= j.n ? j.m : j.n) < 32) parts = 1;
+  if (parts > 1 && j.batch > 1) parts = j.batch;
   /* OpenBLAS called from both threads at once serialises on its buffer lock: measured on 2 cores, 64³ × 16
-   * products ran at 46 GFLOP/s that way against 130 on the addon's GEMM; only large single products (row
-   * blocks of ≥ 60 MFLOP in all) amortise it (1024³: 144 GFLOP/s). */
+   * products ran at 46 GFLOP/s that way against 130 on the addon's GEMM; only large single products (halves
+   * of ≥ 30 MFLOP) amortise it (1024³: 144 GFLOP/s). */
   j.own = parts > 1 && !(j.batch == 1 && flops >= 6e7);
   parallel(gemm_task, &j, parts);
   return NULL;

@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs"
 import * as Elementwise from "./Elementwise.js"
 import * as MatMul from "./MatMul.js"
 import * as Native from "./Native.js"
+import * as Views from "./Views.js"
 
 /** What `install` did. */
 export interface Installed {
@@ -54,6 +55,8 @@ export const install = (): Installed => {
   if (replace("Exp", (prev) => Elementwise.exp(addon, prev))) kernels.push("Exp")
   if (replace("Sum", (prev) => Elementwise.sum(addon, prev))) kernels.push("Sum")
   if (replace("GatherV2", (prev) => Elementwise.gather(addon, prev))) kernels.push("GatherV2")
+  if (replace("Identity", (prev) => Views.identity(prev))) kernels.push("Identity")
+  if (replace("Cast", (prev) => Views.cast(prev))) kernels.push("Cast")
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()
   const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError})`

@@ -147,3 +147,42 @@ describe.skipIf(!native.ok)("native elementwise kernels against the stock wasm k
     tf.dispose([a, b, c])
   })
 })
+
+describe.skipIf(!native.ok)("zero-copy Identity and Cast", () => {
+  beforeAll(async () => {
+    await tf.setBackend("wasm")
+    await tf.ready()
+    Kernels.install()
+  })
+  afterAll(() => Kernels.uninstall())
+
+  it("share the buffer, outlive the original, free it with the last reference, and convert real casts", () => {
+    const before = tf.memory()
+    const a = tf.tensor1d([1.5, -2, 3])
+    const b = tf.clone(a), c = tf.cast(a, "float32")
+    expect(tf.memory().numDataBuffers - before.numDataBuffers).toBe(1) // one buffer for three tensors
+    a.dispose()
+    expect(Array.from(b.dataSync())).toEqual([1.5, -2, 3])
+    b.dispose()
+    expect(Array.from(c.dataSync())).toEqual([1.5, -2, 3])
+    const i = tf.cast(c, "int32")
+    expect(i.dtype).toBe("int32")
+    expect(Array.from(i.dataSync())).toEqual([1, -2, 3])
+    tf.dispose([c, i])
+    expect(tf.memory().numBytes).toBe(before.numBytes)
+    expect(tf.memory().numTensors).toBe(before.numTensors)
+  })
+
+  it("keep a variable's old value intact through assign, and gradients through saved tensors right", () => {
+    const v = tf.variable(tf.tensor1d([1, 2, 3]))
+    const snapshot = tf.clone(v)
+    v.assign(tf.tensor1d([7, 8, 9]))
+    expect(Array.from(snapshot.dataSync())).toEqual([1, 2, 3])
+    expect(Array.from(v.dataSync())).toEqual([7, 8, 9])
+    const x = tf.randomNormal([6, 5], 0, 1, "float32", 4)
+    const g = () => tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.exp(t), tf.sigmoid(t))))(x).dataSync() as Float32Array)
+    const fast = run(g, false), stock = run(g, true)
+    expect(relErr(fast, stock)).toBeLessThan(1e-6)
+    tf.dispose([v, snapshot, x])
+  })
+})

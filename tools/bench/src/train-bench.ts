@@ -111,10 +111,20 @@ const profile = (label: string, f: () => void): void => {
         } finally {
           depth--
           if (depth === 0) {
-            const s = stats.get(k.kernelName) ?? { calls: 0, ms: 0 }
-            s.calls++
-            s.ms += performance.now() - t0
-            stats.set(k.kernelName, s)
+            const ms = performance.now() - t0
+            const add = (key: string) => {
+              const s = stats.get(key) ?? { calls: 0, ms: 0 }
+              s.calls++
+              s.ms += ms
+              stats.set(key, s)
+            }
+            add(k.kernelName)
+            if (k.kernelName === "BatchMatMul") {
+              // Products by shape too (indented under the total).
+              const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo }
+              const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean }
+              add(`  [${a.shape}]${transposeA ? "ᵀ" : ""}·[${b.shape}]${transposeB ? "ᵀ" : ""}`)
+            }
           }
         }
       }
@@ -130,9 +140,9 @@ const profile = (label: string, f: () => void): void => {
     }
   }
   const total = performance.now() - t0
-  const inKernels = [...stats.values()].reduce((a, s) => a + s.ms, 0)
-  console.log(`  profile of ${label}: ${total.toFixed(0)} ms, ${inKernels.toFixed(0)} ms in kernels (${((100 * inKernels) / total).toFixed(0)}%), ${[...stats.values()].reduce((a, s) => a + s.calls, 0)} kernel calls`)
-  for (const [name, s] of [...stats].sort((a, b) => b[1].ms - a[1].ms).slice(0, 18)) {
+  const inKernels = [...stats].filter(([k]) => !k.startsWith(" ")).reduce((a, [, s]) => a + s.ms, 0)
+  console.log(`  profile of ${label}: ${total.toFixed(0)} ms, ${inKernels.toFixed(0)} ms in kernels (${((100 * inKernels) / total).toFixed(0)}%), ${[...stats].filter(([k]) => !k.startsWith(" ")).reduce((a, [, s]) => a + s.calls, 0)} kernel calls`)
+  for (const [name, s] of [...stats].sort((a, b) => b[1].ms - a[1].ms).slice(0, 30)) {
     console.log(`    ${name.padEnd(22)} ${String(s.calls).padStart(6)} calls ${s.ms.toFixed(1).padStart(9)} ms ${((100 * s.ms) / total).toFixed(1).padStart(5)}%`)
   }
 }
