@@ -1,7 +1,8 @@
 /**
  * Batched sampling with a key/value cache: one prefill over all prompts (left-padded, so every prompt's
- * last token is in the same slot), the cache repeated G times (the G completions of a prompt share its
- * prefill), then one token per step for the whole batch.
+ * last token is in the same slot), then one token per step for the whole batch. The G completions of a
+ * prompt share its prefill's keys/values (one copy, attended prompt by prompt); each row caches only
+ * its own generated tokens.
  *
  * Sampling: temperature (0 = greedy), then top-k, then top-p (nucleus) on the tempered distribution.
  * Recorded log-prob: log π(token | context) under the UNTEMPERED, UNFILTERED model — log softmax of
@@ -155,14 +156,14 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
   // Tied heads are transposed once per call, not per step (and XNNPACK keeps the packed copy).
   const head = model.lmHead === undefined ? Transformer.outputHead(model) : undefined
   const prefill = tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined, head))
-  let cache = prefill.cache
+  // The prompts' keys/values stay one copy per prompt, which its G rows attend to (`Transformer.Prompts`);
+  // `cache` holds each row's own generated tokens only.
+  const promptCache = prefill.cache
+  let cache: Transformer.Cache | undefined
   const firstLogits = prefill.logits.dataSync() as Float32Array
   prefill.logits.dispose()
-  // Cache row i belongs to output row rows[i]; every output row starts from its prompt's prefill.
+  // Cache row i belongs to output row rows[i] = p·G + g.
   let rows = Array.from({ length: N }, (_, r) => r)
-  if (G > 1) cache = takeRows(cache, rows.map((r) => Math.floor(r / G)))
-  // Per output row: which slots of the cache are real tokens (prompt part, then one per generated token).
-  const rowValid = rows.map((r) => valid.subarray(Math.floor(r / G) * S0, (Math.floor(r / G) + 1) * S0))
   const V = c.vocabSize
   let logits: Float32Array = new Float32Array(N * V)
   for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
@@ -188,27 +189,28 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
       const finished = rows.filter((r) => done[r]).length
       if (finished > 0 && finished >= Math.max(1, Math.ceil(rows.length / 8))) {
         const keep = rows.map((r, i) => (done[r] ? -1 : i)).filter((i) => i >= 0)
-        cache = takeRows(cache, keep)
+        if (cache !== undefined) cache = takeRows(cache, keep)
         rows = keep.map((i) => rows[i])
       }
-      const B = rows.length, S = S0 + t + 1
-      const stepIds = new Int32Array(B), stepPos = new Int32Array(B), stepValid = new Uint8Array(B * S)
+      const B = rows.length
+      const stepIds = new Int32Array(B), stepPos = new Int32Array(B)
       for (let i = 0; i < B; i++) {
         const r = rows[i], len = lengths[Math.floor(r / G)]
         stepIds[i] = completions[r][completions[r].length - 1]
         // A finished row still in the batch repeats its last token; clamp keeps its position in range.
         stepPos[i] = Math.min(len + t, c.maxSeqLen - 1)
-        stepValid.set(rowValid[r], i * S)
-        stepValid.fill(1, i * S + S0, (i + 1) * S)
       }
-      const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, stepValid, cache, head))
-      disposeCache(cache)
+      const prompts: Transformer.Prompts = { cache: promptCache, perPrompt: G, rowOf: Int32Array.from(rows), valid }
+      const own = cache
+      const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, new Uint8Array(B * (t + 1)).fill(1), own, head, prompts))
+      if (cache !== undefined) disposeCache(cache)
       cache = next.cache
       logits = next.logits.dataSync() as Float32Array
       next.logits.dispose()
     }
   } finally {
-    disposeCache(cache)
+    disposeCache(promptCache)
+    if (cache !== undefined) disposeCache(cache)
     head?.dispose()
   }
   return {

@@ -349,6 +349,52 @@ interface Positions {
 const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D =>
   tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), mask)), v)
 
+/**
+ * Keys/values of prompts that several batch rows continue (generation: R completions per prompt),
+ * held once per prompt, and where each row's prompt is. For `attendPrompted`.
+ */
+interface PromptKeys {
+  /** [P, Hkv, Sp, hd] */
+  readonly k: tf.Tensor4D
+  readonly v: tf.Tensor4D
+  /** R: rows per prompt. */
+  readonly perPrompt: number
+  /** [P·R] int32: the batch row of prompt p's r-th completion, or B when that row is gone; none when every row is there in order. */
+  readonly slots?: tf.Tensor1D
+  /** [B] int32: each batch row's p·R + r; none when every row is there in order. */
+  readonly rows?: tf.Tensor1D
+  /** [B, 1, 1, Sp] additive: the prompt's padding slots. */
+  readonly mask: tf.Tensor4D
+}
+
+/**
+ * Attention of queries q [B, Hkv, Q, hd] over their prompt's keys (`PromptKeys`, shared by the rows of a
+ * prompt) and then their own k, v [B, Hkv, S, hd] under `mask` [.., Q, S]. The prompt part runs prompt by
+ * prompt: the rows' queries are gathered into [P, Hkv, R·Q, hd] (absent rows are zeros), one product per
+ * prompt and kv head, and the result gathered back, so no row holds a copy of its prompt's keys.
+ */
+const attendPrompted = (q: tf.Tensor4D, p: PromptKeys, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D => {
+  const [b, h, nq, hd] = q.shape
+  const [np, , sp] = p.k.shape
+  const R = p.perPrompt
+  const toPrompts = (x: tf.Tensor, w: number) => {
+    const rows = p.slots === undefined ? x : tf.gather(tf.concat([x, tf.zeros([1, h, nq, w])], 0), p.slots) // [P·R, Hkv, Q, w]
+    return tf.reshape(tf.transpose(tf.reshape(rows, [np, R, h, nq * w]), [0, 2, 1, 3]), [np, h, R * nq, w]) as tf.Tensor4D
+  }
+  const toRows = (x: tf.Tensor, w: number) => {
+    const rows = tf.reshape(tf.transpose(tf.reshape(x, [np, h, R, nq * w]), [0, 2, 1, 3]), [np * R, h, nq, w])
+    return (p.rows === undefined ? rows : tf.gather(rows, p.rows)) as tf.Tensor4D
+  }
+  const scoresP = tf.add(toRows(tf.matMul(toPrompts(q, hd), p.k, false, true), sp), p.mask) // [B, Hkv, Q, Sp]
+  const s = k.shape[2]
+  const scores = tf.add(tf.sum(tf.mul(tf.reshape(q, [b, h, nq, 1, hd]), tf.reshape(k, [b, h, 1, s, hd])), -1), mask) // [B, Hkv, Q, S]
+  const probs = tf.softmax(tf.concat([scoresP, scores], 3))
+  const pp = tf.slice(probs, [0, 0, 0, 0], [b, h, nq, sp]), ps = tf.slice(probs, [0, 0, 0, sp], [b, h, nq, s])
+  const outP = toRows(tf.matMul(toPrompts(pp, sp), p.v), hd)
+  const vt = tf.transpose(v, [0, 1, 3, 2]) // [B, Hkv, hd, S]
+  return tf.add(outP, tf.sum(tf.mul(tf.reshape(ps, [b, h, nq, 1, s]), tf.reshape(vt, [b, h, 1, hd, s])), -1)) as tf.Tensor4D
+}
+
 /** Up to this many query rows per kv head, attention is done with broadcasts instead of products. */
 const SMALL_QUERY = 4
 
@@ -378,7 +424,8 @@ const block = (
   time: number,
   pos: Positions,
   past: LayerCache | undefined,
-  prefix?: LayerCache
+  prefix?: LayerCache,
+  prompts?: PromptKeys
 ): { x: tf.Tensor2D; cache: LayerCache } => {
   const c = model.config, hd = headDim(c), H = c.nHeads, Hkv = c.nKvHeads, G = H / Hkv
   const n1 = rmsNorm(x, layer.inputNorm, c.normEps)
@@ -399,7 +446,11 @@ const block = (
   const vAll = prefix === undefined ? v : tf.concat([tf.add(prefix.v, rows!), v], 2) as tf.Tensor4D
   // Query heads grouped by their kv head: [B, H, T, hd] → [B, Hkv, G·T, hd] (h = kv·G + g).
   const qg = tf.reshape(tf.transpose(q, [0, 2, 1, 3]), [batch, Hkv, G * time, hd]) as tf.Tensor4D
-  const att = G * time <= SMALL_QUERY ? attendSmall(qg, kAll, vAll, pos.mask) : attend(qg, kAll, vAll, pos.mask) // [B, Hkv, G·T, hd]
+  const att = prompts !== undefined
+    ? attendPrompted(qg, prompts, kAll, vAll, pos.mask)
+    : G * time <= SMALL_QUERY
+    ? attendSmall(qg, kAll, vAll, pos.mask)
+    : attend(qg, kAll, vAll, pos.mask) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
@@ -486,6 +537,8 @@ export type Cache = ReadonlyArray<LayerCache>
  * 1/0) says which slots are real tokens (left padding is 0). Slot order is causal: query t sees slots
  * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache.
  * `head` is `outputHead(model)`, computed once per generation rather than per step.
+ * With `prompts`, every row also continues one of P prompts whose keys/values are held once per prompt
+ * (`Prompts`), seen before the row's own slots; `cache` and `keyValid` then cover only the row's own slots.
  * Not meant for gradients (generation runs outside them).
  */
 export const step = (
@@ -494,7 +547,8 @@ export const step = (
   positions: Int32Array,
   keyValid: Uint8Array,
   cache: Cache | undefined,
-  head?: tf.Tensor2D
+  head?: tf.Tensor2D,
+  prompts?: Prompts
 ): { logits: tf.Tensor2D; cache: Cache } => {
   const c = model.config, G = c.nHeads / c.nKvHeads
   const [batch, time] = ids.shape
@@ -513,10 +567,12 @@ export const step = (
   const posT = tf.tensor1d(positions, "int32")
   const take = (t: tf.Tensor2D) => tf.reshape(tf.gather(t, posT), [batch, time, 1, -1])
   const pos: Positions = { cos: take(k.cos), sin: take(k.sin), cosQ: take(k.cosQ), sinQ: take(k.sinQ), mask: tf.tensor4d(m, [batch, 1, G * time, S]) }
+  const promptKeys = prompts === undefined ? undefined : promptInputs(prompts, batch)
   let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
   const next: Array<LayerCache> = []
   for (let l = 0; l < model.layers.length; l++) {
-    const r = block(model, model.layers[l], x, batch, time, pos, cache?.[l])
+    const keys = promptKeys === undefined ? undefined : { ...promptKeys, k: prompts!.cache[l].k, v: prompts!.cache[l].v }
+    const r = block(model, model.layers[l], x, batch, time, pos, cache?.[l], undefined, keys)
     x = r.x
     next.push(r.cache)
   }
@@ -524,6 +580,38 @@ export const step = (
   const last = time === 1 ? x : tf.reshape(tf.slice(tf.reshape(x, [batch, time, c.dModel]), [0, time - 1, 0], [batch, 1, c.dModel]), [batch, c.dModel])
   const logits = linear(rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), head ?? outputHead(model))
   return { logits, cache: next }
+}
+
+/** Prompts whose keys/values several rows share during generation (`step`). */
+export interface Prompts {
+  /** Per layer, [P, Hkv, Sp, hd]: the prompts' prefill (left-padded to Sp slots). */
+  readonly cache: Cache
+  /** R: rows per prompt. */
+  readonly perPrompt: number
+  /** Per batch row, p·R + r: prompt p's r-th row (each at most once). */
+  readonly rowOf: Int32Array
+  /** P·Sp, 1/0: which prompt slots are real tokens. */
+  readonly valid: Uint8Array
+}
+
+/** The index tensors and prompt mask of `Prompts` for a batch of B rows. */
+const promptInputs = (prompts: Prompts, batch: number): Omit<PromptKeys, "k" | "v"> => {
+  const [np, , sp] = prompts.cache[0].k.shape
+  const R = prompts.perPrompt
+  const slots = new Int32Array(np * R).fill(batch)
+  const mask = new Float32Array(batch * sp)
+  let inOrder = batch === np * R
+  for (let i = 0; i < batch; i++) {
+    const j = prompts.rowOf[i], p = Math.floor(j / R)
+    if (slots[j] !== batch) throw new RangeError(`step: prompt row ${j} appears twice in rowOf`)
+    slots[j] = i
+    inOrder &&= j === i
+    for (let s = 0; s < sp; s++) if (prompts.valid[p * sp + s] === 0) mask[i * sp + s] = -1e9
+  }
+  const m = tf.tensor4d(mask, [batch, 1, 1, sp])
+  // every row present in order (no row dropped yet): the gathers are identities
+  if (inOrder) return { perPrompt: R, mask: m }
+  return { perPrompt: R, slots: tf.tensor1d(slots, "int32"), rows: tf.tensor1d(prompts.rowOf.subarray(0, batch), "int32"), mask: m }
 }
 
 /** The output head as `[C, V]`: the untied head, or the transposed embedding (a new tensor) when tied. */

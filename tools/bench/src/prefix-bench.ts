@@ -3,7 +3,9 @@
  * R1-Zero demo policy: B rows of P template+question tokens that every row shares, then S completion
  * tokens of their own (some rows right-padded). Times training (log-probs → masked loss → gradients of
  * every weight) and a forward-only pass (the reference log-probs), rounds interleaved, and checks that
- * both paths agree.
+ * both paths agree. Then GRPO-shaped generation: 16 prompts (the P-token prefix's first 85 tokens as a
+ * shared template, then a question) × 8 completions × 35 new tokens, no stop ids (`Generate.sample`: the
+ * 8 completions of a prompt attend to one copy of its prefill).
  *
  *   npx tsc -b tools/bench/tsconfig.lib.json && node tools/bench/dist/prefix-bench.js [B] [P] [S] [rounds]
  *
@@ -13,7 +15,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
-import { LogProbs, Transformer } from "@r1flow/model"
+import { Generate, LogProbs, Transformer } from "@r1flow/model"
 
 const config: Transformer.Config = {
   vocabSize: 512, dModel: 128, nLayers: 3, nHeads: 4, nKvHeads: 2, dFf: 352, maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true
@@ -71,6 +73,13 @@ const main = async () => {
     const cp = line("plain", rp), cs = line("shared", rs)
     console.log(`${name.padEnd(20)} speedup ${(cp / cs).toFixed(2)}x (CPU time)`)
   }
+  const template = ids.subarray(0, Math.min(85, P))
+  const prompts = Array.from({ length: 16 }, (_, p) => Int32Array.from([...template, ...Array.from({ length: P - template.length - (p % 3) }, () => rng.nextInt(config.vocabSize))]))
+  const generate = () => { Generate.sample(model, { prompts, groupSize: 8, maxNewTokens: 35, temperature: 1, stopIds: [] }, rng) }
+  generate()
+  const rg = Array.from({ length: rounds }, () => time(generate))
+  const wall = median(rg.map((r) => r.wall)), cpu = median(rg.map((r) => r.cpu))
+  console.log(`generate 16×8×35          ${(wall * 1000).toFixed(0).padStart(6)} ms wall ${(cpu * 1000).toFixed(0).padStart(6)} ms CPU   ${(16 * 8 * 35 / wall).toFixed(0).padStart(6)} tokens/s wall ${(16 * 8 * 35 / cpu).toFixed(0).padStart(6)} per CPU-s`)
   tf.dispose([x, mask])
   model.dispose()
 }
