@@ -70,9 +70,11 @@ const tryOne = async (name: Name): Promise<{ ok: true; detail: string; threads?:
         if (!(await tf.setBackend("wasm"))) return { ok: false, reason: "setBackend('wasm') returned false" }
         await tf.ready()
         const kernels = WasmKernels.install()
+        // Native kernels over these (@r1flow/kernels: BLAS / SIMD on the wasm heap); any failure keeps the wasm ones.
+        const native = await import("@r1flow/kernels").then((m) => m.Kernels.install().reason, (e: unknown) => `native kernels not loaded: ${messageOf(e)}`)
         const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")
         const wasm = await import("@tensorflow/tfjs-backend-wasm")
-        return { ok: true, detail: `wasm${simd ? " SIMD" : ""}`, threads: wasm.getThreadsCount(), kernels }
+        return { ok: true, detail: `wasm${simd ? " SIMD" : ""}; ${native}`, threads: wasm.getThreadsCount(), kernels }
       }
       case "cpu": {
         if (!(await tf.setBackend("cpu"))) return { ok: false, reason: "setBackend('cpu') returned false" }
