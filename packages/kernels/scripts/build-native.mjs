@@ -6,7 +6,7 @@
  * prefix when it has them (Debian's nodejs-dev, the official tarballs), so no download is needed.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -39,8 +39,13 @@ const prefix = path.resolve(path.dirname(process.execPath), "..")
 const nodedir = existsSync(path.join(prefix, "include/node/node_api.h")) ? [`--nodedir=${prefix}`] : []
 const r = spawnSync(process.execPath, [gyp, "rebuild", ...nodedir], { cwd: root, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" })
 if (r.status === 0) {
+  rmSync(path.join(root, "build", "native-build.log"), { force: true })
   say("native kernels built (build/Release/r1kernels.node)")
 } else {
-  const tail = `${r.stdout ?? ""}${r.stderr ?? ""}`.split("\n").filter((l) => !l.startsWith("gyp info")).slice(-15).join("\n")
-  say(`native kernels could NOT be built; r1flow will use the stock wasm kernels (slower). node-gyp said:\n${tail}`)
+  const log = `${r.stdout ?? ""}${r.stderr ?? ""}${r.error ? String(r.error) : ""}`
+  // npm hides the output of install scripts that succeed, so the log is also kept where Kernels.install points.
+  mkdirSync(path.join(root, "build"), { recursive: true })
+  writeFileSync(path.join(root, "build", "native-build.log"), log)
+  const tail = log.split("\n").filter((l) => !l.startsWith("gyp info")).slice(-15).join("\n")
+  say(`native kernels could NOT be built; r1flow will use the stock wasm kernels (slower). Log: packages/kernels/build/native-build.log. node-gyp said:\n${tail}`)
 }

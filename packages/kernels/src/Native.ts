@@ -2,6 +2,7 @@
  * The native addon (`build/Release/r1kernels.node`), loaded once; `undefined` with the reason when it was
  * not built or does not load. Built by `scripts/build-native.mjs` at `npm install`.
  */
+import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 
 /** What the addon exports. Offsets and strides are in bytes into `heap` (a view of the whole wasm memory). */
@@ -52,7 +53,9 @@ export const load = (): Loaded => {
     loaded = { ok: true, addon }
   } catch (e) {
     const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0]
-    loaded = { ok: false, reason: `native addon not loaded (${msg}); run \`npm install\` or \`node packages/kernels/scripts/build-native.mjs\` to build it` }
+    const log = new URL("../build/native-build.log", import.meta.url)
+    const built = existsSync(log) ? `its build failed, see ${log.pathname}` : "run `npm install` or `node packages/kernels/scripts/build-native.mjs` to build it"
+    loaded = { ok: false, reason: `native addon not loaded (${msg}); ${built}` }
   }
   return loaded
 }
