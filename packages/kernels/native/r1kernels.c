@@ -8,7 +8,7 @@
  * It runs on OpenBLAS's `cblas_sgemm` when `libopenblas.so.0` can be dlopen'ed (nothing is linked at build
  * time, so the addon builds without BLAS headers), else on the blocked SIMD GEMM below. Either way BLAS
  * runs single-threaded and this file splits work over its own threads: over the batch when there are
- * several products (one BLAS thread per product beats two on small ones), over rows of C otherwise.
+ * several products (one BLAS thread per product beats two on small ones), over rows or columns of C otherwise.
  */
 #define _GNU_SOURCE
 #include <node_api.h>
