@@ -54,6 +54,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           if (doc.length > max) cut++
           return doc.length > max ? doc.subarray(0, max) : doc
         })
+        if (ctx.progress.stageStep === 0) ctx.log(`[${label}] base model: pretrained here, from the seeded initialisation, on ${docs.length} corpus solutions (${ctx.data.corpus.filter((r) => !r.correct).length} deliberately flawed)`)
         if (cut > 0) ctx.log(`[${label}] ${cut} of ${docs.length} documents were longer than maxSeqLen ${max} and were cut`)
         const draw = Prompts.sampler(docs, ctx.recipe.seed, `${label}/data`)
         const optimizer = { ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? config.steps }
