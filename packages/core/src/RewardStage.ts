@@ -26,8 +26,6 @@
  * pre-empted; if it returns after its timeout, the call is treated as timed out.
  */
 import { createRequire } from "node:module"
-import { resolve as resolvePath } from "node:path"
-import { pathToFileURL } from "node:url"
 import { Worker } from "node:worker_threads"
 import { Field, Float32, Schema as ArrowSchema, Table, tableToIPC, type RecordBatch, type Utf8, type Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
@@ -511,7 +509,6 @@ export const make = (entries: ReadonlyArray<StageEntry>): RewardStage =>
     }))
   )
 
-const isPath = (spec: string) => spec.startsWith(".") || spec.startsWith("/")
 
 
 /**

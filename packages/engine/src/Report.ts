@@ -26,7 +26,8 @@ export const chart = (title: string, series: ReadonlyArray<{ name: string; point
   if (pts.length === 0) return ""
   const W = 460, H = 230, L = 50, R = 10, T = 38, B = 30
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1])
-  let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)]
+  const x0 = Math.min(...xs)
+  let [x1, y0, y1] = [Math.max(...xs), Math.min(...ys), Math.max(...ys)]
   if (x0 === x1) x1 = x0 + 1
   if (y0 === y1) {
     const pad = Math.abs(y0) > 0 ? Math.abs(y0) * 0.1 : 1

@@ -71,7 +71,7 @@ describe("bad input", () => {
   it("an unknown key or a wrong type in a recipe is refused before anything runs", async () => {
     const err = await runFail(Run.run(Run.resolveRecipe("r1-zero"), { overrides: ["model.dModel=\"wide\"", "rollout.temperature=1"], log: () => {} }))
     expect(err._tag).toBe("ConfigError")
-    expect((err as { problems: Array<string> }).problems).toEqual(expect.arrayContaining(['model.dModel: expected number, got "wide"', "rollout: unknown key"]))
+    expect((err as unknown as { problems: Array<string> }).problems).toEqual(expect.arrayContaining(['model.dModel: expected number, got "wide"', "rollout: unknown key"]))
   })
 
   it("a bad stage config is refused before the first stage runs", async () => {
@@ -80,7 +80,7 @@ describe("bad input", () => {
     const recipe = recipeOf("r1-zero")
     const err = await runFail(Run.run(Run.resolveRecipe("r1-zero"), { overrides: [...tinyOverrides(recipe, runs), "stages.2.config.groupSize=\"eight\""], log: (l) => lines.push(l) }))
     expect(err._tag).toBe("ConfigError")
-    expect((err as { problems: Array<string> }).problems).toEqual(['stages[2].config.groupSize: expected number, got "eight"'])
+    expect((err as unknown as { problems: Array<string> }).problems).toEqual(['stages[2].config.groupSize: expected number, got "eight"'])
     expect(lines.some((l) => l.startsWith("── stage"))).toBe(false)
   }, 60_000)
 
