@@ -6,7 +6,7 @@
  * tokenizes into core's `Batch.Prompts`), the reference answer the reward compares against, and
  * task-specific metadata (e.g. countdown's `{ numbers, target }`) as JSON.
  */
-import { Batch, Columns } from "@r1flow/core"
+import { Batch, Columns, Rng } from "@r1flow/core"
 import { Field, RecordBatch, Schema as ArrowSchema, Utf8 } from "apache-arrow"
 import { Effect, Schema } from "effect"
 
@@ -55,14 +55,6 @@ export const toBatch = (rows: ReadonlyArray<Row>): RecordBatch<RowsType> =>
 /** Share of the problem space held out for evaluation. */
 export const HELD_OUT_FRACTION = 0.1
 
-const fnv1a = (text: string): number => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i)
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h >>> 0
-}
 
 /** murmur3's finaliser: FNV-1a alone leaves the low bits of similar strings correlated. */
 const mix = (h: number): number => {
@@ -78,7 +70,7 @@ const mix = (h: number): number => {
  * independent of seed and draw order, so one problem can never land on both sides.
  */
 export const splitOf = (canonical: string): Split =>
-  mix(fnv1a(canonical)) / 2 ** 32 < HELD_OUT_FRACTION ? "test" : "train"
+  mix(Rng.hash(canonical)) / 2 ** 32 < HELD_OUT_FRACTION ? "test" : "train"
 
 /** Generator options that cannot produce what was asked. */
 export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {

@@ -32,7 +32,8 @@ export interface Stream {
   split(child: string): Stream
 }
 
-const fnv1a = (text: string): number => {
+/** FNV-1a 32-bit hash of a string: stable across runs and platforms (stream seeding, hash splits). */
+export const hash = (text: string): number => {
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i)
@@ -58,7 +59,7 @@ const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0
 export const make = (seed: number, name: string): Stream => {
   if (!Number.isSafeInteger(seed)) throw new RangeError(`Rng seed must be a safe integer, got ${seed}`)
   const key = `${seed}/${name}`
-  const sm = splitMix32(fnv1a(key) ^ (seed >>> 0) ^ Math.floor(seed / 2 ** 32))
+  const sm = splitMix32(hash(key) ^ (seed >>> 0) ^ Math.floor(seed / 2 ** 32))
   const s = new Uint32Array([sm(), sm(), sm(), sm()])
   if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1
   const nextU32 = () => {

@@ -48,19 +48,10 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
       }
       const rows = ctx.data[config.split].slice(0, config.limit)
       const t0 = performance.now()
-      const rewardStage = yield* Sampling.rewards(
-        where,
-        yield* Sampling.decodeRewards(
-          {
-            rewards: [
-              { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },
-              { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
-            ]
-          },
-          where
-        ),
-        process.cwd()
-      )
+      const rewardStage = yield* Sampling.loadRewards(where, [
+        { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },
+        { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
+      ])
       let correct = 0, formatted = 0, length = 0, n = 0, consCorrect = 0
       const samples: Array<EvalRecord["samples"][number]> = []
       for (let start = 0; start < rows.length; start += config.batchSize) {

@@ -60,5 +60,9 @@ export const score = (stage: string, rewardStage: RewardStage.RewardStage, batch
 export const decodeRewards = (raw: unknown, where: string) =>
   Schema.decodeUnknownEffect(RewardStage.Config)(raw).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: e.message })))
 
+/** A stage's `rewards` list, decoded and loaded into a reward stage (closed with the scope). */
+export const loadRewards = (stage: string, rewardList: ReadonlyArray<unknown>) =>
+  Effect.flatMap(decodeRewards({ rewards: rewardList }, `${stage}.rewards`), (config) => rewards(stage, config, process.cwd()))
+
 /** Re-exported for stages that take rows of a batch. */
 export const takeRows = Stage.takeRows

@@ -53,8 +53,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
       Effect.scoped(
         Effect.gen(function*() {
           const ctx = yield* Run
-          const rewardConfig = yield* Sampling.decodeRewards({ rewards: config.rewards }, `${label}.rewards`)
-          const rewardStage = yield* Sampling.rewards(label, rewardConfig, process.cwd())
+          const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
           const updateConfig = yield* Schema.decodeUnknownEffect(Update.Config)({
             temperature: config.sampling.temperature > 0 ? config.sampling.temperature : 1,
             padId: ctx.tokenizer.specialIds.eot,

@@ -56,8 +56,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
       Effect.scoped(
         Effect.gen(function*() {
           const ctx = yield* Run
-          const rewardConfig = yield* Sampling.decodeRewards({ rewards: config.rewards }, `${label}.rewards`)
-          const rewardStage = yield* Sampling.rewards(label, rewardConfig, process.cwd())
+          const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
           const rows = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
           const kept = { prompt: [] as Array<string>, completion: [] as Array<string>, promptIds: [] as Array<Int32Array>, completionIds: [] as Array<Int32Array> }
           let sampled = 0
