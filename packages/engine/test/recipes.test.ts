@@ -1,7 +1,7 @@
 import { Backend } from "@r1flow/backend"
 import { Metrics } from "@r1flow/core"
 import { DuckDBInstance } from "@duckdb/node-api"
-import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
@@ -64,6 +64,27 @@ describe("rollout files", () => {
     const names = (cols.getRowObjectsJS() as Array<{ column_name: string }>).map((r) => r.column_name)
     expect(names).toEqual(expect.arrayContaining(["prompt", "completion", "reward", "reward_accuracy", "reward_format", "advantage", "logprobs"]))
     conn.closeSync()
+  }, 120_000)
+})
+
+describe("standalone evaluation", () => {
+  it("evaluates a finished run's policy on its held-out split and on a GSM8K-style JSONL file", async () => {
+    const runs = tempDir("evaluate")
+    const recipe = recipeOf("r1-zero")
+    const result = await run(Run.run(Run.resolveRecipe("r1-zero"), { overrides: tinyOverrides(recipe, runs), log: () => {} }))
+    const heldOut = await run(Run.evaluate(result.dir.root, { data: "held-out", samples: 1, temperature: 0, maxNewTokens: 6, log: () => {} }))
+    expect(heldOut.problems).toBe(4)
+    expect(heldOut.accuracy).toBeGreaterThanOrEqual(0)
+    expect(existsSync(join(result.dir.evals, `${heldOut.name}.json`))).toBe(true)
+    const file = join(runs, "mini-gsm8k.jsonl")
+    writeFileSync(file, [
+      JSON.stringify({ question: "What is 2 + 2?", answer: "2+2=4\n#### 4" }),
+      JSON.stringify({ question: "What is 3 + 5?", answer: "3+5=8\n#### 8" })
+    ].join("\n") + "\n")
+    const gsm = await run(Run.evaluate(result.dir.root, { data: file, samples: 2, temperature: 1, maxNewTokens: 6, log: () => {} }))
+    expect(gsm.problems).toBe(2)
+    expect(gsm.samplesPerProblem).toBe(2)
+    expect(gsm.name).toContain("mini-gsm8k")
   }, 120_000)
 })
 
