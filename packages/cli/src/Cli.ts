@@ -4,7 +4,7 @@
  * Errors print as one clear line (what failed) plus the detail, and exit with status 1.
  */
 import { Plugin } from "@r1flow/core"
-import { Recipe, Report, Run, RunDir } from "@r1flow/engine"
+import { Recipe, Report, Run } from "@r1flow/engine"
 import type { NodeServices } from "@effect/platform-node"
 import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
@@ -126,4 +126,3 @@ const r1flow = Command.make("r1flow").pipe(
 /** The whole CLI as one program over `process.argv`; it needs the Node platform services. */
 export const program: Effect.Effect<void, unknown, NodeServices.NodeServices> = Command.run(r1flow, { version: "0.1.0" })
 
-void RunDir

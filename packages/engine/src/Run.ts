@@ -7,7 +7,7 @@ import { Backend } from "@r1flow/backend"
 import { Checkpoint, Transformer } from "@r1flow/model"
 import { Loaders } from "@r1flow/datasets"
 import { Compact, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
-import { Effect, Schema } from "effect"
+import { Effect } from "effect"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { basename, dirname, join, resolve } from "node:path"
@@ -256,7 +256,6 @@ export const report = (root: string) =>
     return dir.report
   })
 
-void Schema
 
 /** Options of a standalone evaluation. */
 export interface EvaluateOptions {

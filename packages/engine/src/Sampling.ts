@@ -2,7 +2,7 @@
  * Sampling from the current policy into a rollouts batch, and scoring it with reward plugins:
  * the pieces the GRPO, rejection-sampling and eval stages share.
  */
-import { Batch, RewardStage, Stage } from "@r1flow/core"
+import { type Batch, RewardStage } from "@r1flow/core"
 import type { Task } from "@r1flow/datasets"
 import { Rollout } from "@r1flow/model"
 import type { RecordBatch } from "apache-arrow"
@@ -63,6 +63,3 @@ export const decodeRewards = (raw: unknown, where: string) =>
 /** A stage's `rewards` list, decoded and loaded into a reward stage (closed with the scope). */
 export const loadRewards = (stage: string, rewardList: ReadonlyArray<unknown>) =>
   Effect.flatMap(decodeRewards({ rewards: rewardList }, `${stage}.rewards`), (config) => rewards(stage, config, process.cwd()))
-
-/** Re-exported for stages that take rows of a batch. */
-export const takeRows = Stage.takeRows

@@ -14,14 +14,8 @@ import { Effect } from "effect"
 import * as Generate from "./Generate.js"
 import type * as Transformer from "./Transformer.js"
 
-/** How to sample rollouts. */
-export interface Options {
-  readonly groupSize: number
-  readonly maxNewTokens: number
-  readonly temperature: number
-  readonly topK?: number
-  readonly topP?: number
-  readonly stopIds: ReadonlyArray<number>
+/** How to sample rollouts: `Generate`'s options (the prompts come from the batch), plus decoding and the stream. */
+export interface Options extends Omit<Generate.Options, "prompts"> {
   /** Token ids → text, for the `completion` column. */
   readonly decode: (ids: Int32Array) => string
   /** The stream sampling draws from (advanced by every batch). */

@@ -5,7 +5,7 @@
  * Every step's rollouts are written to `rollouts/step-NNNNNN.arrow`; held-out evaluations can run
  * every `evalEvery` steps.
  */
-import { Batch, Columns, RewardStage, Stage } from "@r1flow/core"
+import { Batch, Columns, type RewardStage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Update } from "@r1flow/grpo"
 import { Transformer } from "@r1flow/model"
 import type { RecordBatch, Vector, Float32 } from "apache-arrow"
@@ -76,7 +76,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
           let tokens = 0
 
-          const sample = (s: number, attempt: number) =>
+          const sample = (attempt: number) =>
             Effect.gen(function*() {
               const rows = draw(ctx.progress.cursor, config.promptsPerStep)
               ctx.progress.cursor += config.promptsPerStep
@@ -87,7 +87,6 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
                 firstGroup: attempt * config.promptsPerStep,
                 stage: label
               })
-              void s
               return yield* Sampling.score(label, rewardStage, rollouts)
             })
 
@@ -95,12 +94,12 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
             let scored: RecordBatch<RewardStage.ScoredType>
             let dropped = 0
             if (config.dynamicSampling === undefined) {
-              scored = yield* sample(s, 0)
+              scored = yield* sample(0)
             } else {
               let state = DynamicSampling.empty
               let attempt = 0
               for (;;) {
-                const draw = yield* sample(s, attempt++)
+                const draw = yield* sample(attempt++)
                 const decision = yield* DynamicSampling.accept(state, draw as RecordBatch<Batch.ScoredType>, config.dynamicSampling).pipe(Effect.mapError(fail(label)))
                 state = decision.state
                 if (decision._tag === "Full") {
@@ -140,7 +139,6 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
               yield* ctx.checkpoint({ trainer: trainer.exportState(), reference: trainer.reference() })
             }
           }
-          void Stage
         })
       )
   })

@@ -6,11 +6,9 @@
  * token after the first, as in pretraining; flawed and unfinished solutions are learned too, which is
  * what leaves the base model imperfect.
  */
-import { Batch, Columns } from "@r1flow/core"
-import { Optimizer, Sft } from "@r1flow/grpo"
+import { Optimizer } from "@r1flow/grpo"
 import { Effect, Schema } from "effect"
 import { Run, StageRunError } from "../Context.js"
-import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
 import * as RecipeStage from "../RecipeStage.js"
 import * as Training from "../Training.js"
@@ -56,24 +54,12 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         })
         if (ctx.progress.stageStep === 0) ctx.log(`[${label}] base model: pretrained here, from the seeded initialisation, on ${docs.length} corpus solutions (${ctx.data.corpus.filter((r) => !r.correct).length} deliberately flawed)`)
         if (cut > 0) ctx.log(`[${label}] ${cut} of ${docs.length} documents were longer than maxSeqLen ${max} and were cut`)
-        const draw = Prompts.sampler(docs, ctx.recipe.seed, `${label}/data`)
-        const optimizer = { ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? config.steps }
+        // Next-token loss on every token after the first: the first token is the "prompt".
+        const pairs = docs.map((d) => ({ prompt: d.subarray(0, 1), completion: d.subarray(1) }))
         yield* Training.sft(ctx, label, {
-          steps: config.steps,
-          logEvery: config.logEvery,
-          trainer: { optimizer, guard: { maxConsecutiveSkips: 3 }, padId: eot, ...(config.microBatchSize !== undefined ? { microBatchSize: config.microBatchSize } : {}) },
-          batch: (cursor) => {
-            const picked = draw(cursor, config.batchSize)
-            return {
-              cursor: cursor + config.batchSize,
-              batch: Batch.fromData(Sft.Input, {
-                prompt_ids: Columns.int32ListFromRows(picked.map((d) => d.subarray(0, 1))),
-                completion_ids: Columns.int32ListFromRows(picked.map((d) => d.subarray(1)))
-              })
-            }
-          }
+          ...config,
+          draw: Prompts.sampler(pairs, ctx.recipe.seed, `${label}/data`)
         })
-        void Progress
       })
   })
 })

@@ -4,9 +4,9 @@
  * distillation (`source: set`, the set a `rejection-sampling` stage wrote), or any Arrow IPC file
  * with `prompt_ids` / `completion_ids` columns (`source: file`).
  */
-import { Batch, Columns, Stage } from "@r1flow/core"
+import { Columns, Stage } from "@r1flow/core"
 import { Optimizer, Sft } from "@r1flow/grpo"
-import { tableFromIPC, type RecordBatch } from "apache-arrow"
+import { tableFromIPC } from "apache-arrow"
 import { Effect, Schema } from "effect"
 import { readFileSync } from "node:fs"
 import { Run, StageRunError, type RunContext } from "../Context.js"
@@ -31,7 +31,7 @@ export const Config = Schema.Struct({
 /** SFT config. */
 export type Config = typeof Config.Type
 
-const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect.Effect<Array<{ p: Int32Array; c: Int32Array }>, StageRunError> =>
+const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect.Effect<Array<Training.Pair>, StageRunError> =>
   Effect.gen(function*() {
     if (source.kind === "corpus") {
       const eot = ctx.tokenizer.specialIds.eot
@@ -41,7 +41,7 @@ const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect
         const withEot = new Int32Array(c.length + 1)
         withEot.set(c)
         withEot[c.length] = eot
-        return { p: ctx.promptIds(r.prompt), c: withEot }
+        return { prompt: ctx.promptIds(r.prompt), completion: withEot }
       })
     }
     const path = source.kind === "set" ? RejectionSampling.pathOf(ctx.dir.root, source.stage) : source.path
@@ -49,12 +49,12 @@ const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect
       try: () => tableFromIPC(readFileSync(path)),
       catch: (e) => new StageRunError({ stage: label, message: `cannot read the SFT set ${path}: ${(e as Error).message}` })
     })
-    const out: Array<{ p: Int32Array; c: Int32Array }> = []
+    const out: Array<Training.Pair> = []
     for (const b of table.batches) {
       const batch = yield* Stage.check(label, Sft.Input, b).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${path}: ${e.message}` })))
       const p = Columns.int32List(batch.getChild("prompt_ids")!)
       const c = Columns.int32List(batch.getChild("completion_ids")!)
-      for (let i = 0; i < batch.numRows; i++) out.push({ p: Columns.row(p, i), c: Columns.row(c, i) })
+      for (let i = 0; i < batch.numRows; i++) out.push({ prompt: Columns.row(p, i), completion: Columns.row(c, i) })
     }
     return out
   })
@@ -72,30 +72,11 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         const data = yield* pairs(ctx, label, config.source)
         if (data.length === 0) return yield* new StageRunError({ stage: label, message: "the SFT source has no rows" })
         const max = ctx.policy.config.maxSeqLen
-        const fits = data.filter((d) => d.p.length + d.c.length <= max)
+        const fits = data.filter((d) => d.prompt.length + d.completion.length <= max)
         if (fits.length < data.length) ctx.log(`[${label}] skipped ${data.length - fits.length} of ${data.length} pairs longer than maxSeqLen ${max}`)
         if (fits.length === 0) return yield* new StageRunError({ stage: label, message: `every pair is longer than maxSeqLen ${max}` })
-        const draw = Prompts.sampler(fits, ctx.recipe.seed, `${label}/data`)
-        yield* Training.sft(ctx, label, {
-          steps: config.steps,
-          logEvery: config.logEvery,
-          trainer: {
-            optimizer: { ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? config.steps },
-            guard: { maxConsecutiveSkips: 3 },
-            padId: ctx.tokenizer.specialIds.eot,
-            ...(config.microBatchSize !== undefined ? { microBatchSize: config.microBatchSize } : {})
-          },
-          batch: (cursor): { batch: RecordBatch<Sft.InputType>; cursor: number } => {
-            const picked = draw(cursor, config.batchSize)
-            return {
-              cursor: cursor + config.batchSize,
-              batch: Batch.fromData(Sft.Input, {
-                prompt_ids: Columns.int32ListFromRows(picked.map((d) => d.p)),
-                completion_ids: Columns.int32ListFromRows(picked.map((d) => d.c))
-              })
-            }
-          }
-        })
+        const { source: _source, ...training } = config
+        yield* Training.sft(ctx, label, { ...training, draw: Prompts.sampler(fits, ctx.recipe.seed, `${label}/data`) })
       })
   })
 })
