@@ -10,19 +10,7 @@
  * runs single-threaded and this file splits work over its own threads: over the batch when there are
  * several products (one BLAS thread per product beats two on small ones), over rows or columns of C otherwise.
  */
-#define _GNU_SOURCE
-#include <node_api.h>
-#include <dlfcn.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <stdio.h>
-#include <string.h>
-#include <math.h>
-#include <unistd.h>
+#include "common.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* BLAS, found at run time. */
@@ -68,17 +56,11 @@ static void blas_load(void) {
 /* The addon's own GEMM: B packed into 16-wide column panels, A into 6-row panels, 6×16 micro-kernel on
  * GCC vector types (one AVX-512 register or two AVX2 ones per row), built for several ISAs. */
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define MR 6
 #define NR 16
 #define KC 256
 #define NC 1024
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTI __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define MULTI
-#endif
 
 /* A element (i, p) of op(A): stride rs along rows, cs along k. */
 static void pack_a(const float* a, long rs, long cs, int mc, int kc, float* dst) {
@@ -152,7 +134,7 @@ static void own_gemm(int m, int n, int k, const float* a, long ars, long acs, co
 }
 
 /* One product of the row-major matrices: op(A) is [m, k], op(B) is [k, n]; C is [m, n] with ldc. */
-static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc, int own) {
+void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc, int own) {
   if (m == 0 || n == 0) return;
   if (blas_sgemm != NULL && !own) {
     blas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
@@ -168,10 +150,8 @@ static void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, 
  * `work` packs (generation << 32 | next chunk): a claim is a compare-and-swap that fails once the job has
  * moved on, so a late worker can never run a chunk of a finished job. */
 
-#define MAX_THREADS 8
-typedef void (*task_fn)(void* ctx, int index, int count);
 
-static int nthreads = 1;
+int nthreads = 1;
 static pthread_t workers[MAX_THREADS];
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
@@ -227,7 +207,7 @@ static void pool_start(int n) {
 static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
 
 /* Runs task over `count` chunks with the pool (count 1, or the pool busy: on the calling thread only). */
-static void parallel(task_fn task, void* ctx, int count) {
+void parallel(task_fn task, void* ctx, int count) {
   /* A second JavaScript thread (a worker) calling in while the pool works runs on its own thread only. */
   if (count <= 1 || nthreads <= 1 || atomic_flag_test_and_set(&pool_busy)) {
     for (int i = 0; i < (count < 1 ? 1 : count); i++) task(ctx, i, count < 1 ? 1 : count);
@@ -297,14 +277,11 @@ static void gemm_task(void* ctx, int index, int count) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Elementwise kernels: exp, broadcasting binary ops, gather. Large ones are split over the threads. */
 
-typedef int32_t vi16 __attribute__((vector_size(64), aligned(4)));
-/* Lane-wise m ? a : b for a comparison mask m (all ones / all zeros per lane). */
-#define SEL(m, a, b) ((v16)(((m) & (vi16)(a)) | (~(m) & (vi16)(b))))
 
 /* exp on 16 lanes: x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6 polynomial for e^r (≤ 2 ulp), 2^n applied as
  * two factors so that both stay normal. Exact 0 below −87.33 (as expf underflows to denormals there, below
  * any tolerance that matters), +inf above 88.72, NaN kept. */
-MULTI static void exp_block(const float* in, float* out, long n) {
+MULTI void exp_block(const float* in, float* out, long n) {
   for (long i = 0; i < n; i += 16) {
     long len = n - i < 16 ? n - i : 16;
     v16 x;
@@ -470,9 +447,8 @@ static int ew_parts(long work) { return work >= (1L << 16) && nthreads > 1 ? 4 *
 /* ------------------------------------------------------------------------------------------------ */
 /* N-API glue. */
 
-#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "r1kernels: N-API call failed: " #call); return NULL; } } while (0)
 
-static char* heap_of(napi_env env, napi_value v, size_t* bytes) {
+char* heap_of(napi_env env, napi_value v, size_t* bytes) {
   napi_typedarray_type type;
   size_t length, offset;
   void* data;
@@ -487,7 +463,7 @@ static char* heap_of(napi_env env, napi_value v, size_t* bytes) {
 }
 
 /* A number argument (booleans read as 0 / 1). */
-static double num(napi_env env, napi_value v) {
+double num(napi_env env, napi_value v) {
   double d = 0;
   if (napi_get_value_double(env, v, &d) != napi_ok) {
     bool b = false;
@@ -553,7 +529,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
 
 static int64_t num64(napi_env env, napi_value v) { return (int64_t)num(env, v); }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value* argv, const char* name) {
+int get_args(napi_env env, napi_callback_info info, size_t want, napi_value* argv, const char* name) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
     char msg[128];
@@ -564,7 +540,7 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 1;
 }
 
-static int in_heap(napi_env env, long off, long bytes, size_t heap_bytes, const char* name) {
+int in_heap(napi_env env, long off, long bytes, size_t heap_bytes, const char* name) {
   if (off < 0 || bytes < 0 || off + bytes > (long)heap_bytes) {
     char msg[128];
     snprintf(msg, sizeof msg, "r1kernels.%s: an operand lies outside the heap", name);
@@ -710,6 +686,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  if (r1_init_attention(env, exports) != napi_ok || r1_init_fused(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

@@ -7,7 +7,9 @@
  * Without the addon `install` changes nothing and says why.
  */
 import * as tf from "@tensorflow/tfjs"
+import * as Attention from "./Attention.js"
 import * as Elementwise from "./Elementwise.js"
+import * as Fused from "./Fused.js"
 import * as MatMul from "./MatMul.js"
 import * as Native from "./Native.js"
 import * as Views from "./Views.js"
@@ -26,6 +28,8 @@ const BACKEND = "wasm"
 
 /** Kernels registered before ours, restored by `uninstall`. */
 const previous = new Map<string, tf.KernelConfig>()
+/** Kernels of fused ops that tfjs does not have, added under their own names; removed by `uninstall`. */
+const added = new Set<string>()
 let state: Installed | undefined
 
 const replace = (kernelName: string, make: (previous: tf.KernelFunc) => tf.KernelFunc): boolean => {
@@ -34,6 +38,13 @@ const replace = (kernelName: string, make: (previous: tf.KernelFunc) => tf.Kerne
   previous.set(kernelName, before)
   tf.unregisterKernel(kernelName, BACKEND)
   tf.registerKernel({ ...before, kernelFunc: make(before.kernelFunc) })
+  return true
+}
+
+const add = (kernelName: string, kernelFunc: tf.KernelFunc): boolean => {
+  if (tf.getKernel(kernelName, BACKEND) !== undefined) tf.unregisterKernel(kernelName, BACKEND)
+  tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc })
+  added.add(kernelName)
   return true
 }
 
@@ -57,6 +68,9 @@ export const install = (): Installed => {
   if (replace("GatherV2", (prev) => Elementwise.gather(addon, prev))) kernels.push("GatherV2")
   if (replace("Identity", (prev) => Views.identity(prev))) kernels.push("Identity")
   if (replace("Cast", (prev) => Views.cast(prev))) kernels.push("Cast")
+  if (kernels.length > 0) {
+    for (const [name, f] of [...Attention.kernels(addon), ...Fused.kernels(addon)]) if (add(name, f)) kernels.push(name)
+  }
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()
   const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError})`
@@ -71,6 +85,8 @@ export const uninstall = (): void => {
     tf.registerKernel(config)
   }
   previous.clear()
+  for (const name of added) tf.unregisterKernel(name, BACKEND)
+  added.clear()
   state = undefined
 }
 

@@ -1,0 +1,7 @@
+#include "common.h"
+
+napi_status r1_init_fused(napi_env env, napi_value exports) {
+  (void)env;
+  (void)exports;
+  return napi_ok;
+}
