@@ -10,6 +10,7 @@
  * The state (m, v and the step) exports to plain `Float32Array`s and imports back bit-exactly, for checkpoints.
  */
 import * as tf from "@tensorflow/tfjs"
+import { AdamW as FusedAdamW } from "@r1flow/kernels"
 import { Effect, Schema } from "effect"
 
 const positive = Schema.Finite.check(Schema.isGreaterThan(0))
@@ -109,12 +110,14 @@ export const make = (weights: ReadonlyArray<Weight>, config: Config): AdamW => {
     const c2 = 1 - b2 ** t
     tf.tidy(() => {
       weights.forEach((w, i) => {
-        const g = scale === 1 ? grads[i] : tf.mul(grads[i], scale)
-        m[i].assign(tf.add(tf.mul(m[i], b1), tf.mul(g, 1 - b1)))
-        v[i].assign(tf.add(tf.mul(v[i], b2), tf.mul(tf.square(g), 1 - b2)))
-        const update = tf.div(tf.div(m[i], c1), tf.add(tf.sqrt(tf.div(v[i], c2)), config.epsilon))
-        const decayed = config.weightDecay > 0 && w.variable.rank >= 2 ? tf.mul(w.variable, 1 - lr * config.weightDecay) : w.variable
-        w.variable.assign(tf.sub(decayed, tf.mul(update, lr)))
+        const decay = config.weightDecay > 0 && w.variable.rank >= 2 ? 1 - lr * config.weightDecay : 1
+        // One native kernel per weight where @r1flow/kernels is installed, bitwise equal to the composite.
+        const [p1, m1, v1] = FusedAdamW.update(w.variable, m[i], v[i], grads[i], {
+          beta1: b1, beta2: b2, c1, c2, epsilon: config.epsilon, decay, learningRate: lr, scale
+        })
+        m[i].assign(m1)
+        v[i].assign(v1)
+        w.variable.assign(p1)
       })
     })
   }

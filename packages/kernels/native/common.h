@@ -57,4 +57,5 @@ int in_heap(napi_env env, long off, long bytes, size_t heap_bytes, const char* n
 /* Each kernel file adds its functions to the addon's exports. */
 napi_status r1_init_attention(napi_env env, napi_value exports);
 napi_status r1_init_fused(napi_env env, napi_value exports);
+napi_status r1_init_optim(napi_env env, napi_value exports);
 #endif

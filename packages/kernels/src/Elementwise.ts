@@ -120,3 +120,26 @@ export const sum = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (ar
   else addon.sum(backend.wasm.HEAPU8, offset(backend, x), outer, dim, inner, offset(backend, out))
   return out
 }
+
+type SegmentAddon = Addon & {
+  segmentSum(heap: Uint8Array, xOff: number, idsOff: number, rows: number, inner: number, segments: number, outOff: number): void
+}
+
+/**
+ * `UnsortedSegmentSum` (float32 data, int32 ids of one axis), which the wasm backend lacks: it is the gradient
+ * of `gather`, so with it an embedding lookup differentiates as a plain `tf.gather`. Rows add in index order
+ * (deterministic); ids outside `[0, numSegments)` are dropped, as tfjs's other backends do.
+ */
+export const segmentSum = (addon: Addon): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend
+  const { x, segmentIds } = args.inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo }
+  const { numSegments } = args.attrs as unknown as { numSegments: number }
+  if (x.dtype !== "float32" || segmentIds.dtype !== "int32" || segmentIds.shape.length !== 1 || segmentIds.shape[0] !== x.shape[0]) {
+    throw new Error(`UnsortedSegmentSum: native kernel takes float32 x [N, ...] and int32 ids [N]; got ${x.dtype} [${x.shape}] and ${segmentIds.dtype} [${segmentIds.shape}]`)
+  }
+  const inner = product(x.shape.slice(1))
+  const out = backend.makeOutput([numSegments, ...x.shape.slice(1)], "float32")
+  if (numSegments * inner === 0) return out
+  ;(addon as SegmentAddon).segmentSum(backend.wasm.HEAPU8, offset(backend, x), offset(backend, segmentIds), x.shape[0], inner, numSegments, offset(backend, out))
+  return out
+}

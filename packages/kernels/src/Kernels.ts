@@ -7,6 +7,7 @@
  * Without the addon `install` changes nothing and says why.
  */
 import * as tf from "@tensorflow/tfjs"
+import * as AdamW from "./AdamW.js"
 import * as Attention from "./Attention.js"
 import * as Elementwise from "./Elementwise.js"
 import * as Fused from "./Fused.js"
@@ -69,7 +70,13 @@ export const install = (): Installed => {
   if (replace("Identity", (prev) => Views.identity(prev))) kernels.push("Identity")
   if (replace("Cast", (prev) => Views.cast(prev))) kernels.push("Cast")
   if (kernels.length > 0) {
-    for (const [name, f] of [...Attention.kernels(addon), ...Fused.kernels(addon)]) if (add(name, f)) kernels.push(name)
+    const own: Array<readonly [string, tf.KernelFunc]> = [
+      [AdamW.KERNEL, AdamW.kernel(addon)],
+      ["UnsortedSegmentSum", Elementwise.segmentSum(addon)],
+      ...Attention.kernels(addon),
+      ...Fused.kernels(addon)
+    ]
+    for (const [name, f] of own) if (add(name, f)) kernels.push(name)
   }
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()

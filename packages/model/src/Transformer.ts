@@ -304,8 +304,13 @@ const rmsNorm = (x: tf.Tensor2D, g: tf.Variable, eps: number): tf.Tensor2D =>
  */
 export const oneHotF32 = (ids: tf.Tensor, depth: number): tf.Tensor => tf.cast(tf.oneHot(ids as tf.Tensor1D, depth), "float32")
 
-/** Embedding lookup E[ids] as a gather whose gradient is onehot(ids)ᵀ · dy (no UnsortedSegmentSum needed). */
+/**
+ * Embedding lookup E[ids]. Its gradient is a segment sum of dy by id: a plain `tf.gather` where the backend
+ * has `UnsortedSegmentSum` (the native kernels add one to wasm), else a gather whose gradient is the
+ * product onehot(ids)ᵀ · dy (stock wasm has no segment sum).
+ */
 const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
+  if (tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined) return tf.gather(table, ids) as tf.Tensor2D
   const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const [e, i, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc]
     // `save` keeps the ids alive for the backward pass even when the forward ran inside tf.tidy.

@@ -22,9 +22,11 @@
 import * as tf from "@tensorflow/tfjs"
 import { spawnSync } from "node:child_process"
 import path from "node:path"
+import { Effect, Schema } from "effect"
 import { fileURLToPath } from "node:url"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
+import { Guard, Optimizer, Train } from "@r1flow/grpo"
 import { Kernels } from "@r1flow/kernels"
 import { Generate, Transformer } from "@r1flow/model"
 
@@ -155,15 +157,13 @@ const runShape = (shape: Shape, rounds: number, profiled = false): Result => {
   const ids = tf.tensor2d(data, [batch, seq + 1], "int32")
   const inputs = tf.slice(ids, [0, 0], [batch, seq]) as tf.Tensor2D
   const targets = tf.cast(tf.oneHot(tf.slice(ids, [0, 1], [batch, seq]) as tf.Tensor2D, config.vocabSize), "float32")
-  const vars = model.weights.map((w) => w.variable)
-  const lr = 1e-3, wd = 0.1
-  const adam = tf.train.adam(lr, 0.9, 0.95, 1e-8)
-  const train = () =>
-    tf.tidy(() => {
-      const loss = adam.minimize(() => tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(Transformer.forward(model, inputs)), targets), -1))) as tf.Scalar, true, vars)
-      for (const v of vars) if (v.rank === 2) v.assign(tf.mul(v, 1 - lr * wd)) // decoupled weight decay (AdamW)
-      loss!.dataSync()
-    })
+  // The update GRPO and SFT run (Train.optimizerStep: gradients, global norm, guard, AdamW), with
+  // PyTorch's settings: lr 1e-3, betas 0.9/0.95, weight decay 0.1, no clipping.
+  const optimizer = Optimizer.make(model.weights, Schema.decodeUnknownSync(Optimizer.Config)({ learningRate: 1e-3, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, maxGradNorm: 0 }))
+  const guard = Guard.make(Schema.decodeUnknownSync(Guard.Config)({}))
+  let step = 0
+  const loss = () => tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(Transformer.forward(model, inputs)), targets), -1))) as tf.Scalar
+  const train = () => { Effect.runSync(Train.optimizerStep(optimizer, guard, step++, [loss])) }
   const forward = () => tf.tidy(() => { tf.sum(Transformer.forward(model, inputs)).dataSync() })
   const prompts = Array.from({ length: batch }, () => Int32Array.from({ length: PROMPT }, () => rng.nextInt(config.vocabSize)))
   const generate = () => { Generate.sample(model, { prompts, groupSize: 1, maxNewTokens: NEW, temperature: 1, stopIds: [] }, rng) }
@@ -179,7 +179,7 @@ const runShape = (shape: Shape, rounds: number, profiled = false): Result => {
     forward: measure(batch * seq, rounds, forward),
     generate: measure(batch * NEW, rounds, generate)
   }
-  adam.dispose()
+  optimizer.dispose()
   tf.dispose([ids, inputs, targets])
   model.dispose()
   return result
