@@ -42,7 +42,15 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
     const V = model.config.vocabSize
     const logSoftmax = (logits: tf.Tensor) => tf.logSoftmax(tau === 1 ? logits : tf.div(logits, tau))
     const entropyOf = (logp: tf.Tensor) => tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1))
-    const score = (logp: tf.Tensor, targets: tf.Tensor) => tf.sum(tf.mul(logp, Transformer.oneHotF32(targets, V)), -1)
+    // log p(target) at each position. With a segment-sum kernel (gather's gradient) it is a gather from the
+    // flattened log-probs; else a one-hot product (stock wasm). Both give exactly logp[target] and its gradient.
+    const gathered = tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined
+    const score = (logp: tf.Tensor, targets: tf.Tensor) => {
+      if (!gathered) return tf.sum(tf.mul(logp, Transformer.oneHotF32(targets, V)), -1)
+      const n = targets.size
+      const index = tf.add(tf.mul(tf.range(0, n, 1, "int32"), tf.scalar(V, "int32")), tf.reshape(targets, [n])) // [n]: row·V + target
+      return tf.reshape(tf.gather(tf.reshape(logp, [n * V]), index), targets.shape)
+    }
     const P = Math.min(shared, time - 1)
     if (P === 0 || batch === 1) {
       const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]))) // [B, T−1, V]
