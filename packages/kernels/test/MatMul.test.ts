@@ -77,7 +77,9 @@ describe.skipIf(!native.ok)("native BatchMatMul against the stock wasm kernel", 
     ["inner size 0", () => tf.matMul(tf.zeros([3, 0]), tf.zeros([0, 4]))],
     ["empty output", () => tf.matMul(tf.zeros([0, 3]), r([3, 4], 2))],
     ["sliced inputs (offset views in the heap)", () => tf.matMul(tf.slice(r([9, 11], 1), [1, 2], [7, 5]), tf.slice(r([4, 8, 9], 2), [1, 1, 3], [2, 5, 3]))],
-    ["matrix-vector", () => tf.matMul(r([1, 64], 1), r([64, 200], 2))]
+    ["matrix-vector", () => tf.matMul(r([1, 64], 1), r([64, 200], 2))],
+    ["few rows, no packing, columns split over threads (decoding)", () => tf.matMul(r([16, 256], 1), r([256, 689], 2))],
+    ["few rows, odd sizes, sliced", () => tf.matMul(tf.slice(r([40, 40], 1), [3, 1], [31, 37]), tf.slice(r([40, 130], 2), [2, 5], [37, 123]))]
   ]
   for (const [name, f] of fixed) {
     it(`matches: ${name}`, () => {
