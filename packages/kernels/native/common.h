@@ -58,4 +58,5 @@ int in_heap(napi_env env, long off, long bytes, size_t heap_bytes, const char* n
 napi_status r1_init_attention(napi_env env, napi_value exports);
 napi_status r1_init_fused(napi_env env, napi_value exports);
 napi_status r1_init_optim(napi_env env, napi_value exports);
+napi_status r1_init_decode(napi_env env, napi_value exports);
 #endif

@@ -9,6 +9,7 @@
 import * as tf from "@tensorflow/tfjs"
 import * as AdamW from "./AdamW.js"
 import * as Attention from "./Attention.js"
+import * as Decode from "./Decode.js"
 import * as Elementwise from "./Elementwise.js"
 import * as Fused from "./Fused.js"
 import * as MatMul from "./MatMul.js"
@@ -73,6 +74,7 @@ export const install = (): Installed => {
     const own: Array<readonly [string, tf.KernelFunc]> = [
       [AdamW.KERNEL, AdamW.kernel(addon)],
       ["UnsortedSegmentSum", Elementwise.segmentSum(addon)],
+      [Decode.KERNEL, Decode.kernel(addon)],
       ...Attention.kernels(addon),
       ...Fused.kernels(addon)
     ]

@@ -1,0 +1,76 @@
+/**
+ * Attention of the new tokens of each sequence during generation, as one kernel (`R1DecodeAttention`):
+ *
+ *   O[b, h, g] = Σ_s softmax_s(Q[b, h, g] · K_s + M_s) V_s,   s over [prompt keys of p(b)] ++ [own keys of b]
+ *
+ * Q [B, Hkv, Q, hd] (Q query rows per kv head: G query heads × the new tokens, the attention scale folded in), the prompts' keys/values
+ * [P, Hkv, Sp, hd] held once per prompt, `promptOf` [B] int32 the prompt each row continues, its additive
+ * bias [B, 1, 1, Sp] (padding), the rows' own keys/values [B, Hkv, S, hd] and their additive mask
+ * [B, 1, Q, S] (causal and padding). Where the kernel is not registered the composite below runs (it gathers each row's prompt
+ * keys: simple, but a copy per row). Not differentiable: generation runs outside gradients.
+ */
+import * as tf from "@tensorflow/tfjs"
+import type { WasmBackend } from "./MatMul.js"
+import type { Addon } from "./Native.js"
+
+/** The kernel's name in tfjs's registry. */
+export const KERNEL = "R1DecodeAttention"
+
+/** Whether the native kernel serves the current backend. */
+export const available = (): boolean => tf.getKernel(KERNEL, tf.getBackend()) !== undefined
+
+/** The inputs, by name. */
+export interface Inputs {
+  readonly q: tf.Tensor4D
+  readonly promptK: tf.Tensor4D
+  readonly promptV: tf.Tensor4D
+  readonly promptOf: tf.Tensor1D
+  readonly promptBias: tf.Tensor4D
+  readonly k: tf.Tensor4D
+  readonly v: tf.Tensor4D
+  readonly mask: tf.Tensor4D
+}
+
+/** The same attention from tfjs ops. */
+export const composite = (x: Inputs): tf.Tensor4D =>
+  tf.tidy(() => {
+    const b = x.q.shape[0]
+    const sp = x.promptK.shape[2]
+    const kAll = tf.concat([tf.gather(x.promptK, x.promptOf), x.k], 2) // [B, Hkv, Sp + S, hd]
+    const vAll = tf.concat([tf.gather(x.promptV, x.promptOf), x.v], 2)
+    const bias = tf.concat([tf.add(x.promptBias, tf.zeros([b, 1, x.q.shape[2], sp])), x.mask], 3) // [B, 1, G, Sp + S]
+    return tf.matMul(tf.softmax(tf.add(tf.matMul(x.q, kAll, false, true), bias)), vAll) as tf.Tensor4D
+  })
+
+const fits = (x: Inputs): boolean => {
+  const [b, h, g, d] = x.q.shape
+  const [p, hp, sp, dp] = x.promptK.shape
+  const s = x.k.shape[2]
+  const same = (t: tf.Tensor, shape: Array<number>) => t.dtype === "float32" && tf.util.arraysEqual(t.shape, shape)
+  return same(x.q, [b, h, g, d]) && same(x.promptV, [p, hp, sp, dp]) && hp === h && dp === d &&
+    x.promptOf.dtype === "int32" && tf.util.arraysEqual(x.promptOf.shape, [b]) && same(x.promptBias, [b, 1, 1, sp]) &&
+    same(x.k, [b, h, s, d]) && same(x.v, [b, h, s, d]) && same(x.mask, [b, 1, g, s]) && p > 0
+}
+
+/** The attention output [B, Hkv, G, hd]. */
+export const attend = (x: Inputs): tf.Tensor4D =>
+  available() && fits(x) ? tf.engine().runKernel(KERNEL, { ...x }) as tf.Tensor4D : composite(x)
+
+type Native = Addon & { decode(heap: Uint8Array, offsets: Float64Array, dims: Int32Array): void }
+
+const offsets = new Float64Array(9)
+const dims = new Int32Array(7)
+
+/** The native kernel. */
+export const kernel = (addon: Addon): tf.KernelFunc => (args) => {
+  const backend = args.backend as unknown as WasmBackend
+  const x = args.inputs as unknown as Record<keyof Inputs, tf.TensorInfo>
+  const [b, h, g, d] = x.q.shape
+  const out = backend.makeOutput([b, h, g, d], "float32")
+  if (b * h * g * d === 0) return out
+  const off = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
+  offsets.set([x.q, x.promptK, x.promptV, x.promptOf, x.promptBias, x.k, x.v, x.mask, out].map(off))
+  dims.set([b, h, g, d, x.promptK.shape[0], x.promptK.shape[2], x.k.shape[2]])
+  ;(addon as Native).decode(backend.wasm.HEAPU8, offsets, dims)
+  return out
+}

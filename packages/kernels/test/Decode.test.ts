@@ -1,0 +1,66 @@
+import * as tf from "@tensorflow/tfjs"
+import "@tensorflow/tfjs-backend-wasm"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Decode, Kernels, Native } from "../src/index.js"
+
+const native = Native.load()
+
+describe.skipIf(!native.ok)("native decode attention against the composite", () => {
+  beforeAll(async () => {
+    await tf.setBackend("wasm")
+    await tf.ready()
+    Kernels.install()
+  })
+  afterAll(() => Kernels.uninstall())
+
+  const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+
+  it("matches on random shapes: rows out of order, padded prompts, several query rows, sliced inputs", () => {
+    expect(Kernels.installed()?.kernels).toContain(Decode.KERNEL)
+    const rand = lcg(3)
+    for (let c = 0; c < 24; c++) {
+      const B = 1 + Math.floor(rand() * 9), H = 1 + Math.floor(rand() * 3), Q = 1 + Math.floor(rand() * 3)
+      const D = [1, 7, 16, 32, 33, 64][Math.floor(rand() * 6)], P = 1 + Math.floor(rand() * 3)
+      const Sp = Math.floor(rand() * 12), S = 1 + Math.floor(rand() * 20)
+      const sliced = rand() < 0.5
+      const before = tf.memory().numTensors
+      const make = () => {
+        const r = (shape: Array<number>, seed: number) =>
+          sliced ? tf.slice(tf.randomNormal([shape[0] + 1, ...shape.slice(1)], 0, 1, "float32", seed), [1, ...shape.slice(1).map(() => 0)], shape)
+            : tf.randomNormal(shape, 0, 1, "float32", seed)
+        const bias = (shape: Array<number>, seed: number) => tf.tidy(() => tf.mul(tf.cast(tf.less(tf.randomUniform(shape, 0, 1, "float32", seed), 0.2), "float32"), -1e9))
+        return {
+          q: r([B, H, Q, D], c * 10 + 1) as tf.Tensor4D,
+          promptK: r([P, H, Sp, D], c * 10 + 2) as tf.Tensor4D,
+          promptV: r([P, H, Sp, D], c * 10 + 3) as tf.Tensor4D,
+          promptOf: tf.tensor1d(Array.from({ length: B }, (_, b) => (b * 7 + c) % P), "int32"),
+          promptBias: bias([B, 1, 1, Sp], c * 10 + 4) as tf.Tensor4D,
+          k: r([B, H, S, D], c * 10 + 5) as tf.Tensor4D,
+          v: r([B, H, S, D], c * 10 + 6) as tf.Tensor4D,
+          // The last own key stays visible so no row is fully masked.
+          mask: tf.concat([bias([B, 1, Q, S - 1], c * 10 + 7), tf.zeros([B, 1, Q, 1])], 3) as tf.Tensor4D
+        }
+      }
+      let ours = new Float32Array(0), ref = new Float32Array(0)
+      tf.tidy(() => {
+        const x = make()
+        ours = Decode.attend(x).dataSync() as Float32Array
+        ref = Decode.composite(x).dataSync() as Float32Array
+      })
+      let err = 0
+      for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(ours[i] - ref[i]) / (1 + Math.abs(ref[i])))
+      expect(err, `case ${c}: B=${B} H=${H} Q=${Q} D=${D} P=${P} Sp=${Sp} S=${S} sliced=${sliced}`).toBeLessThan(1e-5)
+      expect(tf.memory().numTensors).toBe(before)
+    }
+  })
+
+  it("refuses a row whose prompt index is out of range", () => {
+    const x = {
+      q: tf.zeros([2, 1, 1, 4]) as tf.Tensor4D, promptK: tf.zeros([1, 1, 3, 4]) as tf.Tensor4D, promptV: tf.zeros([1, 1, 3, 4]) as tf.Tensor4D,
+      promptOf: tf.tensor1d([0, 1], "int32"), promptBias: tf.zeros([2, 1, 1, 3]) as tf.Tensor4D,
+      k: tf.zeros([2, 1, 2, 4]) as tf.Tensor4D, v: tf.zeros([2, 1, 2, 4]) as tf.Tensor4D, mask: tf.zeros([2, 1, 1, 2]) as tf.Tensor4D
+    }
+    expect(() => Decode.attend(x)).toThrow(/prompt index is out of range/)
+    tf.dispose(Object.values(x))
+  })
+})
