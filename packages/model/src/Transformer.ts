@@ -23,6 +23,7 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { Rng } from "@r1flow/core"
+import { Fused } from "@r1flow/kernels"
 import { Schema } from "effect"
 
 /** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
@@ -294,9 +295,8 @@ const linear = (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Variable): tf.Tensor2D => {
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D)
 }
 
-/** RMSNorm over the last axis. */
-const rmsNorm = (x: tf.Tensor2D, g: tf.Variable, eps: number): tf.Tensor2D =>
-  tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), g)
+/** RMSNorm over the last axis: one fused kernel each way where the native kernels are installed. */
+const rmsNorm = (x: tf.Tensor2D, g: tf.Variable, eps: number): tf.Tensor2D => Fused.rmsNorm(x, g, eps)
 
 /**
  * `oneHot(ids, depth)` as float32. The wasm OneHot kernel ignores a float32 dtype and writes int32 bits
@@ -326,12 +326,11 @@ const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
   return f(table, ids) as tf.Tensor2D
 }
 
-/** Rotary embedding of x [B, T, nH, hd] with cos/sin broadcastable to it: x·cos + rotate_half(x)·sin. */
-const rope = (x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor, rotate: tf.Tensor2D): tf.Tensor4D => {
-  const hd = x.shape[3]
-  const rotated = tf.reshape(tf.matMul(tf.reshape(x, [-1, hd]) as tf.Tensor2D, rotate), x.shape)
-  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin))
-}
+/**
+ * Rotary embedding of x [B, T, nH, hd] with cos/sin broadcastable to it: x·cos + rotate_half(x)·sin; one fused
+ * kernel each way where the native kernels are installed, else a product with the ±1 matrix `rotate`.
+ */
+const rope = (x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor, rotate: tf.Tensor2D): tf.Tensor4D => Fused.rope(x, cos, sin, rotate)
 
 /** Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. */
 export interface LayerCache {
@@ -460,7 +459,7 @@ const block = (
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
   const gate = linear(n2, layer.gate)
-  const mlp = linear(tf.mul(tf.mul(gate, tf.sigmoid(gate)), linear(n2, layer.up)), layer.down)
+  const mlp = linear(Fused.swiglu(gate, linear(n2, layer.up)), layer.down)
   return { x: tf.add(h, mlp), cache: { k, v } }
 }
 
