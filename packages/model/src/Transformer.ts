@@ -23,7 +23,7 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { Rng } from "@r1flow/core"
-import { Fused } from "@r1flow/kernels"
+import { Attention, Fused } from "@r1flow/kernels"
 import { Schema } from "effect"
 
 /** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
@@ -349,9 +349,13 @@ interface Positions {
   readonly mask: tf.Tensor
 }
 
-/** Attention of queries [B, Hkv, Q, hd] over keys/values [B, Hkv, S, hd] with an additive mask: batched products. */
-const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D =>
-  tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), mask)), v)
+/**
+ * Attention of queries [B, Hkv, G·T, hd] over keys/values [B, Hkv, S, hd], S = past + T, under an additive
+ * causal mask: `Attention.causal`, a fused native kernel on the wasm backend that skips the keys after each
+ * row's causal window (and saves no [G·T, S] probabilities), else the batched products it replaces.
+ */
+const attend = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor, time: number): tf.Tensor4D =>
+  Attention.causal(q, k, v, mask, k.shape[2] - time)
 
 /**
  * Keys/values of prompts that several batch rows continue (generation: R completions per prompt),
@@ -454,7 +458,7 @@ const block = (
     ? attendPrompted(qg, prompts, kAll, vAll, pos.mask)
     : G * time <= SMALL_QUERY
     ? attendSmall(qg, kAll, vAll, pos.mask)
-    : attend(qg, kAll, vAll, pos.mask) // [B, Hkv, G·T, hd]
+    : attend(qg, kAll, vAll, pos.mask, time) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
