@@ -13,17 +13,19 @@
  * `fromArrays` / `toArrays` / `weightShapes` speak HF layout; only the variables are transposed. RoPE is the HF "rotate half" form with
  * `inv_freq[i] = θ^(-2i/d)`; query heads `h` share key/value head `⌊h / (H / Hkv)⌋` as in HF `repeat_kv`.
  *
- * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible; the
- * attention products are batched), which the backend package replaces with a kernel that always uses
- * XNNPACK — so faster matmul kernels slot in by registering `BatchMatMul`. No `split`/`unstack` (they copy
- * the whole input per output); rotate-half is a product with a fixed ±1 matrix; the embedding is a
- * `gather` whose gradient is a one-hot product (the wasm backend has no `UnsortedSegmentSum`).
+ * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible), and the
+ * steps that would otherwise be many small kernels are ops of `@r1flow/kernels` — `Fused.rmsNorm`,
+ * `Fused.rope`, `Fused.swiglu`, `Attention.causal`, `Decode.attend` — each one kernel (forward and backward)
+ * where the native kernels are registered in tfjs's registry, and exactly the tfjs composite elsewhere (so a
+ * GPU backend runs its own kernels). No `split`/`unstack` (they copy the whole input per output);
+ * rotate-half, in the composite, is a product with a fixed ±1 matrix; the embedding is a `gather` whose
+ * gradient is a segment sum where the backend has one, else a one-hot product (stock wasm has none).
  * Deviation from HF: none in the maths; attention masks use −1e9 rather than −∞ so padded query rows
  * stay finite.
  */
 import * as tf from "@tensorflow/tfjs"
 import type { Rng } from "@r1flow/core"
-import { Attention, Fused } from "@r1flow/kernels"
+import { Attention, Decode, Fused } from "@r1flow/kernels"
 import { Schema } from "effect"
 
 /** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
@@ -373,6 +375,8 @@ interface PromptKeys {
   readonly rows?: tf.Tensor1D
   /** [B, 1, 1, Sp] additive: the prompt's padding slots. */
   readonly mask: tf.Tensor4D
+  /** [B] int32: each row's prompt, when the fused decode kernel serves the backend (`Decode.available()`). */
+  readonly promptOf?: tf.Tensor1D
 }
 
 /**
@@ -382,6 +386,9 @@ interface PromptKeys {
  * prompt and kv head, and the result gathered back, so no row holds a copy of its prompt's keys.
  */
 const attendPrompted = (q: tf.Tensor4D, p: PromptKeys, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.Tensor): tf.Tensor4D => {
+  if (p.promptOf !== undefined) {
+    return Decode.attend({ q, promptK: p.k, promptV: p.v, promptOf: p.promptOf, promptBias: p.mask, k, v, mask: mask as tf.Tensor4D })
+  }
   const [b, h, nq, hd] = q.shape
   const [np, , sp] = p.k.shape
   const R = p.perPrompt
@@ -617,6 +624,10 @@ const promptInputs = (prompts: Prompts, batch: number): Omit<PromptKeys, "k" | "
     for (let s = 0; s < sp; s++) if (prompts.valid[p * sp + s] === 0) mask[i * sp + s] = -1e9
   }
   const m = tf.tensor4d(mask, [batch, 1, 1, sp])
+  if (Decode.available()) {
+    const promptOf = Int32Array.from(prompts.rowOf.subarray(0, batch), (j) => Math.floor(j / R))
+    return { perPrompt: R, mask: m, promptOf: tf.tensor1d(promptOf, "int32") }
+  }
   // every row present in order (no row dropped yet): the gathers are identities
   if (inOrder) return { perPrompt: R, mask: m }
   return { perPrompt: R, slots: tf.tensor1d(slots, "int32"), rows: tf.tensor1d(prompts.rowOf.subarray(0, batch), "int32"), mask: m }
