@@ -1,30 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
-import "@tensorflow/tfjs-backend-wasm"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Attention, Kernels, Native } from "../src/index.js"
-
-const native = Native.load()
-if (!native.ok) console.warn(`@r1flow/kernels: native attention tests skipped: ${native.reason}`)
-
-/** Runs f on the native kernels, or on the stock wasm ones (where `causal` computes the composite). */
-const run = <T>(f: () => T, stock: boolean): T => {
-  if (stock) Kernels.uninstall()
-  try {
-    return f()
-  } finally {
-    if (stock) Kernels.install()
-  }
-}
-
-/** max |x − y| / (1 + |y|) over the elements. */
-const relErr = (x: ArrayLike<number>, y: ArrayLike<number>) => {
-  expect(x.length).toBe(y.length)
-  let e = 0
-  for (let i = 0; i < x.length; i++) e = Math.max(e, Math.abs(x[i] - y[i]) / (1 + Math.abs(y[i])))
-  return e
-}
-
-const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+import { describe, expect, it } from "vitest"
+import { Attention, Kernels } from "../src/index.js"
+import { lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
 
 /** Causal additive mask [mb, 1, G·T, past+T]; with `pad`, row b also hides its first `b` keys from the rows that still see a later key. */
 const mask = (mb: number, G: number, T: number, past: number, pad: boolean): tf.Tensor4D => {
@@ -90,12 +67,7 @@ const cases: Array<Case> = [
 ]
 
 describe.skipIf(!native.ok)("native causal attention against the composite on the stock wasm kernels", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
   it("registers forward and backward kernels, and causal runs them", async () => {
     expect(Kernels.installed()?.kernels).toEqual(expect.arrayContaining([Attention.FORWARD, Attention.BACKWARD]))

@@ -1,21 +1,12 @@
 import * as tf from "@tensorflow/tfjs"
-import "@tensorflow/tfjs-backend-wasm"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Decode, Kernels, Native } from "../src/index.js"
-
-const native = Native.load()
+import { describe, expect, it } from "vitest"
+import { Decode, Kernels } from "../src/index.js"
+import { lcg, native, useNativeKernels } from "./helpers.js"
 
 describe.skipIf(!native.ok)("native decode attention against the composite", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
-  const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
-
-  it("matches on random shapes: rows out of order, padded prompts, several query rows, sliced inputs", () => {
+    it("matches on random shapes: rows out of order, padded prompts, several query rows, sliced inputs", () => {
     expect(Kernels.installed()?.kernels).toContain(Decode.KERNEL)
     const rand = lcg(3)
     for (let c = 0; c < 24; c++) {
@@ -41,7 +32,7 @@ describe.skipIf(!native.ok)("native decode attention against the composite", () 
           mask: tf.concat([bias([B, 1, Q, S - 1], c * 10 + 7), tf.zeros([B, 1, Q, 1])], 3) as tf.Tensor4D
         }
       }
-      let ours = new Float32Array(0), ref = new Float32Array(0)
+      let ours: Float32Array = new Float32Array(0), ref: Float32Array = new Float32Array(0)
       tf.tidy(() => {
         const x = make()
         ours = Decode.attend(x).dataSync() as Float32Array

@@ -1,18 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
-import "@tensorflow/tfjs-backend-wasm"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Elementwise, Kernels, Native } from "../src/index.js"
-
-const native = Native.load()
-
-const run = <T>(f: () => T, stock: boolean): T => {
-  if (stock) Kernels.uninstall()
-  try {
-    return f()
-  } finally {
-    if (stock) Kernels.install()
-  }
-}
+import { describe, expect, it } from "vitest"
+import { Elementwise } from "../src/index.js"
+import { lcg, native, run, useNativeKernels } from "./helpers.js"
 
 /** max |x − y| / (1 + |y|) over the elements, with NaN and ±inf required to match exactly. */
 const relErr = (x: Float32Array | Int32Array, y: Float32Array | Int32Array) => {
@@ -28,8 +17,6 @@ const relErr = (x: Float32Array | Int32Array, y: Float32Array | Int32Array) => {
   return e
 }
 
-const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
-
 describe("collapse (broadcast shapes → the fewest strided dims)", () => {
   it("merges contiguous dims and keeps broadcast ones apart", () => {
     expect(Elementwise.collapse([4, 5, 6], [4, 5, 6])).toEqual({ shape: [120], sa: [1], sb: [1] })
@@ -42,12 +29,7 @@ describe("collapse (broadcast shapes → the fewest strided dims)", () => {
 })
 
 describe.skipIf(!native.ok)("native elementwise kernels against the stock wasm kernels", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
   const r = (shape: Array<number>, seed: number, scale = 1) => tf.mul(tf.randomNormal(shape, 0, 1, "float32", seed), scale)
 
@@ -149,12 +131,7 @@ describe.skipIf(!native.ok)("native elementwise kernels against the stock wasm k
 })
 
 describe.skipIf(!native.ok)("zero-copy Identity and Cast", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
   it("share the buffer, outlive the original, free it with the last reference, and convert real casts", () => {
     const before = tf.memory()

@@ -1,29 +1,8 @@
 import * as tf from "@tensorflow/tfjs"
-import "@tensorflow/tfjs-backend-wasm"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Fused, Kernels, Native } from "../src/index.js"
+import { describe, expect, it } from "vitest"
+import { Fused } from "../src/index.js"
+import { lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
 
-const native = Native.load()
-
-/** f with the native kernels (stock = false) or on the stock wasm kernels, where the ops run their composites. */
-const run = <T>(f: () => T, stock: boolean): T => {
-  if (stock) Kernels.uninstall()
-  try {
-    return f()
-  } finally {
-    if (stock) Kernels.install()
-  }
-}
-
-/** max |x − y| / (1 + |y|) over the elements. */
-const relErr = (x: Float32Array, y: Float32Array) => {
-  expect(x.length).toBe(y.length)
-  let e = 0
-  for (let i = 0; i < x.length; i++) e = Math.max(e, Math.abs(x[i] - y[i]) / (1 + Math.abs(y[i])))
-  return e
-}
-
-const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
 const r = (shape: Array<number>, seed: number, scale = 1) => tf.mul(tf.randomNormal(shape, 0, 1, "float32", seed), scale)
 /** A random tensor of `shape` made as a slice of a wider one (the slice of the last axis starts at 2). */
 const sliced = (shape: Array<number>, seed: number, scale = 1) =>
@@ -42,12 +21,7 @@ const compare = (label: string, f: (...xs: Array<tf.Tensor>) => tf.Tensor, make:
 }
 
 describe.skipIf(!native.ok)("fused RMSNorm, SwiGLU and RoPE, native against the stock composites", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
   it("run one native kernel each way where installed, and the composites where not", async () => {
     const x = r([4, 6], 1), g = r([6], 2), q = r([1, 3, 2, 4], 3) as tf.Tensor4D, cs = r([1, 3, 1, 4], 4)

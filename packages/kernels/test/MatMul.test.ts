@@ -1,20 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
-import "@tensorflow/tfjs-backend-wasm"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Kernels, Native } from "../src/index.js"
-
-const native = Native.load()
-if (!native.ok) console.warn(`@r1flow/kernels: native tests skipped: ${native.reason}`)
-
-/** Runs `f` with the stock wasm kernels (ours uninstalled) or ours, returning the values. */
-const run = <T>(f: () => T, stock: boolean): T => {
-  if (stock) Kernels.uninstall()
-  try {
-    return f()
-  } finally {
-    if (stock) Kernels.install()
-  }
-}
+import { lcg, native, run, useNativeKernels } from "./helpers.js"
 
 /** max |x − y| / (1 + max |y|): a relative error that tolerates values near 0. */
 const relErr = (x: Float32Array, y: Float32Array) => {
@@ -26,9 +13,6 @@ const relErr = (x: Float32Array, y: Float32Array) => {
   }
   return d / (1 + s)
 }
-
-/** A tiny seeded generator so shapes and values are random but repeatable. */
-const lcg = (seed: number) => () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32)
 
 describe("Kernels.install", () => {
   beforeAll(async () => {
@@ -48,12 +32,7 @@ describe("Kernels.install", () => {
 })
 
 describe.skipIf(!native.ok)("native BatchMatMul against the stock wasm kernel", () => {
-  beforeAll(async () => {
-    await tf.setBackend("wasm")
-    await tf.ready()
-    Kernels.install()
-  })
-  afterAll(() => Kernels.uninstall())
+  useNativeKernels()
 
   const r = (shape: Array<number>, seed: number) => tf.randomNormal(shape, 0, 1, "float32", seed)
   const fixed: Array<[string, () => tf.Tensor]> = [
