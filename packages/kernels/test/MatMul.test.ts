@@ -58,6 +58,7 @@ describe.skipIf(!native.ok)("native BatchMatMul against the stock wasm kernel", 
     ["sliced inputs (offset views in the heap)", () => tf.matMul(tf.slice(r([9, 11], 1), [1, 2], [7, 5]), tf.slice(r([4, 8, 9], 2), [1, 1, 3], [2, 5, 3]))],
     ["matrix-vector", () => tf.matMul(r([1, 64], 1), r([64, 200], 2))],
     ["few rows, no packing, columns split over threads (decoding)", () => tf.matMul(r([16, 256], 1), r([256, 689], 2))],
+    ["128 rows, the most the unpacked few-rows path takes, odd sizes", () => tf.matMul(r([128, 130], 1), r([130, 389], 2))],
     ["few rows, odd sizes, sliced", () => tf.matMul(tf.slice(r([40, 40], 1), [3, 1], [31, 37]), tf.slice(r([40, 130], 2), [2, 5], [37, 123]))]
   ]
   for (const [name, f] of fixed) {
