@@ -156,7 +156,7 @@ const runShape = (shape: Shape, rounds: number, profiled = false): Result => {
   const data = new Int32Array(batch * (seq + 1)).map(() => rng.nextInt(config.vocabSize))
   const ids = tf.tensor2d(data, [batch, seq + 1], "int32")
   const inputs = tf.slice(ids, [0, 0], [batch, seq]) as tf.Tensor2D
-  const targets = tf.cast(tf.oneHot(tf.slice(ids, [0, 1], [batch, seq]) as tf.Tensor2D, config.vocabSize), "float32")
+  const targets = tf.tidy(() => tf.cast(tf.oneHot(tf.slice(ids, [0, 1], [batch, seq]) as tf.Tensor2D, config.vocabSize), "float32"))
   // The update GRPO and SFT run (Train.optimizerStep: gradients, global norm, guard, AdamW), with
   // PyTorch's settings: lr 1e-3, betas 0.9/0.95, weight decay 0.1, no clipping.
   const optimizer = Optimizer.make(model.weights, Schema.decodeUnknownSync(Optimizer.Config)({ learningRate: 1e-3, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, maxGradNorm: 0 }))
