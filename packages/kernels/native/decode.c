@@ -13,7 +13,7 @@
 typedef struct {
   char* heap;
   long q_off, pk_off, pv_off, pof_off, pbias_off, k_off, v_off, mask_off, out_off;
-  int B, H, G, D, P, Sp, S;
+  int B, H, G, D, P, Sp, S, cap; /* cap: slots per (row, head) in k / v, S of them attended */
 } decode_job;
 
 static _Thread_local float* scratch = NULL;
@@ -59,8 +59,8 @@ static void decode_task(void* ctx, int index, int count) {
     const float* pk = (const float*)(j->heap + j->pk_off) + (((long)p * j->H + h) * Sp) * D;
     const float* pv = (const float*)(j->heap + j->pv_off) + (((long)p * j->H + h) * Sp) * D;
     const float* pbias = (const float*)(j->heap + j->pbias_off) + (long)b * Sp;
-    const float* k = (const float*)(j->heap + j->k_off) + (((long)b * j->H + h) * S) * D;
-    const float* v = (const float*)(j->heap + j->v_off) + (((long)b * j->H + h) * S) * D;
+    const float* k = (const float*)(j->heap + j->k_off) + (((long)b * j->H + h) * j->cap) * D;
+    const float* v = (const float*)(j->heap + j->v_off) + (((long)b * j->H + h) * j->cap) * D;
     for (int g = 0; g < G; g++) {
       const float* q = (const float*)(j->heap + j->q_off) + (((long)b * j->H + h) * G + g) * D;
       const float* mask = (const float*)(j->heap + j->mask_off) + ((long)b * G + g) * S;
@@ -86,7 +86,8 @@ static void decode_task(void* ctx, int index, int count) {
   }
 }
 
-/* decode(heap, offsets: Float64Array [q, pk, pv, promptOf, promptBias, k, v, mask, out], dims: Int32Array [B, Hkv, G, hd, P, Sp, S]) */
+/* decode(heap, offsets: Float64Array [q, pk, pv, promptOf, promptBias, k, v, mask, out], dims: Int32Array [B, Hkv, G, hd, P, Sp, S, cap]);
+ * k and v hold `cap` ≥ S slots per (row, head), the first S attended (a preallocated generation cache). */
 static napi_value js_decode(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!get_args(env, info, 3, argv, "decode")) return NULL;
@@ -97,22 +98,22 @@ static napi_value js_decode(napi_env env, napi_callback_info info) {
   if (o == NULL) return NULL;
   int32_t* d = (int32_t*)heap_of(env, argv[2], &db);
   if (d == NULL) return NULL;
-  if (ob < 9 * sizeof(double) || db < 7 * sizeof(int32_t)) {
-    napi_throw_range_error(env, NULL, "r1kernels.decode: expected 9 offsets and 7 sizes");
+  if (ob < 9 * sizeof(double) || db < 8 * sizeof(int32_t)) {
+    napi_throw_range_error(env, NULL, "r1kernels.decode: expected 9 offsets and 8 sizes");
     return NULL;
   }
   decode_job j = {.heap = heap, .q_off = (long)o[0], .pk_off = (long)o[1], .pv_off = (long)o[2], .pof_off = (long)o[3], .pbias_off = (long)o[4],
                   .k_off = (long)o[5], .v_off = (long)o[6], .mask_off = (long)o[7], .out_off = (long)o[8],
-                  .B = d[0], .H = d[1], .G = d[2], .D = d[3], .P = d[4], .Sp = d[5], .S = d[6]};
-  long B = j.B, H = j.H, G = j.G, D = j.D, P = j.P, Sp = j.Sp, S = j.S;
-  if (B < 0 || H <= 0 || G <= 0 || D <= 0 || P <= 0 || Sp < 0 || S < 0) {
+                  .B = d[0], .H = d[1], .G = d[2], .D = d[3], .P = d[4], .Sp = d[5], .S = d[6], .cap = d[7]};
+  long B = j.B, H = j.H, G = j.G, D = j.D, P = j.P, Sp = j.Sp, S = j.S, cap = j.cap;
+  if (B < 0 || H <= 0 || G <= 0 || D <= 0 || P <= 0 || Sp < 0 || S < 0 || cap < S) {
     napi_throw_range_error(env, NULL, "r1kernels.decode: bad sizes");
     return NULL;
   }
   if (!in_heap(env, j.q_off, 4 * B * H * G * D, bytes, "decode") || !in_heap(env, j.pk_off, 4 * P * H * Sp * D, bytes, "decode") ||
       !in_heap(env, j.pv_off, 4 * P * H * Sp * D, bytes, "decode") || !in_heap(env, j.pof_off, 4 * B, bytes, "decode") ||
-      !in_heap(env, j.pbias_off, 4 * B * Sp, bytes, "decode") || !in_heap(env, j.k_off, 4 * B * H * S * D, bytes, "decode") ||
-      !in_heap(env, j.v_off, 4 * B * H * S * D, bytes, "decode") || !in_heap(env, j.mask_off, 4 * B * G * S, bytes, "decode") ||
+      !in_heap(env, j.pbias_off, 4 * B * Sp, bytes, "decode") || !in_heap(env, j.k_off, 4 * B * H * cap * D, bytes, "decode") ||
+      !in_heap(env, j.v_off, 4 * B * H * cap * D, bytes, "decode") || !in_heap(env, j.mask_off, 4 * B * G * S, bytes, "decode") ||
       !in_heap(env, j.out_off, 4 * B * H * G * D, bytes, "decode")) return NULL;
   const int32_t* prompt_of = (const int32_t*)(heap + j.pof_off);
   for (long b = 0; b < B; b++) {

@@ -5,8 +5,9 @@
  *
  * Q [B, Hkv, Q, hd] (Q query rows per kv head: G query heads × the new tokens, the attention scale folded in), the prompts' keys/values
  * [P, Hkv, Sp, hd] held once per prompt, `promptOf` [B] int32 the prompt each row continues, its additive
- * bias [B, 1, 1, Sp] (padding), the rows' own keys/values [B, Hkv, S, hd] and their additive mask
- * [B, 1, Q, S] (causal and padding). Where the kernel is not registered the composite below runs (it gathers each row's prompt
+ * bias [B, 1, 1, Sp] (padding), the rows' own keys/values [B, Hkv, C ≥ S, hd] of which the first S are attended
+ * (S from the mask; C > S for a preallocated cache, see `write`) and their additive mask [B, 1, Q, S] (causal
+ * and padding). Where the kernel is not registered the composite below runs (it gathers each row's prompt
  * keys: simple, but a copy per row). Not differentiable: generation runs outside gradients.
  */
 import * as tf from "@tensorflow/tfjs"
@@ -35,9 +36,10 @@ export interface Inputs {
 export const composite = (x: Inputs): tf.Tensor4D =>
   tf.tidy(() => {
     const b = x.q.shape[0]
-    const sp = x.promptK.shape[2]
-    const kAll = tf.concat([tf.gather(x.promptK, x.promptOf), x.k], 2) // [B, Hkv, Sp + S, hd]
-    const vAll = tf.concat([tf.gather(x.promptV, x.promptOf), x.v], 2)
+    const sp = x.promptK.shape[2], s = x.mask.shape[3]
+    const own = (t: tf.Tensor4D) => (t.shape[2] === s ? t : tf.slice(t, [0, 0, 0, 0], [-1, -1, s, -1]))
+    const kAll = tf.concat([tf.gather(x.promptK, x.promptOf), own(x.k)], 2) // [B, Hkv, Sp + S, hd]
+    const vAll = tf.concat([tf.gather(x.promptV, x.promptOf), own(x.v)], 2)
     const bias = tf.concat([tf.add(x.promptBias, tf.zeros([b, 1, x.q.shape[2], sp])), x.mask], 3) // [B, 1, G, Sp + S]
     return tf.matMul(tf.softmax(tf.add(tf.matMul(x.q, kAll, false, true), bias)), vAll) as tf.Tensor4D
   })
@@ -45,11 +47,11 @@ export const composite = (x: Inputs): tf.Tensor4D =>
 const fits = (x: Inputs): boolean => {
   const [b, h, g, d] = x.q.shape
   const [p, hp, sp, dp] = x.promptK.shape
-  const s = x.k.shape[2]
+  const cap = x.k.shape[2], s = x.mask.shape[3]
   const same = (t: tf.Tensor, shape: Array<number>) => t.dtype === "float32" && tf.util.arraysEqual(t.shape, shape)
   return same(x.q, [b, h, g, d]) && same(x.promptV, [p, hp, sp, dp]) && hp === h && dp === d &&
     x.promptOf.dtype === "int32" && tf.util.arraysEqual(x.promptOf.shape, [b]) && same(x.promptBias, [b, 1, 1, sp]) &&
-    same(x.k, [b, h, s, d]) && same(x.v, [b, h, s, d]) && same(x.mask, [b, 1, g, s]) && p > 0
+    same(x.k, [b, h, cap, d]) && same(x.v, [b, h, cap, d]) && same(x.mask, [b, 1, g, s]) && s <= cap && p > 0
 }
 
 /** The attention output [B, Hkv, G, hd]. */
@@ -59,7 +61,7 @@ export const attend = (x: Inputs): tf.Tensor4D =>
 type Native = Addon & { decode(heap: Uint8Array, offsets: Float64Array, dims: Int32Array): void }
 
 const offsets = new Float64Array(9)
-const dims = new Int32Array(7)
+const dims = new Int32Array(8)
 
 /** The native kernel. */
 export const kernel = (addon: Addon): tf.KernelFunc => (args) => {
@@ -70,7 +72,44 @@ export const kernel = (addon: Addon): tf.KernelFunc => (args) => {
   if (b * h * g * d === 0) return out
   const off = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
   offsets.set([x.q, x.promptK, x.promptV, x.promptOf, x.promptBias, x.k, x.v, x.mask, out].map(off))
-  dims.set([b, h, g, d, x.promptK.shape[0], x.promptK.shape[2], x.k.shape[2]])
+  dims.set([b, h, g, d, x.promptK.shape[0], x.promptK.shape[2], x.mask.shape[3], x.k.shape[2]])
   ;(addon as Native).decode(backend.wasm.HEAPU8, offsets, dims)
   return out
+}
+
+/** The kernel that writes into a preallocated cache. */
+export const WRITE_KERNEL = "R1CacheWrite"
+
+/**
+ * Writes x [B, Hkv, T, hd] into slots `at` … `at + T − 1` of `cache` [B, Hkv, C, hd] **in place**, so a
+ * generation's keys/values grow without copying the whole cache every token (tfjs tensors are otherwise never
+ * written after they are made: only pass a cache that nothing else reads, such as the one `Generate` owns).
+ * Needs the native kernels (`available()`); throws where they are not registered.
+ */
+export const write = (cache: tf.Tensor4D, x: tf.Tensor4D, at: number): void => {
+  const [b, h, cap, d] = cache.shape
+  const t = x.shape[2]
+  if (tf.getKernel(WRITE_KERNEL, tf.getBackend()) === undefined) throw new Error(`Decode.write needs the native kernels on the wasm backend (backend: ${tf.getBackend()})`)
+  if (cache.dtype !== "float32" || x.dtype !== "float32" || x.shape[0] !== b || x.shape[1] !== h || x.shape[3] !== d || !(at >= 0 && at + t <= cap)) {
+    throw new RangeError(`Decode.write: [${x.shape}] at slot ${at} does not fit a cache of [${cache.shape}]`)
+  }
+  tf.dispose(tf.engine().runKernel(WRITE_KERNEL, { cache, x }, { at }) as tf.Tensor)
+}
+
+/** The write kernel: row copies inside the wasm heap; returns the cache's buffer again (shared, like `Identity`). */
+export const writeKernel: tf.KernelFunc = (args) => {
+  const backend = args.backend as unknown as WasmBackend & { incRef(dataId: unknown): void }
+  const { cache, x } = args.inputs as { cache: tf.TensorInfo; x: tf.TensorInfo }
+  const { at } = args.attrs as unknown as { at: number }
+  const [b, h, cap, d] = cache.shape
+  const t = x.shape[2]
+  const heap = backend.wasm.HEAPU8
+  const c0 = backend.dataIdMap.get(cache.dataId).memoryOffset, x0 = backend.dataIdMap.get(x.dataId).memoryOffset
+  const rowBytes = 4 * t * d
+  for (let i = 0; i < b * h; i++) {
+    const src = x0 + i * rowBytes
+    heap.copyWithin(c0 + 4 * (i * cap + at) * d, src, src + rowBytes)
+  }
+  backend.incRef(cache.dataId)
+  return { dataId: cache.dataId, shape: cache.shape, dtype: cache.dtype }
 }

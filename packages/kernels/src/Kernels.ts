@@ -75,6 +75,7 @@ export const install = (): Installed => {
       [AdamW.KERNEL, AdamW.kernel(addon)],
       ["UnsortedSegmentSum", Elementwise.segmentSum(addon)],
       [Decode.KERNEL, Decode.kernel(addon)],
+      [Decode.WRITE_KERNEL, Decode.writeKernel],
       ...Attention.kernels(addon),
       ...Fused.kernels(addon)
     ]

@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
 import { Decode, Kernels } from "../src/index.js"
-import { lcg, native, useNativeKernels } from "./helpers.js"
+import { lcg, native, relErr, useNativeKernels } from "./helpers.js"
 
 describe.skipIf(!native.ok)("native decode attention against the composite", () => {
   useNativeKernels()
@@ -43,6 +43,32 @@ describe.skipIf(!native.ok)("native decode attention against the composite", () 
       expect(err, `case ${c}: B=${B} H=${H} Q=${Q} D=${D} P=${P} Sp=${Sp} S=${S} sliced=${sliced}`).toBeLessThan(1e-5)
       expect(tf.memory().numTensors).toBe(before)
     }
+  })
+
+  it("writes a preallocated cache in place, and attends over its filled slots only", () => {
+    const [B, H, C, D] = [3, 2, 7, 5]
+    const cache = tf.zeros([B, H, C, D]) as tf.Tensor4D
+    const a = tf.randomNormal([B, H, 2, D], 0, 1, "float32", 1) as tf.Tensor4D
+    const b = tf.slice(tf.randomNormal([B, H, 3, D], 0, 1, "float32", 2), [0, 0, 2, 0], [B, H, 1, D]) as tf.Tensor4D
+    Decode.write(cache, a, 0)
+    Decode.write(cache, b, 2)
+    const expected = tf.concat([a, b, tf.zeros([B, H, C - 3, D])], 2)
+    expect(Array.from(cache.dataSync())).toEqual(Array.from(expected.dataSync()))
+    expect(() => Decode.write(cache, a, 6)).toThrow(/does not fit/)
+    // Attention over the 3 filled slots of the 7 equals attention over exactly those 3.
+    const x = {
+      q: tf.randomNormal([B, H, 2, D], 0, 1, "float32", 3) as tf.Tensor4D,
+      promptK: tf.randomNormal([2, H, 4, D], 0, 1, "float32", 4) as tf.Tensor4D,
+      promptV: tf.randomNormal([2, H, 4, D], 0, 1, "float32", 5) as tf.Tensor4D,
+      promptOf: tf.tensor1d([1, 0, 1], "int32"),
+      promptBias: tf.zeros([B, 1, 1, 4]) as tf.Tensor4D,
+      mask: tf.zeros([B, 1, 2, 3]) as tf.Tensor4D
+    }
+    const filled = tf.slice(cache, [0, 0, 0, 0], [B, H, 3, D]) as tf.Tensor4D
+    const ours = Decode.attend({ ...x, k: cache, v: cache }).dataSync()
+    const ref = Decode.composite({ ...x, k: filled, v: filled }).dataSync()
+    expect(relErr(ours, ref)).toBeLessThan(1e-5)
+    tf.dispose([cache, a, b, expected, filled, ...Object.values(x)])
   })
 
   it("refuses a row whose prompt index is out of range", () => {

@@ -49,6 +49,9 @@ export interface Result {
   readonly finishReasons: Array<FinishReason>
 }
 
+/** Scratch for `sampleToken` (one array reused across draws: it runs once per row and token). */
+let weights = new Float64Array(0)
+
 /** Draws a token from one row of logits; returns it and its untempered log-prob. */
 export const sampleToken = (
   logits: Float32Array,
@@ -58,8 +61,10 @@ export const sampleToken = (
   const V = logits.length
   let max = -Infinity, arg = 0
   for (let i = 0; i < V; i++) if (logits[i] > max) { max = logits[i]; arg = i }
+  // e^(logit − max) once: the log-normaliser's terms, and at temperature 1 the sampling weights too.
+  const e = weights.length >= V ? weights : (weights = new Float64Array(V))
   let sum = 0
-  for (let i = 0; i < V; i++) sum += Math.exp(logits[i] - max)
+  for (let i = 0; i < V; i++) sum += e[i] = Math.exp(logits[i] - max)
   const lse = max + Math.log(sum)
   if (options.temperature === 0) return { token: arg, logprob: logits[arg] - lse }
   const invT = 1 / options.temperature
@@ -67,9 +72,12 @@ export const sampleToken = (
   const topP = options.topP !== undefined && options.topP < 1 ? options.topP : 1
   let token: number
   if (topK === V && topP === 1) {
-    const w = new Float64Array(V)
-    let total = 0
-    for (let i = 0; i < V; i++) total += w[i] = Math.exp((logits[i] - max) * invT)
+    let total = sum
+    if (invT !== 1) {
+      total = 0
+      for (let i = 0; i < V; i++) total += e[i] = Math.exp((logits[i] - max) * invT)
+    }
+    const w = e
     let u = rng.nextFloat() * total
     token = V - 1
     for (let i = 0; i < V; i++) {
@@ -116,7 +124,7 @@ const disposeCache = (cache: Transformer.Cache) => {
 const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Transformer.Cache => {
   const next = tidy(() => {
     const idx = tf.tensor1d(Array.from(index), "int32")
-    return cache.map((c) => ({ k: tf.gather(c.k, idx) as tf.Tensor4D, v: tf.gather(c.v, idx) as tf.Tensor4D }))
+    return cache.map((c) => ({ k: tf.gather(c.k, idx) as tf.Tensor4D, v: tf.gather(c.v, idx) as tf.Tensor4D, ...(c.length === undefined ? {} : { length: c.length }) }))
   })
   disposeCache(cache)
   return next
@@ -201,9 +209,12 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
         stepPos[i] = Math.min(len + t, c.maxSeqLen - 1)
       }
       const prompts: Transformer.Prompts = { cache: promptCache, perPrompt: G, rowOf: Int32Array.from(rows), valid }
+      // With the native kernels the rows' own keys/values go into a cache sized for the whole completion,
+      // written in place each step (no copy of the cache per token).
+      if (cache === undefined) cache = Transformer.preallocate(model, B, Math.max(1, options.maxNewTokens))
       const own = cache
       const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, new Uint8Array(B * (t + 1)).fill(1), own, head, prompts))
-      if (cache !== undefined) disposeCache(cache)
+      if (cache !== undefined && cache[0].length === undefined) disposeCache(cache)
       cache = next.cache
       logits = next.logits.dataSync() as Float32Array
       next.logits.dispose()

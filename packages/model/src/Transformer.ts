@@ -334,10 +334,26 @@ const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
  */
 const rope = (x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor, rotate: tf.Tensor2D): tf.Tensor4D => Fused.rope(x, cos, sin, rotate)
 
-/** Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. */
+/**
+ * Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. With `length`, a preallocated
+ * cache (`preallocate`): [B, Hkv, C, hd] of which the first `length` slots are filled, and `step` writes the
+ * new slots in place instead of concatenating (native kernels only).
+ */
 export interface LayerCache {
   readonly k: tf.Tensor4D
   readonly v: tf.Tensor4D
+  readonly length?: number
+}
+
+/**
+ * An empty cache of `capacity` slots per row for `step` to fill in place, where the native decode kernels
+ * serve the backend (`Decode.available()`); `undefined` elsewhere (`step` then grows its cache by concatenation).
+ * The caller owns the tensors and must not hand them to anything else: they are written after they are made.
+ */
+export const preallocate = (model: Model, batch: number, capacity: number): Cache | undefined => {
+  if (!Decode.available()) return undefined
+  const c = model.config, shape: [number, number, number, number] = [batch, c.nKvHeads, capacity, headDim(c)]
+  return model.layers.map(() => ({ k: tf.zeros(shape) as tf.Tensor4D, v: tf.zeros(shape) as tf.Tensor4D, length: 0 }))
 }
 
 /** Per-call position inputs: rotary tables already gathered for the query positions, and the additive mask. */
@@ -450,7 +466,19 @@ const block = (
   // [B, Hkv, T, hd]; with a cache, append along time → [B, Hkv, S, hd].
   let k = tf.transpose(kNew, [0, 2, 1, 3]) as tf.Tensor4D
   let v = tf.transpose(vNew, [0, 2, 1, 3]) as tf.Tensor4D
-  if (past !== undefined) {
+  let filled: number | undefined
+  if (past?.length !== undefined) {
+    // Preallocated: the new slots are written in place; the decode kernel attends over the filled ones.
+    Decode.write(past.k, k, past.length)
+    Decode.write(past.v, v, past.length)
+    filled = past.length + time
+    k = past.k
+    v = past.v
+    if (prompts === undefined) {
+      k = tf.slice(k, [0, 0, 0, 0], [-1, -1, filled, -1])
+      v = tf.slice(v, [0, 0, 0, 0], [-1, -1, filled, -1])
+    }
+  } else if (past !== undefined) {
     k = tf.concat([past.k, k], 2)
     v = tf.concat([past.v, v], 2)
   }
@@ -471,7 +499,7 @@ const block = (
   const n2 = rmsNorm(h, layer.postNorm, c.normEps)
   const gate = linear(n2, layer.gate)
   const mlp = linear(Fused.swiglu(gate, linear(n2, layer.up)), layer.down)
-  return { x: tf.add(h, mlp), cache: { k, v } }
+  return { x: tf.add(h, mlp), cache: filled === undefined ? { k, v } : { k: past!.k, v: past!.v, length: filled } }
 }
 
 /** Causal additive mask [1, 1, G·T, P+T] for T new tokens after P earlier ones every query sees. */
@@ -550,7 +578,8 @@ export type Cache = ReadonlyArray<LayerCache>
  * One incremental step for generation: runs `ids` `[B, T]` at per-row `positions` (`[B·T]`, rotary
  * positions) on top of `cache` (keys/values of S₀ earlier slots, or none), where `keyValid` (`B·(S₀+T)`,
  * 1/0) says which slots are real tokens (left padding is 0). Slot order is causal: query t sees slots
- * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache.
+ * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache (a preallocated
+ * cache, see `preallocate`, comes back as the same tensors, written in place, with its new length).
  * `head` is `outputHead(model)`, computed once per generation rather than per step.
  * With `prompts`, every row also continues one of P prompts whose keys/values are held once per prompt
  * (`Prompts`), seen before the row's own slots; `cache` and `keyValid` then cover only the row's own slots.
@@ -567,8 +596,9 @@ export const step = (
 ): { logits: tf.Tensor2D; cache: Cache } => {
   const c = model.config, G = c.nHeads / c.nKvHeads
   const [batch, time] = ids.shape
-  const s0 = cache === undefined ? 0 : cache[0].k.shape[2]
+  const s0 = cache === undefined ? 0 : cache[0].length ?? cache[0].k.shape[2]
   const S = s0 + time
+  if (cache?.[0].length !== undefined && S > cache[0].k.shape[2]) throw new RangeError(`step: ${S} slots do not fit a preallocated cache of ${cache[0].k.shape[2]}`)
   const m = new Float32Array(batch * G * time * S)
   for (let b = 0; b < batch; b++) {
     for (let g = 0; g < G; g++) {
