@@ -26,6 +26,8 @@
  * pre-empted; if it returns after its timeout, the call is treated as timed out.
  */
 import { createRequire } from "node:module"
+import path from "node:path"
+import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import { Field, Float32, Schema as ArrowSchema, Table, tableToIPC, type RecordBatch, type Utf8, type Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
@@ -209,13 +211,18 @@ const int32List = (vector) => {
   return { values, offsets: base === 0 ? raw : raw.map((o) => o - base), rows: d.length }
 }
 const init = async () => {
-  const { pluginSpec, from, arrowPath, effectPath, rawConfig } = workerData
+  const { pluginSpec, from, hostDir, arrowPath, effectPath, rawConfig } = workerData
   // Resolved here, in a thread started without the parent's --conditions, so a test runner's
-  // source condition never points the worker at TypeScript it cannot load.
+  // source condition never points the worker at TypeScript it cannot load. A package is looked up
+  // where the parent found it (beside core, then the user's directory), whatever the working directory.
   const path = require("node:path")
   let pluginUrl = pluginSpec
   if (pluginSpec.startsWith(".") || pluginSpec.startsWith("/")) pluginUrl = pathToFileURL(path.resolve(from, pluginSpec)).href
-  else { try { pluginUrl = pathToFileURL(createRequire(path.resolve(from, "package.json")).resolve(pluginSpec)).href } catch {} }
+  else {
+    for (const base of [hostDir, from]) {
+      try { pluginUrl = pathToFileURL(createRequire(path.resolve(base, "package.json")).resolve(pluginSpec)).href; break } catch {}
+    }
+  }
   const plugin = (await import(pluginUrl)).default
   let req = null
   try { req = createRequire(pluginUrl.startsWith("file:") ? fileURLToPath(pluginUrl) : process.cwd() + "/") } catch {}
@@ -254,6 +261,8 @@ init().then(() => parentPort.postMessage({ type: "ready" }), (e) => parentPort.p
 `
 
 const coreRequire = createRequire(import.meta.url)
+/** Core's own directory: the parent imports a plugin by name from here first (`Plugin.load`), so the worker does too. */
+const hostDir = path.dirname(fileURLToPath(import.meta.url))
 
 /** The batch as IPC stream bytes (one copy, then transferred to the worker without another). */
 const toIpc = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "stream")
@@ -292,7 +301,7 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
         execArgv: workerExecArgv(),
-        workerData: { pluginSpec: plugin.spec, from: plugin.from, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
+        workerData: { pluginSpec: plugin.spec, from: plugin.from, hostDir, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
       })
       w.unref()
       let ready = false
