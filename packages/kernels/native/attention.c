@@ -26,31 +26,6 @@ typedef struct {
   long msb, msh;                          /* mask element strides over batch and kv head (0: broadcast) */
 } att_job;
 
-/* Per-thread scratch, grown on demand: scores / probabilities, dP / dS, a [S, hd] product. */
-static _Thread_local float* scratch = NULL;
-static _Thread_local size_t scratch_n = 0;
-
-static float* scratch_get(size_t n) {
-  if (n > scratch_n) {
-    free(scratch);
-    scratch = aligned_alloc(64, sizeof(float) * ((n + 15) / 16 * 16));
-    scratch_n = scratch == NULL ? 0 : n;
-  }
-  return scratch;
-}
-
-static inline __attribute__((always_inline)) v16 load16(const float* p, int n) {
-  v16 x = (v16){0};
-  if (n == 16) memcpy(&x, p, sizeof x);
-  else memcpy(&x, p, sizeof(float) * n);
-  return x;
-}
-
-static inline __attribute__((always_inline)) void store16(float* p, v16 x, int n) {
-  if (n == 16) memcpy(p, &x, sizeof x);
-  else memcpy(p, &x, sizeof(float) * n);
-}
-
 /* x[0, n) += m, then x = exp(x − max) / Σ, x[n, w) = 0; returns the log-sum-exp of x + m over [0, n). */
 MULTI static float softmax_row(float* x, const float* m, int n, int w) {
   v16 mx = (v16){0} - __builtin_inff();
@@ -99,17 +74,6 @@ MULTI static void grad_row(float* s, const float* m, float* dp, int n, int w, fl
   memset(dp + n, 0, sizeof(float) * (w - n));
 }
 
-MULTI static float dot(const float* a, const float* b, int n) {
-  v16 acc = (v16){0};
-  for (int j = 0; j < n; j += 16) {
-    int l = n - j < 16 ? n - j : 16;
-    acc += load16(a + j, l) * load16(b + j, l);
-  }
-  float s = 0;
-  for (int i = 0; i < 16; i++) s += acc[i];
-  return s;
-}
-
 MULTI static void add_to(float* restrict y, const float* restrict x, long n) {
   for (long i = 0; i < n; i++) y[i] += x[i];
 }
@@ -131,7 +95,7 @@ static void fwd_task(void* ctx, int index, int count) {
   const float* m = F(m) + b * j->msb + h * j->msh + ((long)g * j->T + t0) * S;
   float* o = F(o) + row0 * hd;
   float* lse = F(lse) + row0;
-  float* s = scratch_get((size_t)R * w);
+  float* s = thread_scratch((size_t)R * w);
   if (s == NULL) abort(); /* out of memory inside a pool task: nothing to throw to */
   gemm1(0, 1, R, w, hd, q, hd, k, hd, s, w, 1); /* [R, w] */
   for (int r = 0; r < R; r++) lse[r] = softmax_row(s + (long)r * w, m + (long)r * S, j->past + t0 + r + 1, w);
@@ -149,7 +113,7 @@ static void bwd_task(void* ctx, int pair, int count) {
   float* dv = F(dv) + (long)pair * S * hd;
   memset(dk, 0, sizeof(float) * S * hd);
   memset(dv, 0, sizeof(float) * S * hd);
-  float* s = scratch_get((size_t)2 * RB * S + (size_t)S * hd);
+  float* s = thread_scratch((size_t)2 * RB * S + (size_t)S * hd);
   if (s == NULL) abort();
   float* dp = s + (size_t)RB * S;
   float* tmp = dp + (size_t)RB * S;
@@ -166,7 +130,7 @@ static void bwd_task(void* ctx, int pair, int count) {
       gemm1(0, 1, R, w, hd, q, hd, k, hd, s, w, 1);   /* scores [R, w] */
       gemm1(0, 1, R, w, hd, dy, hd, v, hd, dp, w, 1); /* dP = dO Vᵀ [R, w] */
       for (int r = 0; r < R; r++) {
-        grad_row(s + (long)r * w, m + (long)r * S, dp + (long)r * w, j->past + t0 + r + 1, w, lse[r], dot(dy + (long)r * hd, o + (long)r * hd, hd));
+        grad_row(s + (long)r * w, m + (long)r * S, dp + (long)r * w, j->past + t0 + r + 1, w, lse[r], dot16(dy + (long)r * hd, o + (long)r * hd, hd));
       }
       gemm1(0, 0, R, hd, w, dp, w, k, hd, dq, hd, 1);  /* dQ = dS K [R, hd] */
       gemm1(1, 0, w, hd, R, dp, w, q, hd, tmp, hd, 1); /* dSᵀ Q [w, hd] */

@@ -31,6 +31,23 @@ typedef int32_t vi16 __attribute__((vector_size(64), aligned(4)));
 /* Lane-wise m ? a : b for a comparison mask m (all ones / all zeros per lane). */
 #define SEL(m, a, b) ((v16)(((m) & (vi16)(a)) | (~(m) & (vi16)(b))))
 
+/* The first n ≤ 16 floats at p as a vector (the rest zero), and back. */
+static inline __attribute__((always_inline)) v16 load16(const float* p, int n) {
+  v16 x = (v16){0};
+  if (n == 16) memcpy(&x, p, sizeof x);
+  else memcpy(&x, p, sizeof(float) * n);
+  return x;
+}
+static inline __attribute__((always_inline)) void store16(float* p, v16 x, int n) {
+  if (n == 16) memcpy(p, &x, sizeof x);
+  else memcpy(p, &x, sizeof(float) * n);
+}
+
+/* Σ a_i b_i, 16 lanes at a time (a plain loop is not vectorised: float sums do not reassociate). */
+float dot16(const float* a, const float* b, int n);
+/* This thread's scratch of at least n floats (64-byte aligned, grown on demand, kept); NULL when out of memory. */
+float* thread_scratch(size_t n);
+
 #define MAX_THREADS 8
 typedef void (*task_fn)(void* ctx, int index, int count);
 /* Threads in the pool, the calling one included. */

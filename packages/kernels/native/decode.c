@@ -16,25 +16,6 @@ typedef struct {
   int B, H, G, D, P, Sp, S, cap; /* cap: slots per (row, head) in k / v, S of them attended */
 } decode_job;
 
-static _Thread_local float* scratch = NULL;
-static _Thread_local long scratch_len = 0;
-
-/* Σ a_i b_i, 16 lanes at a time (a plain loop is not vectorised: float sums do not reassociate). */
-MULTI static float dot(const float* restrict a, const float* restrict b, int n) {
-  v16 acc = {0};
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    v16 x, y;
-    memcpy(&x, a + i, sizeof x);
-    memcpy(&y, b + i, sizeof y);
-    acc += x * y;
-  }
-  float s = 0;
-  for (int l = 0; l < 16; l++) s += acc[l];
-  for (; i < n; i++) s += a[i] * b[i];
-  return s;
-}
-
 MULTI static void axpy(float w, const float* restrict x, float* restrict y, int n) {
   for (int i = 0; i < n; i++) y[i] += w * x[i];
 }
@@ -44,13 +25,8 @@ static void decode_task(void* ctx, int index, int count) {
   long pairs = (long)j->B * j->H;
   long per = (pairs + count - 1) / count;
   long i0 = index * per, i1 = i0 + per < pairs ? i0 + per : pairs;
-  long need = (long)j->Sp + j->S;
-  if (scratch_len < need) {
-    free(scratch);
-    scratch = malloc(sizeof(float) * need);
-    scratch_len = scratch == NULL ? 0 : need;
-    if (scratch == NULL) return;
-  }
+  float* scratch = thread_scratch((size_t)j->Sp + j->S);
+  if (scratch == NULL) return;
   const int D = j->D, Sp = j->Sp, S = j->S, G = j->G;
   const int32_t* prompt_of = (const int32_t*)(j->heap + j->pof_off);
   for (long pair = i0; pair < i1; pair++) {
@@ -67,12 +43,12 @@ static void decode_task(void* ctx, int index, int count) {
       float* out = (float*)(j->heap + j->out_off) + (((long)b * j->H + h) * G + g) * D;
       float mx = -INFINITY;
       for (int s = 0; s < Sp; s++) {
-        float x = dot(q, pk + (long)s * D, D) + pbias[s];
+        float x = dot16(q, pk + (long)s * D, D) + pbias[s];
         scratch[s] = x;
         if (x > mx) mx = x;
       }
       for (int s = 0; s < S; s++) {
-        float x = dot(q, k + (long)s * D, D) + mask[s];
+        float x = dot16(q, k + (long)s * D, D) + mask[s];
         scratch[Sp + s] = x;
         if (x > mx) mx = x;
       }

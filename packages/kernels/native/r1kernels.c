@@ -340,6 +340,29 @@ static void gemm_task(void* ctx, int index, int count) {
 /* Elementwise kernels: exp, broadcasting binary ops, gather. Large ones are split over the threads. */
 
 
+MULTI float dot16(const float* a, const float* b, int n) {
+  v16 acc = (v16){0};
+  for (int j = 0; j < n; j += 16) {
+    int l = n - j < 16 ? n - j : 16;
+    acc += load16(a + j, l) * load16(b + j, l);
+  }
+  float s = 0;
+  for (int i = 0; i < 16; i++) s += acc[i];
+  return s;
+}
+
+static _Thread_local float* scratch = NULL;
+static _Thread_local size_t scratch_n = 0;
+
+float* thread_scratch(size_t n) {
+  if (n > scratch_n) {
+    free(scratch);
+    scratch = aligned_alloc(64, sizeof(float) * ((n + 15) / 16 * 16));
+    scratch_n = scratch == NULL ? 0 : n;
+  }
+  return scratch;
+}
+
 /* exp on 16 lanes: x = n·ln2 + r, |r| ≤ ln2/2, Cephes' degree-6 polynomial for e^r (≤ 2 ulp), 2^n applied as
  * two factors so that both stay normal. Exact 0 below −87.33 (as expf underflows to denormals there, below
  * any tolerance that matters), +inf above 88.72, NaN kept. */

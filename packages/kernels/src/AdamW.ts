@@ -12,6 +12,7 @@
 import * as tf from "@tensorflow/tfjs"
 import type { WasmBackend } from "./MatMul.js"
 import type { Addon } from "./Native.js"
+import * as Registry from "./Registry.js"
 
 /** The update's scalars for one step. */
 export interface Hyper {
@@ -44,7 +45,7 @@ const composite = (p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, h:
 /** New (θ, m, v) of one weight; the caller assigns them (and disposes the old ones by doing so). */
 export const update = (p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor, h: Hyper): [tf.Tensor, tf.Tensor, tf.Tensor] => {
   const same = [m, v, grad].every((t) => t.dtype === "float32" && tf.util.arraysEqual(t.shape, p.shape)) && p.dtype === "float32"
-  if (!same || tf.getKernel(KERNEL, tf.getBackend()) === undefined) return composite(p, m, v, grad, h)
+  if (!same || !Registry.has(KERNEL)) return composite(p, m, v, grad, h)
   const attrs = { ...h } as unknown as tf.NamedAttrMap
   return tf.engine().runKernel(KERNEL, { p, m, v, g: grad }, attrs) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor]
 }

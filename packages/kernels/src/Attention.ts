@@ -17,6 +17,7 @@
 import * as tf from "@tensorflow/tfjs"
 import type { WasmBackend } from "./MatMul.js"
 import type { Addon } from "./Native.js"
+import * as Registry from "./Registry.js"
 
 /** Kernel names: forward (outputs O and the row log-sum-exp) and backward (outputs dQ, dK, dV). */
 export const FORWARD = "R1CausalAttention"
@@ -72,7 +73,7 @@ export const causal = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask: tf.
   if (!Number.isInteger(past) || past < 0 || past >= S || rows % (S - past) !== 0) {
     throw new RangeError(`Attention.causal: past ${past} must leave T = S − past ≥ 1 keys (S = ${S}) with T dividing the ${rows} query rows`)
   }
-  if (tf.getKernel(FORWARD, tf.getBackend()) === undefined || layout(q, k, v, mask, past) === undefined) return composite(q, k, v, mask)
+  if (!Registry.has(FORWARD) || layout(q, k, v, mask, past) === undefined) return composite(q, k, v, mask)
   const [o, lse] = tf.engine().runKernel(FORWARD, { q, k, v, mask }, { past }) as Array<tf.Tensor>
   lse.dispose() // the gradient keeps its own reference
   return o as tf.Tensor4D
@@ -94,7 +95,7 @@ tf.registerGradient({
     const [q, k, v, mask, o, lse] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D, tf.Tensor, tf.Tensor4D, tf.Tensor3D]
     const dy = (dys as Array<tf.Tensor>)[0] as tf.Tensor4D // the log-sum-exp output is internal: no gradient flows into it
     // All three come from one pass, so they are computed now rather than one per accessor.
-    const [dq, dk, dv] = tf.getKernel(BACKWARD, tf.getBackend()) === undefined
+    const [dq, dk, dv] = !Registry.has(BACKWARD)
       ? compositeGrad(q, k, v, mask, dy)
       : (tf.engine().runKernel(BACKWARD, { q, k, v, mask, o, lse, dy }, attrs as unknown as tf.NamedAttrMap) as Array<tf.Tensor>)
     return {

@@ -13,12 +13,13 @@
 import * as tf from "@tensorflow/tfjs"
 import type { WasmBackend } from "./MatMul.js"
 import type { Addon } from "./Native.js"
+import * as Registry from "./Registry.js"
 
 /** The kernel's name in tfjs's registry. */
 export const KERNEL = "R1DecodeAttention"
 
 /** Whether the native kernel serves the current backend. */
-export const available = (): boolean => tf.getKernel(KERNEL, tf.getBackend()) !== undefined
+export const available = (): boolean => Registry.has(KERNEL)
 
 /** The inputs, by name. */
 export interface Inputs {
@@ -89,7 +90,7 @@ export const WRITE_KERNEL = "R1CacheWrite"
 export const write = (cache: tf.Tensor4D, x: tf.Tensor4D, at: number): void => {
   const [b, h, cap, d] = cache.shape
   const t = x.shape[2]
-  if (tf.getKernel(WRITE_KERNEL, tf.getBackend()) === undefined) throw new Error(`Decode.write needs the native kernels on the wasm backend (backend: ${tf.getBackend()})`)
+  if (!Registry.has(WRITE_KERNEL)) throw new Error(`Decode.write needs the native kernels on the wasm backend (backend: ${tf.getBackend()})`)
   if (cache.dtype !== "float32" || x.dtype !== "float32" || x.shape[0] !== b || x.shape[1] !== h || x.shape[3] !== d || !(at >= 0 && at + t <= cap)) {
     throw new RangeError(`Decode.write: [${x.shape}] at slot ${at} does not fit a cache of [${cache.shape}]`)
   }

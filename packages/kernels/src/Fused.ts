@@ -8,6 +8,7 @@
 import * as tf from "@tensorflow/tfjs"
 import type { WasmBackend } from "./MatMul.js"
 import type { Addon } from "./Native.js"
+import { has as native } from "./Registry.js"
 
 /** What the addon exports for these kernels (`native/fused.c`); offsets in bytes into `heap`. */
 interface FusedAddon {
@@ -25,7 +26,6 @@ const SWIGLU_GRAD = "R1SwigluGrad"
 const ROPE = "R1Rope"
 const ROPE_GRAD = "R1RopeGrad"
 
-const native = (kernelName: string) => tf.getKernel(kernelName, tf.getBackend()) !== undefined
 const run = <T extends tf.Tensor | Array<tf.Tensor>>(kernelName: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, number> = {}): T =>
   tf.engine().runKernel(kernelName, inputs as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as T
 const f32 = (...ts: Array<tf.Tensor>) => ts.every((t) => t.dtype === "float32")

@@ -38,9 +38,7 @@ describe.skipIf(!native.ok)("native decode attention against the composite", () 
         ours = Decode.attend(x).dataSync() as Float32Array
         ref = Decode.composite(x).dataSync() as Float32Array
       })
-      let err = 0
-      for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(ours[i] - ref[i]) / (1 + Math.abs(ref[i])))
-      expect(err, `case ${c}: B=${B} H=${H} Q=${Q} D=${D} P=${P} Sp=${Sp} S=${S} sliced=${sliced}`).toBeLessThan(1e-5)
+      expect(relErr(ours, ref), `case ${c}: B=${B} H=${H} Q=${Q} D=${D} P=${P} Sp=${Sp} S=${S} sliced=${sliced}`).toBeLessThan(1e-5)
       expect(tf.memory().numTensors).toBe(before)
     }
   })

@@ -10,6 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import { Columns } from "@r1flow/core"
+import { Registry } from "@r1flow/kernels"
 import type { RecordBatch } from "apache-arrow"
 import * as Transformer from "./Transformer.js"
 
@@ -44,7 +45,7 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
     const entropyOf = (logp: tf.Tensor) => tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), -1))
     // log p(target) at each position. With a segment-sum kernel (gather's gradient) it is a gather from the
     // flattened log-probs; else a one-hot product (stock wasm). Both give exactly logp[target] and its gradient.
-    const gathered = tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined
+    const gathered = Registry.has("UnsortedSegmentSum")
     const score = (logp: tf.Tensor, targets: tf.Tensor) => {
       if (!gathered) return tf.sum(tf.mul(logp, Transformer.oneHotF32(targets, V)), -1)
       const n = targets.size

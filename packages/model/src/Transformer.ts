@@ -25,7 +25,7 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { Rng } from "@r1flow/core"
-import { Attention, Decode, Fused } from "@r1flow/kernels"
+import { Attention, Decode, Fused, Registry } from "@r1flow/kernels"
 import { Schema } from "effect"
 
 /** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
@@ -297,9 +297,6 @@ const linear = (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Variable): tf.Tensor2D => {
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D)
 }
 
-/** RMSNorm over the last axis: one fused kernel each way where the native kernels are installed. */
-const rmsNorm = (x: tf.Tensor2D, g: tf.Variable, eps: number): tf.Tensor2D => Fused.rmsNorm(x, g, eps)
-
 /**
  * `oneHot(ids, depth)` as float32. The wasm OneHot kernel ignores a float32 dtype and writes int32 bits
  * (all zeros read as floats), so the one-hot is made as int32 and cast.
@@ -312,7 +309,7 @@ export const oneHotF32 = (ids: tf.Tensor, depth: number): tf.Tensor => tf.cast(t
  * product onehot(ids)ᵀ · dy (stock wasm has no segment sum).
  */
 const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
-  if (tf.getKernel("UnsortedSegmentSum", tf.getBackend()) !== undefined) return tf.gather(table, ids) as tf.Tensor2D
+  if (Registry.has("UnsortedSegmentSum")) return tf.gather(table, ids) as tf.Tensor2D
   const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const [e, i, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc]
     // `save` keeps the ids alive for the backward pass even when the forward ran inside tf.tidy.
@@ -327,12 +324,6 @@ const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
   })
   return f(table, ids) as tf.Tensor2D
 }
-
-/**
- * Rotary embedding of x [B, T, nH, hd] with cos/sin broadcastable to it: x·cos + rotate_half(x)·sin; one fused
- * kernel each way where the native kernels are installed, else a product with the ±1 matrix `rotate`.
- */
-const rope = (x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor, rotate: tf.Tensor2D): tf.Tensor4D => Fused.rope(x, cos, sin, rotate)
 
 /**
  * Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. With `length`, a preallocated
@@ -459,9 +450,9 @@ const block = (
   prompts?: PromptKeys
 ): { x: tf.Tensor2D; cache: LayerCache } => {
   const c = model.config, hd = headDim(c), H = c.nHeads, Hkv = c.nKvHeads, G = H / Hkv
-  const n1 = rmsNorm(x, layer.inputNorm, c.normEps)
-  const q = rope(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), pos.cosQ, pos.sinQ, model.constants.rotate)
-  const kNew = rope(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), pos.cos, pos.sin, model.constants.rotate)
+  const n1 = Fused.rmsNorm(x, layer.inputNorm, c.normEps)
+  const q = Fused.rope(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), pos.cosQ, pos.sinQ, model.constants.rotate)
+  const kNew = Fused.rope(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), pos.cos, pos.sin, model.constants.rotate)
   const vNew = tf.reshape(linear(n1, layer.v, layer.vBias), [batch, time, Hkv, hd])
   // [B, Hkv, T, hd]; with a cache, append along time → [B, Hkv, S, hd].
   let k = tf.transpose(kNew, [0, 2, 1, 3]) as tf.Tensor4D
@@ -496,7 +487,7 @@ const block = (
     : attend(qg, kAll, vAll, pos.mask, time) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
-  const n2 = rmsNorm(h, layer.postNorm, c.normEps)
+  const n2 = Fused.rmsNorm(h, layer.postNorm, c.normEps)
   const gate = linear(n2, layer.gate)
   const mlp = linear(Fused.swiglu(gate, linear(n2, layer.up)), layer.down)
   return { x: tf.add(h, mlp), cache: filled === undefined ? { k, v } : { k: past!.k, v: past!.v, length: filled } }
@@ -531,7 +522,7 @@ export const forward = (model: Model, ids: tf.Tensor2D): tf.Tensor3D => {
 /** Final norm and output head: x [B·T, C] → logits [B, T, V]. */
 const logitsOf = (model: Model, x: tf.Tensor2D, batch: number, time: number): tf.Tensor3D => {
   const c = model.config
-  const n = rmsNorm(x, model.norm, c.normEps)
+  const n = Fused.rmsNorm(x, model.norm, c.normEps)
   const logits = model.lmHead === undefined ? tf.matMul(n, model.embed, false, true) : linear(n, model.lmHead)
   return tf.reshape(logits, [batch, time, c.vocabSize])
 }
@@ -623,7 +614,7 @@ export const step = (
   }
   // Only the last position's logits are needed: [B, T, C] → [B, C].
   const last = time === 1 ? x : tf.reshape(tf.slice(tf.reshape(x, [batch, time, c.dModel]), [0, time - 1, 0], [batch, 1, c.dModel]), [batch, c.dModel])
-  const logits = linear(rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), head ?? outputHead(model))
+  const logits = linear(Fused.rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), head ?? outputHead(model))
   return { logits, cache: next }
 }
 

@@ -19,21 +19,14 @@ import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Generate, Transformer } from "@r1flow/model"
+import { median, time } from "./Timing.js"
 
 const shapes = {
   reference: { config: { vocabSize: 512, dModel: 256, nLayers: 4, nHeads: 4, nKvHeads: 4, dFf: 688, maxSeqLen: 256, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true }, batch: 16 },
   demo: { config: { vocabSize: 512, dModel: 128, nLayers: 4, nHeads: 4, nKvHeads: 4, dFf: 344, maxSeqLen: 128, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true }, batch: 16 }
 } satisfies Record<string, { config: Transformer.Config; batch: number }>
 
-const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-/** Wall seconds and CPU seconds (user + system) of one call; on a busy machine the CPU figure is the fairer one. */
-const time = (f: () => void): { wall: number; cpu: number } => {
-  const t0 = performance.now(), c0 = process.cpuUsage()
-  f()
-  const c = process.cpuUsage(c0)
-  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
-}
 
 const main = async () => {
   const shapeName = (process.argv[2] ?? "reference") as keyof typeof shapes

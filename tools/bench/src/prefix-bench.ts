@@ -16,17 +16,10 @@ import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Generate, LogProbs, Transformer } from "@r1flow/model"
+import { median, time } from "./Timing.js"
 
 const config: Transformer.Config = {
   vocabSize: 512, dModel: 128, nLayers: 3, nHeads: 4, nKvHeads: 2, dFf: 352, maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true
-}
-
-const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const time = (f: () => void): { wall: number; cpu: number } => {
-  const t0 = performance.now(), c0 = process.cpuUsage()
-  f()
-  const c = process.cpuUsage(c0)
-  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
 }
 
 const main = async () => {

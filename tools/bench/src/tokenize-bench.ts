@@ -26,6 +26,7 @@ import { Effect } from "effect"
 import { existsSync, readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { median } from "./Timing.js"
 
 const BATCH_ROWS = 512
 
@@ -39,7 +40,6 @@ const repoRoot = (): string => {
   return dir
 }
 
-const median = (xs: Array<number>): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const fmt = (x: number): string => `${(x / 1e6).toFixed(3)} M tok/s`
 
 const Prompts = new Schema([new Field("prompt", new Utf8(), false)])

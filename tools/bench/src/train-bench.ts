@@ -29,6 +29,7 @@ import { Rng } from "@r1flow/core"
 import { Guard, Optimizer, Train } from "@r1flow/grpo"
 import { Kernels } from "@r1flow/kernels"
 import { Generate, Transformer } from "@r1flow/model"
+import { median, time } from "./Timing.js"
 
 interface Shape {
   readonly config: Transformer.Config
@@ -51,7 +52,6 @@ const option = (name: string, fallback: string) => {
   return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback
 }
 
-const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 interface Rate { readonly wall: number; readonly cpu: number }
 
@@ -60,11 +60,9 @@ const measure = (tokens: number, rounds: number, f: () => void): Rate => {
   f()
   const wall: Array<number> = [], cpu: Array<number> = []
   for (let i = 0; i < rounds; i++) {
-    const t0 = performance.now(), c0 = process.cpuUsage()
-    f()
-    const c = process.cpuUsage(c0)
-    wall.push((performance.now() - t0) / 1000)
-    cpu.push((c.user + c.system) / 1e6)
+    const t = time(f)
+    wall.push(t.wall)
+    cpu.push(t.cpu)
   }
   return { wall: tokens / median(wall), cpu: tokens / median(cpu) }
 }

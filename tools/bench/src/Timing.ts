@@ -1,0 +1,12 @@
+/** What the benches share for timing: the median, and wall plus CPU seconds of one call. */
+
+/** The median (upper middle for an even count). */
+export const median = (xs: ReadonlyArray<number>): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+/** Wall seconds and CPU seconds (user + system) of one call; on a busy machine the CPU figure is the fairer one. */
+export const time = (f: () => void): { wall: number; cpu: number } => {
+  const t0 = performance.now(), c0 = process.cpuUsage()
+  f()
+  const c = process.cpuUsage(c0)
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
+}
