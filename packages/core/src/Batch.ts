@@ -88,6 +88,31 @@ export const Prompts: Schema<PromptsType> = new Schema([...promptFields], meta("
 /** Sampled completions with the sampling policy's per-token log-probs and finish reason (`stop` | `length`). */
 export const Rollouts: Schema<RolloutsType> = new Schema([...rolloutFields], meta("rollouts"))
 
+/**
+ * Schema metadata key of a rollouts batch (and of the batches built from it, which keep its metadata):
+ * the sampling temperature τ its `logprobs` were recorded at (`rolloutsAt`, `logprobTemperature`).
+ */
+export const TEMPERATURE_KEY = "r1flow.sampling.temperature"
+
+/**
+ * The rollouts schema for completions sampled at temperature τ (0 = greedy): `logprobs` are then
+ * log softmax(logits / τ), untempered for τ = 0. The trainer reads τ back (`logprobTemperature`).
+ */
+export const rolloutsAt = (temperature: number): Schema<RolloutsType> =>
+  new Schema([...rolloutFields], new Map([...meta("rollouts"), [TEMPERATURE_KEY, String(temperature)]]))
+
+/**
+ * The τ of a batch's `logprobs` column: its recorded sampling temperature, or 1 for greedy rollouts and for
+ * batches that record none (their log-probs are untempered). An unreadable value is an `Error` naming it.
+ */
+export const logprobTemperature = (schema: Schema): number => {
+  const raw = schema.metadata.get(TEMPERATURE_KEY)
+  if (raw === undefined) return 1
+  const t = Number(raw)
+  if (raw.trim() === "" || !Number.isFinite(t) || t < 0) throw new Error(`schema metadata "${TEMPERATURE_KEY}" is ${JSON.stringify(raw)}, not a temperature ≥ 0`)
+  return t === 0 ? 1 : t
+}
+
 /** Rollouts with the weighted total reward (plus one `reward_<name>` Float32 column per reward function). */
 export const Scored: Schema<ScoredType> = new Schema([...rolloutFields, new Field("reward", new Float32(), true)], meta("scored"))
 

@@ -1,4 +1,4 @@
-import { RecordBatch, tableFromIPC, tableToIPC, Table } from "apache-arrow"
+import { RecordBatch, Schema, tableFromIPC, tableToIPC, Table } from "apache-arrow"
 import { describe, expect, it } from "vitest"
 import * as Batch from "../src/Batch.js"
 import * as Columns from "../src/Columns.js"
@@ -63,6 +63,15 @@ describe("batch schemas", () => {
     }
     // NaN rewards survive (they are not nulls).
     expect(Number.isNaN(roundTrip(scored).getChild("reward")!.get(1))).toBe(true)
+  })
+
+  it("rollouts record their sampling temperature; the log-probs' τ is it, 1 when greedy or unrecorded", () => {
+    expect(Batch.logprobTemperature(Batch.rolloutsAt(0.7))).toBe(0.7)
+    expect(Batch.logprobTemperature(Batch.rolloutsAt(0))).toBe(1)
+    expect(Batch.logprobTemperature(Batch.Rollouts)).toBe(1)
+    expect(Batch.rolloutsAt(0.7).metadata.get("r1flow.schema")).toBe("rollouts")
+    const bad = new Map([[Batch.TEMPERATURE_KEY, "warm"]])
+    expect(() => Batch.logprobTemperature(new Schema(Batch.Rollouts.fields, bad))).toThrow(/r1flow\.sampling\.temperature.*"warm"/)
   })
 })
 

@@ -9,9 +9,10 @@
  * π_old is the rollout's own sampling log-probs (the `logprobs` column), never a second forward pass. With
  * μ = 1 this is on-policy: ρ = π_θ / π_old = 1 up to sampler-vs-trainer float differences, so nothing is
  * clipped and the gradient is exactly Â ∇ log π_θ (plus the KL term). With μ > 1, later iterations see
- * ρ ≠ 1 and the clip does its job. The sampler and the trainer must agree on the distribution: the trainer
- * computes log softmax(logits / τ) with the rollout temperature τ (`temperature`, as TRL does); top-k/top-p
- * truncation at sampling time is not modelled in π_θ (as in TRL and verl).
+ * ρ ≠ 1 and the clip does its job. The sampler and the trainer must agree on the distribution: π_θ and π_ref
+ * are log softmax(logits / τ) at the temperature τ the batch's `logprobs` were recorded at
+ * (`Batch.logprobTemperature`: the rollouts' schema metadata; 1 when none is recorded), as TRL does;
+ * top-k/top-p truncation at sampling time is not modelled in π_θ (as in TRL and verl).
  *
  * Departures from the paper: the loss aggregation is selectable (`Loss`); the reference is optional (β = 0
  * keeps no reference model in memory at all); truncated completions can be masked out of the loss
@@ -45,8 +46,6 @@ export const Config = Schema.Struct({
   refSyncSteps: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   /** Mask completions whose finish reason is `length` out of the loss. */
   maskTruncated: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
-  /** The rollout's sampling temperature τ. */
-  temperature: Schema.Finite.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
   padId: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0)))
 })
 /** Policy-update configuration. */
@@ -121,8 +120,8 @@ export const make = (
       Effect.gen(function*() {
         const t0 = performance.now()
         const batch = yield* Stage.check(NAME, Batch.Advantages, input)
-        const data = yield* Effect.try({
-          try: () => LogProbs.completionBatch(batch, config.padId),
+        const { data, temperature } = yield* Effect.try({
+          try: () => ({ data: LogProbs.completionBatch(batch, config.padId), temperature: Batch.logprobTemperature(batch.schema) }),
           catch: (cause) => new Stage.StageError({ stage: NAME, message: cause instanceof Error ? cause.message : String(cause), cause })
         })
         const B = data.batch
@@ -137,7 +136,7 @@ export const make = (
         const logProbsOf = (model: Transformer.Model, rows: ArrayLike<number>) => {
           const ids = takeRows(data.ids, data.time, rows)
           const shared = LogProbs.commonPrefixLength(ids, rows.length, data.time)
-          return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, data.time], "int32"), config.temperature, shared)
+          return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, data.time], "int32"), temperature, shared)
         }
 
         if (reference !== null && config.refSyncSteps > 0 && steps > 0 && steps % config.refSyncSteps === 0) {

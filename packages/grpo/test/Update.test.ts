@@ -1,9 +1,10 @@
 import { Backend } from "@r1flow/backend"
-import { Rng, Stage, Batch } from "@r1flow/core"
+import { Rng, Stage, Batch, Columns } from "@r1flow/core"
+import { LogProbs, Rollout } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
-import { Metrics, Update } from "../src/index.js"
+import { Advantages, Metrics, Update } from "../src/index.js"
 import { advantages, advantagesBatch, maxAbsDiff, rows, snapshot, tiny } from "./model.js"
 
 const config = (c: Record<string, unknown>) => Schema.decodeUnknownSync(Update.Config)(c)
@@ -32,6 +33,38 @@ describe("Update", () => {
     expect(m[Metrics.completionClippedRatio]).toBe(3 / 8)
     expect([m[Metrics.completionMinLength], m[Metrics.completionMaxLength], m[Metrics.completionMeanLength]]).toEqual([1, 3, 17 / 8])
     expect(m[Metrics.entropy]).toBeGreaterThan(1.5) // near-uniform fresh policy: ln 8 ≈ 2.08
+    policy.dispose()
+  })
+
+  it("μ = 1 is on-policy at temperature 0.7: the rollout's log-probs are the trainer's, ρ = 1, nothing clipped", async () => {
+    const policy = tiny(3)
+    const T = 0.7
+    const prompts = Batch.fromData(Batch.Prompts, {
+      id: Columns.makeUtf8(["a", "b"]),
+      group_id: Columns.makeInt32(Int32Array.from([0, 1])),
+      prompt: Columns.makeUtf8(["a", "b"]),
+      prompt_ids: Columns.int32ListFromRows([[1, 2, 3], [5, 6]]),
+      answer: Columns.makeUtf8(["", ""]),
+      metadata: Columns.makeUtf8(["{}", "{}"])
+    })
+    const rollouts = Rollout.run(policy, { groupSize: 4, maxNewTokens: 6, temperature: T, stopIds: [0], decode: (ids) => ids.join(" "), rng: Rng.make(5, "rollout") }, prompts)
+    const rewards = Columns.makeFloat32(Float32Array.from({ length: rollouts.numRows }, (_, i) => i % 3 === 0 ? 1 : 0))
+    const m = await run(Effect.gen(function*() {
+      const scored = yield* Stage.addColumns<Batch.ScoredType>("test", rollouts, Batch.Scored, { reward: rewards })
+      const batch = yield* Advantages.stage(Schema.decodeUnknownSync(Advantages.Config)({})).run(scored)
+      // ρ − 1 token by token: π_θ at the sampling temperature against the recorded π_old.
+      const data = LogProbs.completionBatch(batch, 0)
+      const lp = tf.tidy(() => Update.tokenLogProbs(policy, tf.tensor2d(data.ids, [data.batch, data.time], "int32"), T).logprobs.dataSync() as Float32Array)
+      let worst = 0
+      for (let i = 0; i < lp.length; i++) if (data.mask[i] === 1) worst = Math.max(worst, Math.abs(Math.exp(lp[i] - data.oldLogprobs[i]) - 1))
+      expect(worst).toBeLessThan(1e-5)
+      // The trainer computes the same ρ: with ε = 1e-4 any sampler/trainer mismatch would be clipped.
+      const t = yield* Update.make(policy, config({ loss: { epsilon: 1e-4, beta: 0.04 }, optimizer: { learningRate: 1e-3 } }), Rng.make(1, "mb"))
+      return yield* t.step(batch)
+    }))
+    expect(m[Metrics.clipLow]).toBe(0)
+    expect(m[Metrics.clipHigh]).toBe(0)
+    expect(m[Metrics.kl]).toBeCloseTo(0, 6)
     policy.dispose()
   })
 

@@ -5,11 +5,11 @@
  * its own generated tokens.
  *
  * Sampling: temperature (0 = greedy), then top-k, then top-p (nucleus) on the tempered distribution.
- * Recorded log-prob: log π(token | context) under the UNTEMPERED, UNFILTERED model — log softmax of
- * the raw logits — whatever temperature / top-k / top-p were used to draw it. GRPO's ratio
- * π_θ / π_old must compare the same distribution the trainer computes (`LogProbs.tokenLogProbs`), so
- * the sampling distribution itself is deliberately not recorded. At temperature 1 with no top-k/top-p
- * the two coincide.
+ * Recorded log-prob: log π_τ(token | context) = log softmax(logits / τ)[token] at the sampling temperature
+ * τ, UNFILTERED: the distribution the trainer scores (`LogProbs.tokenLogProbs` with `temperature` τ), so
+ * GRPO's on-policy ratio π_θ / π_old is 1 at any τ. Top-k/top-p truncation is deliberately not in it (the
+ * trainer does not model it either, as in TRL and verl). Greedy (τ = 0) records the untempered log-prob.
+ * At τ = 1 this is log softmax of the raw logits, computed exactly as before temperatures were recorded.
  *
  * A row finishes with `stop` when it samples a stop id (the stop token is kept as the last completion
  * token, with its log-prob, so the policy is trained to stop), or `length` after `maxNewTokens` tokens
@@ -44,7 +44,7 @@ export interface Options {
 /** Sampled completions, prompt-major: rows `p·G … p·G + G − 1` belong to prompt p. */
 export interface Result {
   readonly completions: Array<Int32Array>
-  /** Per completion token: untempered model log-prob (see the module doc). */
+  /** Per completion token: the model's log-prob at the sampling temperature, before top-k/top-p (see the module doc). */
   readonly logprobs: Array<Float32Array>
   readonly finishReasons: Array<FinishReason>
 }
@@ -52,7 +52,7 @@ export interface Result {
 /** Scratch for `sampleToken` (one array reused across draws: it runs once per row and token). */
 let weights = new Float64Array(0)
 
-/** Draws a token from one row of logits; returns it and its untempered log-prob. */
+/** Draws a token from one row of logits; returns it and its log-prob under softmax(logits / τ) (untempered when greedy). */
 export const sampleToken = (
   logits: Float32Array,
   options: { readonly temperature: number; readonly topK?: number; readonly topP?: number },
@@ -68,15 +68,19 @@ export const sampleToken = (
   const lse = max + Math.log(sum)
   if (options.temperature === 0) return { token: arg, logprob: logits[arg] - lse }
   const invT = 1 / options.temperature
+  // Off τ = 1, e becomes e^((logit − max) / τ): the unfiltered sampling weights, and the tempered
+  // normaliser of the recorded log-prob. At τ = 1 nothing is recomputed (the log-prob stays logit − lse).
+  let tempered = sum
+  if (invT !== 1) {
+    tempered = 0
+    for (let i = 0; i < V; i++) tempered += e[i] = Math.exp((logits[i] - max) * invT)
+  }
+  const logprobOf = (t: number) => (invT === 1 ? logits[t] - lse : (logits[t] - max) * invT - Math.log(tempered))
   const topK = options.topK !== undefined && options.topK > 0 && options.topK < V ? options.topK : V
   const topP = options.topP !== undefined && options.topP < 1 ? options.topP : 1
   let token: number
   if (topK === V && topP === 1) {
-    let total = sum
-    if (invT !== 1) {
-      total = 0
-      for (let i = 0; i < V; i++) total += e[i] = Math.exp((logits[i] - max) * invT)
-    }
+    const total = tempered
     const w = e
     let u = rng.nextFloat() * total
     token = V - 1
@@ -107,7 +111,7 @@ export const sampleToken = (
       if (u < 0) { token = order[j]; break }
     }
   }
-  return { token, logprob: logits[token] - lse }
+  return { token, logprob: logprobOf(token) }
 }
 
 /** `tf.tidy` for results that are plain objects of tensors (the cache) that tfjs's types do not accept. */

@@ -2,8 +2,8 @@
  * Per-token log-probabilities and entropies of sequences under a policy, and the padded batch GRPO
  * trains on, built from a rollouts batch.
  *
- *   logprobs[b, t] = log π(ids[b, t+1] | ids[b, ≤t])        (untempered: softmax of the raw logits)
- *   entropy[b, t]  = −Σ_v π(v | ids[b, ≤t]) log π(v | ids[b, ≤t])
+ *   logprobs[b, t] = log π_τ(ids[b, t+1] | ids[b, ≤t])      π_τ = softmax(logits / τ), τ = 1 by default
+ *   entropy[b, t]  = −Σ_v π_τ(v | ids[b, ≤t]) log π_τ(v | ids[b, ≤t])
  *
  * Positions that are prompt or padding are not masked here: the mask from `completionBatch` selects
  * the completion tokens, and the loss multiplies by it.

@@ -1,7 +1,9 @@
 /**
  * The rollout stage: prompts → rollouts. Each prompt row becomes G rows (its group): the prompt's
  * columns repeated, `id` = `${promptId}#${k}`, and the sampled completion, its token ids, the
- * sampling log-probs (untempered model log-probs; see `Generate`), finish reason and lengths.
+ * sampling log-probs (at the sampling temperature; see `Generate`), finish reason and lengths. The
+ * temperature is recorded in the schema metadata (`Batch.rolloutsAt`), so the trainer scores π_θ at
+ * the same τ.
  *
  * Because the row count changes, the output batch is built whole rather than by adding columns; the
  * prompt columns are carried over unchanged. `completion` is `decode` of the completion ids without a
@@ -43,7 +45,7 @@ export const run = (model: Transformer.Model, options: Options, prompts: RecordB
   const groupIds = Columns.int32Values(prompts.getChild("group_id")!)
   const stop = new Set(options.stopIds)
   const text = r.completions.map((c, i) => options.decode(r.finishReasons[i] === "stop" && stop.has(c[c.length - 1]) ? c.subarray(0, c.length - 1) : c))
-  return Batch.fromData(Batch.Rollouts, {
+  return Batch.fromData(Batch.rolloutsAt(options.temperature), {
     id: Columns.makeUtf8(ids.flatMap((id) => Array.from({ length: G }, (_, k) => `${id}#${k}`))),
     group_id: Columns.makeInt32(Int32Array.from(repeat(Array.from(groupIds), G))),
     prompt: Columns.makeUtf8(repeat(strings(prompts.getChild("prompt"), n), G)),

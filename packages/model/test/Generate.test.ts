@@ -26,10 +26,10 @@ const greedyByRecomputation = (m: Transformer.Model, prompt: Int32Array, maxNew:
   return out
 }
 
-/** Untempered log-probs of each completion token by a full training forward. */
-const trainerLogProbs = (m: Transformer.Model, prompt: Int32Array, completion: Int32Array) =>
+/** Log-probs at temperature τ of each completion token by a full training forward. */
+const trainerLogProbs = (m: Transformer.Model, prompt: Int32Array, completion: Int32Array, temperature = 1) =>
   tf.tidy(() => {
-    const lp = LogProbs.tokenLogProbs(m, ids2d([[...prompt, ...completion]])).logprobs.dataSync()
+    const lp = LogProbs.tokenLogProbs(m, ids2d([[...prompt, ...completion]]), { temperature }).logprobs.dataSync()
     return Array.from(lp.subarray(prompt.length - 1))
   })
 
@@ -51,13 +51,13 @@ describe("Generate.sample", () => {
     }
   })
 
-  it("records log-probs equal to the trainer's (temperature 1; and untempered at temperature 0.7 with top-k/top-p)", () => {
+  it("records log-probs equal to the trainer's at the sampling temperature (1, 0.7, and 0.7 with top-k/top-p: unfiltered)", () => {
     const m = randomModel(tiny, 3, 0.5)
-    for (const opts of [{ temperature: 1 }, { temperature: 0.7, topK: 5, topP: 0.9 }]) {
+    for (const opts of [{ temperature: 1 }, { temperature: 0.7 }, { temperature: 0.7, topK: 5, topP: 0.9 }]) {
       const r = Generate.sample(m, { prompts, groupSize: 3, maxNewTokens: 10, stopIds: [0], ...opts }, Rng.make(2, "gen"))
       for (let row = 0; row < r.completions.length; row++) {
         const prompt = prompts[Math.floor(row / 3)]
-        const ref = trainerLogProbs(m, prompt, r.completions[row])
+        const ref = trainerLogProbs(m, prompt, r.completions[row], opts.temperature)
         expect(r.logprobs[row].length).toBe(r.completions[row].length)
         for (let t = 0; t < ref.length; t++) expect(Math.abs(r.logprobs[row][t] - ref[t])).toBeLessThan(1e-4)
       }

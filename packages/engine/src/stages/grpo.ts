@@ -54,8 +54,8 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         Effect.gen(function*() {
           const ctx = yield* Run
           const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
+          // The trainer's temperature comes with each rollouts batch (`Batch.logprobTemperature`), not from here.
           const updateConfig = yield* Schema.decodeUnknownEffect(Update.Config)({
-            temperature: config.sampling.temperature > 0 ? config.sampling.temperature : 1,
             padId: ctx.tokenizer.specialIds.eot,
             ...(config.update as object)
           }).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `update: ${e.message}` })))
