@@ -26,9 +26,9 @@ export const Config = Schema.Struct({
   /** Rewards a completion must pass; each entry may set `threshold` (default 1). */
   rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
   thresholds: Schema.optionalKey(Schema.Record(Schema.String, Schema.Finite)),
-  /** Keep at most this many accepted completions per prompt. */
   /** Keep only completions that ended by themselves (finish reason `stop`), as R1 does; false also keeps cut ones. */
   requireStop: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
+  /** Keep at most this many accepted completions per prompt (all `samples` are still drawn and counted). */
   maxPerPrompt: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
   batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(32)))
 })
@@ -69,11 +69,12 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
             const finish = Array.from(scored.getChild("finish_reason") as Vector<Utf8T>, (s) => s ?? "")
             const pIds = Columns.int32List(scored.getChild("prompt_ids")!)
             const cIds = Columns.int32List(scored.getChild("completion_ids")!)
+            // Every completion drawn counts, also those after a prompt's maxPerPrompt were kept: the accept rate is over all of them.
+            sampled += scored.numRows
             for (let p = 0; p < chunk.length; p++) {
               const seen = new Set<string>()
               for (let s = 0; s < config.samples && seen.size < config.maxPerPrompt; s++) {
                 const i = p * config.samples + s
-                sampled++
                 if (config.requireStop && finish[i] !== "stop") continue
                 if (!scores.every(({ n, v }) => v[i] >= (config.thresholds?.[n] ?? 1))) continue
                 const text = completions[i].trim()

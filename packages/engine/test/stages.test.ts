@@ -1,0 +1,51 @@
+import { Backend } from "@r1flow/backend"
+import { Metrics } from "@r1flow/core"
+import { writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { beforeAll, describe, expect, it } from "vitest"
+import * as Run from "../src/Run.js"
+import { run, tempDir } from "./helpers.js"
+
+beforeAll(async () => {
+  await Backend.init()
+})
+
+/** A test-sized recipe (fresh tiny policy, no pretraining) with the given stages, written to a temp folder. */
+const recipeFile = (prefix: string, stages: ReadonlyArray<unknown>) => {
+  const root = tempDir(prefix)
+  const file = join(root, "recipe.json")
+  writeFileSync(file, JSON.stringify({
+    name: prefix,
+    seed: 1,
+    runsDir: join(root, "runs"),
+    task: { kind: "arithmetic", digits: [1, 2], ops: ["+", "-"], train: 16, test: 2 },
+    corpus: { count: 48 },
+    tokenizer: { kind: "compact", base: "cl100k_base", size: 512, splitDigits: true },
+    model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 128 },
+    stages
+  }))
+  return file
+}
+
+const lastValue = (entries: ReadonlyArray<{ readonly values: Readonly<Record<string, number>> }>, key: string) =>
+  entries.map((e) => e.values[key]).filter((v) => v !== undefined).at(-1)
+
+describe("rejection-sampling", () => {
+  it("accept_rate is kept over every sample drawn, not over the samples looked at until maxPerPrompt was reached", async () => {
+    const file = recipeFile("rejection", [{
+      stage: "rejection-sampling",
+      name: "rs",
+      config: {
+        prompts: 3, samples: 4, maxPerPrompt: 1, requireStop: false,
+        sampling: { maxNewTokens: 3, temperature: 1 },
+        // threshold 0: every completion passes, so exactly maxPerPrompt are kept per prompt
+        rewards: [{ plugin: "@r1flow/reward-format", name: "format" }], thresholds: { format: 0 }
+      }
+    }])
+    const result = await run(Run.run(file, { overrides: [], log: () => {} }))
+    const { entries } = Metrics.readJsonl(result.dir.metrics)
+    expect(lastValue(entries, "rs/kept")).toBe(3)
+    expect(lastValue(entries, "rs/sampled")).toBe(12)
+    expect(lastValue(entries, "rs/accept_rate")).toBeCloseTo(3 / 12, 10)
+  }, 120_000)
+})
