@@ -20,8 +20,11 @@
  * Isolation. Rewards loaded from a package or path (`load`) run each in its own worker thread by
  * default: one message per batch (the batch as Arrow IPC bytes, transferred), the worker is
  * terminated when a call passes its timeout and restarted for the next call, so even a reward stuck
- * in `while (true) {}` never blocks the process beyond `timeoutMs`. A reward given as an object
- * (`make`, or `load(..., { isolation: "in-process" })`) runs in the calling thread: an async reward
+ * in `while (true) {}` never blocks the process beyond `timeoutMs`. Each worker's heap is capped
+ * (`LoadOptions.memoryMb`): a reward that runs out of it fails its call like a throw (its `onError`
+ * applies) and its worker is replaced for the next call, so it cannot take the trainer down (the heap
+ * only: ArrayBuffer contents are outside it). A reward given as an object (`make`, or
+ * `load(..., { isolation: "in-process" })`) runs in the calling thread: an async reward
  * is abandoned at its timeout (and its `signal` aborted), but a synchronous reward cannot be
  * pre-empted; if it returns after its timeout, the call is treated as timed out.
  */
@@ -48,6 +51,12 @@ export type OnError = typeof OnError.Type
 export const DEFAULT_ON_ERROR: OnError = "fail"
 /** Default per-call timeout (one call scores a whole batch). */
 export const DEFAULT_TIMEOUT_MS = 30_000
+/**
+ * Default heap limit of a reward's worker thread (V8's old generation, MB). Without one a worker may
+ * grow as large as the trainer itself may, so a reward that allocates without bound could exhaust the
+ * machine and take the trainer down with it; a rule reward needs a few tens of MB.
+ */
+export const DEFAULT_WORKER_MEMORY_MB = 1024
 
 /** One configured reward. */
 export const Entry = Schema.Struct({
@@ -118,6 +127,7 @@ type Outcome =
   | { readonly _tag: "threw"; readonly message: string }
   | { readonly _tag: "bad"; readonly message: string }
   | { readonly _tag: "timeout"; readonly message: string }
+  | { readonly _tag: "oom"; readonly message: string }
 
 /** Runs a reward on a batch, never throwing; `input` is the batch already decoded (in-process runners use it). */
 interface Runner {
@@ -268,10 +278,6 @@ const hostDir = path.dirname(fileURLToPath(import.meta.url))
 const toIpc = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "stream")
 
 /**
- * Runs a plugin's reward in a worker thread. Started by `start()` (which fails with the worker's
- * init error); after a timeout or a crash the worker is terminated and started again on the next call.
- */
-/**
  * The parent's Node flags minus those that would break the worker: `--conditions` (a test runner's
  * source condition must not point it at TypeScript) and `--input-type` (its source is CommonJS).
  */
@@ -285,14 +291,19 @@ const workerExecArgv = (): Array<string> => {
   return out
 }
 
-const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawConfig: unknown, label: string) => {
+/**
+ * Runs a plugin's reward in a worker thread whose heap is capped at `memoryMb`. Started by `start()`
+ * (which fails with the worker's init error); after a timeout, a crash or running out of memory the
+ * worker is gone and a new one starts on the next call.
+ */
+const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawConfig: unknown, label: string, memoryMb: number) => {
   let worker: Worker | null = null
   let starting: Promise<Worker> | null = null
   let nextId = 0
   const pending = new Map<number, (o: Outcome) => void>()
 
-  const failAll = (message: string) => {
-    for (const resolve of pending.values()) resolve({ _tag: "threw", message })
+  const failAll = (outcome: Outcome) => {
+    for (const resolve of pending.values()) resolve(outcome)
     pending.clear()
   }
 
@@ -301,6 +312,8 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
       const w = new Worker(WORKER_SOURCE, {
         eval: true,
         execArgv: workerExecArgv(),
+        // Exhausting it ends only this worker (ERR_WORKER_OUT_OF_MEMORY), never the trainer.
+        resourceLimits: { maxOldGenerationSizeMb: memoryMb },
         workerData: { pluginSpec: plugin.spec, from: plugin.from, hostDir, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
       })
       w.unref()
@@ -320,14 +333,17 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
           else done({ _tag: msg.type === "bad" ? "bad" : "threw", message: msg.message! })
         }
       })
-      w.on("error", (e) => {
+      w.on("error", (e: NodeJS.ErrnoException) => {
+        // A dead worker must not serve the next call, even one made before its "exit" arrives.
+        if (worker === w) worker = null
         if (!ready) reject(e)
-        else failAll(`the worker crashed: ${describeError(e)}`)
+        else if (e.code === "ERR_WORKER_OUT_OF_MEMORY") failAll({ _tag: "oom", message: `ran out of memory (its worker's heap limit is ${memoryMb} MB); the worker was stopped and will restart` })
+        else failAll({ _tag: "threw", message: `the worker crashed: ${describeError(e)}` })
       })
       w.on("exit", (code) => {
         if (worker === w) worker = null
         if (!ready) reject(new Error(`the worker exited with code ${code} while loading ${label}`))
-        else failAll(`the worker exited with code ${code} during the call`)
+        else failAll({ _tag: "threw", message: `the worker exited with code ${code} during the call` })
       })
     })
 
@@ -377,7 +393,7 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
   const close = async () => {
     const w = worker
     worker = null
-    failAll("the reward stage was closed")
+    failAll({ _tag: "threw", message: "the reward stage was closed" })
     if (w !== null) await w.terminate()
   }
 
@@ -420,7 +436,7 @@ const fromSlots = (slots: ReadonlyArray<Slot>): RewardStage => {
     for (let i = 0; i < batch.numRows && performance.now() < deadline; i++) {
       const o = await slot.runner.call(batch.slice(i, i + 1), null, slot.timeoutMs)
       if (o._tag === "threw") return i
-      if (o._tag === "timeout") return null
+      if (o._tag === "timeout" || o._tag === "oom") return null
     }
     return null
   }
@@ -518,18 +534,29 @@ export const make = (entries: ReadonlyArray<StageEntry>): RewardStage =>
     }))
   )
 
-
+/** How `load` runs the rewards. */
+export interface LoadOptions {
+  /** Where relative plugin paths and packages resolve (default: the working directory). */
+  readonly from?: string
+  /** `"worker"` (default): each reward in its own worker thread; `"in-process"`: in this thread. */
+  readonly isolation?: "worker" | "in-process"
+  /**
+   * Heap limit of each worker (MB, default `DEFAULT_WORKER_MEMORY_MB`). A process-wide
+   * `--max-old-space-size` (also through `NODE_OPTIONS`) overrides it: V8 applies that flag to every heap.
+   */
+  readonly memoryMb?: number
+}
 
 /**
  * Loads each configured reward through the plugin registry (`Plugin.load(spec, { kind: "reward" })`,
  * then `Plugin.instantiate` with `rewards[i].config`) and builds the stage. With `isolation: "worker"`
  * (the default) each reward also gets its own worker thread, started here so a plugin that cannot
- * load in a worker fails now, not mid-run. `from` is where relative paths and packages resolve
- * (default: the working directory).
+ * load in a worker fails now, not mid-run. See `LoadOptions` for where plugins resolve and the
+ * workers' memory limit.
  */
 export const load = (
   config: Config,
-  options: { readonly from?: string; readonly isolation?: "worker" | "in-process" } = {}
+  options: LoadOptions = {}
 ): Effect.Effect<RewardStage, Plugin.PluginError | CoreConfig.ConfigError> =>
   Effect.gen(function*() {
     const from = options.from ?? process.cwd()
@@ -557,7 +584,7 @@ export const load = (
       const label = `rewards[${i}] ${plugin.name}@${plugin.version}`
       let runner: Runner = inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
       if (options.isolation !== "in-process") {
-        const w = inWorker({ spec: entry.plugin, from }, entry.config, label)
+        const w = inWorker({ spec: entry.plugin, from }, entry.config, label, options.memoryMb ?? DEFAULT_WORKER_MEMORY_MB)
         starts.push({ spec: entry.plugin, start: w.start })
         runner = w.runner
       }
@@ -574,7 +601,7 @@ export const load = (
   })
 
 /** `load`, with the workers stopped when the scope closes. */
-export const loadScoped = (config: Config, options: { readonly from?: string; readonly isolation?: "worker" | "in-process" } = {}) =>
+export const loadScoped = (config: Config, options: LoadOptions = {}) =>
   Effect.acquireRelease(load(config, options), (stage) => stage.close)
 
 // ---------------------------------------------------------------------------------------------

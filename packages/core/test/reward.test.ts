@@ -226,9 +226,11 @@ describe("RewardStage.load (plugins in worker threads)", () => {
   const exits = plugin("exit.mjs", "exit", "() => { process.exit(3) }")
   const throws = plugin("throws.mjs", "throws", "(input) => { if (input.completions.includes('')) throw new RangeError('bad row'); return new Float32Array(input.rows) }")
   const inf = plugin("inf.mjs", "inf", "(input) => new Float32Array(input.rows).fill(Infinity)")
+  // Grows a JS array of objects until something stops it (on batches with an empty completion).
+  const bomb = plugin("bomb.mjs", "bomb", "(input) => { if (input.completions.includes('')) { const hoard = []; for (;;) hoard.push({ at: hoard.length, text: 'x' + hoard.length }) } return new Float32Array(input.rows).fill(1) }")
   const stages: Array<RewardStage.RewardStage> = []
-  const load = async (config: RewardStage.Config) => {
-    const s = await run(RewardStage.load(config, { from: dir }))
+  const load = async (config: RewardStage.Config, options: { readonly memoryMb?: number } = {}) => {
+    const s = await run(RewardStage.load(config, { from: dir, ...options }))
     stages.push(s)
     return s
   }
@@ -272,6 +274,22 @@ describe("RewardStage.load (plugins in worker threads)", () => {
     const i = await load(decode({ rewards: [{ plugin: inf }] }))
     expect((await runFail(i.run(Conformance.makeBatch(rows)))).message).toContain("returned Infinity for row 0")
   })
+
+  it("a reward that allocates without bound is stopped at its worker's memory limit, handled like a throw, and its worker replaced", async () => {
+    const stage = await load(decode({ rewards: [{ plugin: bomb, onError: "nan", timeoutMs: 10_000 }] }), { memoryMb: 64 })
+    const out = await run(stage.run(Conformance.makeBatch(rows)))
+    expect(values(out, "reward_bomb").every(Number.isNaN)).toBe(true)
+    expect(stage.failures().bomb).toMatchObject({ calls: 1, rows: 4 })
+    expect(stage.failures().bomb.last).toMatch(/ran out of memory \(its worker's heap limit is 64 MB\)/)
+    // The next batch gets a fresh worker.
+    const next = await run(stage.run(Conformance.makeBatch(rows.filter((r) => r.completion !== ""))))
+    expect(values(next, "reward_bomb")).toEqual([1, 1, 1])
+    const failing = await load(decode({ rewards: [{ plugin: bomb, timeoutMs: 10_000 }] }), { memoryMb: 64 })
+    const err = await runFail(failing.run(Conformance.makeBatch(rows)))
+    expect(err.message).toMatch(/reward "bomb".*ran out of memory/)
+    // This process (the trainer's) is still here and still scores.
+    expect(values(await run(failing.run(Conformance.makeBatch(rows.slice(0, 2)))), "reward_bomb")).toEqual([1, 1])
+  }, 60_000)
 
   it("bad plugins and configs fail at load, naming what and where", async () => {
     const missing = await runFail(RewardStage.load(decode({ rewards: [{ plugin: "./nope.mjs" }] }), { from: dir }))
