@@ -2,8 +2,10 @@ import { Backend } from "@r1flow/backend"
 import { Metrics } from "@r1flow/core"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { Effect, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
+import * as Grpo from "../src/stages/grpo.js"
 import { run, tempDir } from "./helpers.js"
 
 beforeAll(async () => {
@@ -47,5 +49,31 @@ describe("rejection-sampling", () => {
     expect(lastValue(entries, "rs/kept")).toBe(3)
     expect(lastValue(entries, "rs/sampled")).toBe(12)
     expect(lastValue(entries, "rs/accept_rate")).toBeCloseTo(3 / 12, 10)
+  }, 120_000)
+})
+
+describe("grpo", () => {
+  const stage = (loss: Record<string, unknown>) => ({
+    steps: 1, promptsPerStep: 2, groupSize: 2, logEvery: 1,
+    sampling: { maxNewTokens: 5, temperature: 1 },
+    rewards: [{ plugin: "@r1flow/reward-format", name: "format" }],
+    update: { loss: { lossType: "dr_grpo", ...loss }, optimizer: { learningRate: 1e-3 } }
+  })
+
+  it("dr_grpo's L defaults to sampling.maxNewTokens; an explicit maxCompletionLength is kept", async () => {
+    const decode = (loss: Record<string, unknown>) => run(Effect.flatMap(Schema.decodeUnknownEffect(Grpo.Config)(stage(loss)), (c) => Grpo.updateConfig("g", c, 7)))
+    const implied = await decode({})
+    expect(implied.loss.lossType).toBe("dr_grpo")
+    expect(implied.loss.maxCompletionLength).toBe(5)
+    expect(implied.padId).toBe(7)
+    expect(implied.optimizer.totalSteps).toBe(1)
+    expect((await decode({ maxCompletionLength: 9 })).loss.maxCompletionLength).toBe(9)
+  })
+
+  it("a dr_grpo stage without maxCompletionLength runs", async () => {
+    const file = recipeFile("drgrpo", [{ stage: "grpo", name: "rl", config: stage({}) }])
+    const result = await run(Run.run(file, { overrides: [], log: () => {} }))
+    const { entries } = Metrics.readJsonl(result.dir.metrics)
+    expect(lastValue(entries, "optimizer_steps")).toBe(1)
   }, 120_000)
 })

@@ -42,6 +42,24 @@ export type Config = typeof Config.Type
 
 const fail = (stage: string) => (e: { readonly message: string }) => new StageRunError({ stage, message: e.message, cause: e })
 
+/**
+ * The policy update's config: the stage's `update` section decoded, then what the stage itself knows set
+ * explicitly where the section leaves it out: the tokenizer's `padId`, dr_grpo's constant L
+ * (`loss.maxCompletionLength`) = `sampling.maxNewTokens`, the longest completion the sampler writes (Dr. GRPO's
+ * generation budget), and the schedule's `totalSteps` = steps × iterations. The temperature is not here: it
+ * comes with each rollouts batch (`Batch.logprobTemperature`).
+ */
+export const updateConfig = (label: string, config: Config, padId: number): Effect.Effect<Update.Config, StageRunError> =>
+  Effect.map(
+    Schema.decodeUnknownEffect(Update.Config)(config.update).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `update: ${e.message}` }))),
+    (update) => ({
+      ...update,
+      padId: (config.update as { readonly padId?: unknown }).padId === undefined ? padId : update.padId,
+      loss: { ...update.loss, maxCompletionLength: update.loss.maxCompletionLength ?? config.sampling.maxNewTokens },
+      optimizer: { ...update.optimizer, totalSteps: update.optimizer.totalSteps ?? config.steps * update.iterations }
+    })
+  )
+
 const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   name: "grpo",
   version: "0.1.0",
@@ -54,15 +72,9 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         Effect.gen(function*() {
           const ctx = yield* Run
           const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
-          // The trainer's temperature comes with each rollouts batch (`Batch.logprobTemperature`), not from here.
-          const updateConfig = yield* Schema.decodeUnknownEffect(Update.Config)({
-            padId: ctx.tokenizer.specialIds.eot,
-            ...(config.update as object)
-          }).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `update: ${e.message}` })))
-          const trainer = yield* Update.make(ctx.policy, {
-            ...updateConfig,
-            optimizer: { ...updateConfig.optimizer, totalSteps: updateConfig.optimizer.totalSteps ?? config.steps * updateConfig.iterations }
-          }, ctx.rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
+          const trainer = yield* Update.make(ctx.policy, yield* updateConfig(label, config, ctx.tokenizer.specialIds.eot), ctx.rng.stream(`${label}/minibatch`)).pipe(
+            Effect.mapError(fail(label))
+          )
           if (ctx.resume !== null) {
             const saved = ctx.resume
             ctx.resume = null
