@@ -12,6 +12,10 @@
  * `3/4`, `\frac{3}{4}`, `\dfrac`, `\tfrac`, `\frac34`, mixed numbers `1 1/2` and `1\frac{1}{2}`, and
  * `1e3`. Integers compare exactly; other numbers within a relative tolerance. Answers that are not
  * numbers compare as normalised text.
+ *
+ * Voting (`key`): equivalent answers share a key, so a majority vote (cons@k) counts `42`, `42.0` and
+ * `\boxed{42}` as one answer. It lives in core because the accuracy reward and the evaluation must
+ * agree on what "the same answer" is, and plugins and the engine share only core.
  */
 
 const LIMIT = 512
@@ -40,16 +44,20 @@ export const lastBoxed = (text: string): string | null => {
   return end > i ? text.slice(i, end) : null
 }
 
+/** The text of the last complete `<answer>…</answer>` block (the last `<answer>` with a `</answer>` after it, up to the first such close), untrimmed; null when none. */
+export const answerBlock = (completion: string): string | null => {
+  const lastClose = completion.lastIndexOf("</answer>")
+  if (lastClose < 0) return null
+  const open = completion.lastIndexOf("<answer>", lastClose)
+  if (open < 0) return null
+  return completion.slice(open + 8, completion.indexOf("</answer>", open))
+}
+
 /** The model's final answer, or null when it gave none in a recognised place. */
 export const extract = (completion: string): string | null => {
   if (completion.includes("<answer>")) {
-    // The last `<answer>` that has a `</answer>` after it, up to the first such close.
-    const lastClose = completion.lastIndexOf("</answer>")
-    if (lastClose < 0) return null
-    const open = completion.lastIndexOf("<answer>", lastClose)
-    if (open < 0) return null
-    const close = completion.indexOf("</answer>", open)
-    const block = completion.slice(open + 8, close)
+    const block = answerBlock(completion)
+    if (block === null) return null
     const boxed = block.includes("\\boxed") || block.includes("\\fbox") ? lastBoxed(block) : null
     const answer = (boxed ?? block).trim()
     return answer === "" ? null : answer
@@ -193,4 +201,20 @@ export const equivalent = (predicted: string, reference: string, tolerance = 1e-
   if (pn !== null || rn !== null) return false
   const pt = textForm(p)
   return pt !== "" && pt === textForm(r)
+}
+
+/**
+ * The vote key of a final answer: answers with one key are `equivalent`. Numbers key by value (`42`,
+ * `42.0`, `$42`, `42 dollars` → `n:42`), other answers by normalised text (`t:…`); null for an answer
+ * that normalises to nothing. Deviations from `equivalent`, which is not transitive: a percent keys as
+ * the number written (`50%` with `50`, not with `0.5`), and non-integers are equal after rounding to
+ * 12 significant digits rather than within a tolerance.
+ */
+export const key = (answer: string): string | null => {
+  if (answer.length > LIMIT) return `x:${answer.trim()}`
+  const normalized = normalize(answer)
+  const number = parseNumber(normalized)
+  if (number !== null) return `n:${String(Number(number.value.toPrecision(12)) + 0)}`
+  const text = textForm(normalized)
+  return text === "" ? null : `t:${text}`
 }

@@ -1,12 +1,15 @@
 /**
  * Held-out evaluation as R1 reports it: pass@1 averaged over k samples per problem, and cons@k
- * (majority vote over the k final answers). Also the format rate (strict R1 format) and the mean
- * completion length. Results go to `evals/<label>.json`, the metrics stream, and the terminal.
+ * (majority vote over the k final answers, equal by the task's own equivalence: `voteKey`). Also the
+ * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json`, the
+ * metrics stream, and the terminal.
  */
-import { Batch, Columns } from "@r1flow/core"
+import { Batch, Columns, MathAnswer } from "@r1flow/core"
+import { Countdown } from "@r1flow/datasets"
 import { Effect, Schema } from "effect"
 import type { Vector, Float32, Utf8 } from "apache-arrow"
 import { Run, StageRunError, type RunContext } from "./Context.js"
+import type * as Recipe from "./Recipe.js"
 import type { EvalRecord } from "./Report.js"
 import * as RunDir from "./RunDir.js"
 import * as Sampling from "./Sampling.js"
@@ -28,11 +31,49 @@ export const Config = Schema.Struct({
 /** Eval config. */
 export type Config = typeof Config.Type
 
-const answerOf = (completion: string): string => {
-  const open = completion.lastIndexOf("<answer>")
-  if (open < 0) return completion.trim()
-  const close = completion.indexOf("</answer>", open)
-  return completion.slice(open + 8, close < 0 ? undefined : close).trim()
+/** A completion's vote: completions with one key give the same answer; null when it gives none. */
+export type VoteKey = (completion: string) => string | null
+
+const canonicalNumber = (x: number) => String(Number(x.toPrecision(12)) + 0)
+
+/** Countdown: the `<answer>` equation's numbers and value (`Countdown.evaluate`, the task's own parser). */
+const countdownKey: VoteKey = (completion) => {
+  const block = MathAnswer.answerBlock(completion)
+  const e = block === null ? undefined : Countdown.evaluate(block.trim())
+  if (e === undefined || !Number.isFinite(e.value)) return null
+  return `${[...e.numbers].sort((a, b) => a - b).join(",")}=${canonicalNumber(e.value)}`
+}
+
+/**
+ * Math: `MathAnswer.key` of the final answer the accuracy reward reads (`<answer>`, `\boxed`, `####`),
+ * or of the whole completion when it is nothing but a number (`42`).
+ */
+const mathKey: VoteKey = (completion) => {
+  const answer = MathAnswer.extract(completion) ?? (MathAnswer.parseNumber(completion.trim()) !== null ? completion.trim() : null)
+  return answer === null ? null : MathAnswer.key(answer)
+}
+
+/** The vote key of a task kind, by that task's own notion of "the same answer". */
+export const voteKey = (task: Recipe.Task["kind"]): VoteKey => (task === "countdown" ? countdownKey : mathKey)
+
+/**
+ * cons@k of one problem's k completions: the answer given most often (ties: the one given first) decides,
+ * and it is correct when a completion giving it was judged correct. Completions without an answer do not
+ * vote, so they can never win; with no vote at all the problem counts as wrong.
+ */
+export const consensus = (completions: ReadonlyArray<string>, correct: ReadonlyArray<boolean>, key: VoteKey): boolean => {
+  const votes = new Map<string, { count: number; correct: boolean }>()
+  completions.forEach((completion, i) => {
+    const k = key(completion)
+    if (k === null) return
+    const v = votes.get(k) ?? { count: 0, correct: false }
+    v.count++
+    v.correct ||= correct[i]
+    votes.set(k, v)
+  })
+  let best = { count: 0, correct: false }
+  for (const v of votes.values()) if (v.count > best.count) best = v
+  return best.correct
 }
 
 const strings = (v: Vector<Utf8>) => Array.from(v as Iterable<string | null>, (s) => s ?? "")
@@ -53,6 +94,7 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
         { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
       ])
       let correct = 0, formatted = 0, length = 0, n = 0, consCorrect = 0
+      const key = voteKey(ctx.recipe.task.kind)
       const samples: Array<EvalRecord["samples"][number]> = []
       for (let start = 0; start < rows.length; start += config.batchSize) {
         const chunk = rows.slice(start, start + config.batchSize)
@@ -68,19 +110,10 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
           length += lens[i]
           n++
         }
-        // cons@k: the most frequent final answer of each problem's k samples decides it.
         for (let p = 0; p < chunk.length; p++) {
-          const votes = new Map<string, { count: number; correct: boolean }>()
-          for (let s = 0; s < config.samples; s++) {
-            const i = p * config.samples + s
-            const a = answerOf(completions[i])
-            const v = votes.get(a) ?? { count: 0, correct: acc[i] >= 1 }
-            v.count++
-            votes.set(a, v)
-          }
-          let best = { count: -1, correct: false }
-          for (const v of votes.values()) if (v.count > best.count) best = v
-          consCorrect += best.correct ? 1 : 0
+          const at = p * config.samples
+          const judged = Array.from(acc.subarray(at, at + config.samples), (a) => a >= 1)
+          consCorrect += consensus(completions.slice(at, at + config.samples), judged, key) ? 1 : 0
           if (samples.length < 12) {
             samples.push({ prompt: chunk[p].question, completion: completions[p * config.samples], answer: chunk[p].answer, reward: acc[p * config.samples] })
           }

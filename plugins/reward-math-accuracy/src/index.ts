@@ -3,11 +3,11 @@
  *
  * 1 when the completion's final answer (`<answer>…</answer>`, `\boxed{…}` or GSM8K's `#### …`) is
  * mathematically equivalent to the reference answer, 0 when it is not or when there is none, and
- * NaN when the row has no reference answer. See `MathAnswer` for the extraction and equivalence rules.
+ * NaN when the row has no reference answer. See `MathAnswer` (in core, so that evaluation votes by the
+ * same rules) for the extraction and equivalence rules.
  */
-import { Reward } from "@r1flow/core"
+import { MathAnswer, Reward } from "@r1flow/core"
 import { Effect, Schema } from "effect"
-import * as MathAnswer from "./MathAnswer.js"
 
 /** Config: `{ tolerance?: number }`: relative tolerance for non-integer answers (default 1e-6). */
 export const Config = Schema.Struct({
