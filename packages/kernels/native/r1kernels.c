@@ -31,14 +31,24 @@ static void blas_load(void) {
     snprintf(blas_error, sizeof blas_error, "R1FLOW_NO_BLAS is set");
     return;
   }
-  const char* names[] = {"libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"};
+#ifdef __APPLE__
+  const char* names[] = {"libopenblas.0.dylib", "libopenblas.dylib"};
+#else
+  const char* names[] = {"libopenblas.so.0", "libopenblas.so"};
+#endif
   void* h = NULL;
-  for (size_t i = 0; i < sizeof names / sizeof *names && h == NULL; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-  if (h == NULL) {
-    const char* e = dlerror();
-    snprintf(blas_error, sizeof blas_error, "%s", e != NULL ? e : "libopenblas.so.0 not found");
-    return;
+  size_t used = 0;
+  /* Every name tried and why it failed, so the backend line tells a user what to install. */
+  used += (size_t)snprintf(blas_error, sizeof blas_error, "tried");
+  for (size_t i = 0; i < sizeof names / sizeof *names && h == NULL; i++) {
+    h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL && used < sizeof blas_error) {
+      const char* e = dlerror();
+      used += (size_t)snprintf(blas_error + used, sizeof blas_error - used, "%s %s (%s)", i ? ";" : "", names[i], e != NULL ? e : "not found");
+    }
   }
+  if (h == NULL) return;
+  blas_error[0] = 0;
   sgemm_fn f = (sgemm_fn)dlsym(h, "cblas_sgemm");
   if (f == NULL) {
     snprintf(blas_error, sizeof blas_error, "libopenblas has no cblas_sgemm");
@@ -209,49 +219,67 @@ void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const f
 /* A fixed pool: the calling thread plus nthreads−1 workers. A job is `count` chunks, task(ctx, chunk, count);
  * every thread claims chunks from a shared counter until none is left, so when a worker is slow to wake (a
  * loaded machine) the calling thread simply does more of them, and never waits on a chunk nobody started.
- * `work` packs (generation << 32 | next chunk): a claim is a compare-and-swap that fails once the job has
- * moved on, so a late worker can never run a chunk of a finished job. */
+ *
+ * `work` packs (generation << 32 | next chunk); a claim is a compare-and-swap of it, so a claim made on a
+ * stale view of `work` fails. A new job is published in three steps: `work` becomes (gen | CLOSED), then the
+ * job's task, context and count are written, then `work` becomes (gen | 0). The CLOSED step is what makes a
+ * late worker safe: one still looping on the previous job may read the NEW count (and pass `next < count`
+ * with the old generation's counter), but every store here is sequentially consistent, so a worker that saw
+ * any new field also sees `work` already moved past the value it expects, and its claim fails. Without that
+ * step (as before) such a worker claimed chunk `c_old` of the new job before it was published: that chunk ran
+ * twice, `done` reached `count` while a chunk was still running, and parallel() returned with a worker
+ * inside a finished kernel, reading its dead stack frame and writing tensors already handed back to tfjs.
+ * That was the demo's segfault (found with `poolCheck` below, ~1 violation per 25,000 jobs on 2 cores). */
 
+#define CLOSED 0xFFFFFFFFu
 
 int nthreads = 1;
 static pthread_t workers[MAX_THREADS];
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
-static _Atomic uint64_t work = 0;
+static _Atomic uint64_t work = CLOSED;
 static atomic_int done = 0;
-static task_fn cur_task;
-static void* cur_ctx;
-static int cur_count;
+static _Atomic(task_fn) cur_task;
+static _Atomic(void*) cur_ctx;
+static atomic_int cur_count;
 
 /* Claims and runs chunks of the current job until none is left. */
 static void run_chunks(void) {
   for (;;) {
-    uint64_t w = atomic_load_explicit(&work, memory_order_acquire);
+    uint64_t w = atomic_load(&work);
     uint32_t next = (uint32_t)w;
-    if ((int)next >= cur_count) return;
-    if (!atomic_compare_exchange_weak_explicit(&work, &w, w + 1, memory_order_acq_rel, memory_order_acquire)) continue;
-    /* The job cannot finish while this chunk is claimed, so its task and context are still current. */
-    cur_task(cur_ctx, (int)next, cur_count);
-    atomic_fetch_add_explicit(&done, 1, memory_order_acq_rel);
+    if (next == CLOSED) return;
+    int count = atomic_load(&cur_count);
+    if ((int)next >= count) return;
+    task_fn task = atomic_load(&cur_task);
+    void* ctx = atomic_load(&cur_ctx);
+    if (!atomic_compare_exchange_weak(&work, &w, w + 1)) continue;
+    /* The claim succeeded on the job's own generation, so task, ctx and count are that job's, and the job
+     * cannot finish (nor its context go away) before this chunk is counted done. */
+    task(ctx, (int)next, count);
+    atomic_fetch_add(&done, 1);
   }
 }
+
+/* Whether `w` holds a published job this worker has not joined yet. */
+static inline int fresh(uint64_t w, uint32_t seen) { return (uint32_t)(w >> 32) != seen && (uint32_t)w != CLOSED; }
 
 static void* worker_main(void* arg) {
   (void)arg;
   uint32_t seen = 0;
   for (;;) {
     /* Spin a little before sleeping: kernels come back to back during a training step. */
-    int spins = 0;
-    while ((uint32_t)(atomic_load_explicit(&work, memory_order_acquire) >> 32) == seen && spins < 4000) {
+    uint64_t w = atomic_load(&work);
+    for (int spins = 0; !fresh(w, seen) && spins < 4000; spins++) {
       __builtin_ia32_pause();
-      spins++;
+      w = atomic_load(&work);
     }
-    if ((uint32_t)(atomic_load_explicit(&work, memory_order_acquire) >> 32) == seen) {
+    if (!fresh(w, seen)) {
       pthread_mutex_lock(&pool_mu);
-      while ((uint32_t)(atomic_load(&work) >> 32) == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+      while (!fresh(w = atomic_load(&work), seen)) pthread_cond_wait(&pool_cv, &pool_mu);
       pthread_mutex_unlock(&pool_mu);
     }
-    seen = (uint32_t)(atomic_load(&work) >> 32);
+    seen = (uint32_t)(w >> 32);
     run_chunks();
   }
   return NULL;
@@ -275,19 +303,20 @@ void parallel(task_fn task, void* ctx, int count) {
     for (int i = 0; i < (count < 1 ? 1 : count); i++) task(ctx, i, count < 1 ? 1 : count);
     return;
   }
-  cur_task = task;
-  cur_ctx = ctx;
-  cur_count = count;
-  atomic_store(&done, 0);
   uint64_t gen = (atomic_load(&work) >> 32) + 1;
+  atomic_store(&work, gen << 32 | CLOSED);
+  atomic_store(&cur_task, task);
+  atomic_store(&cur_ctx, ctx);
+  atomic_store(&cur_count, count);
+  atomic_store(&done, 0);
   pthread_mutex_lock(&pool_mu);
-  atomic_store_explicit(&work, gen << 32, memory_order_release);
+  atomic_store(&work, gen << 32);
   pthread_cond_broadcast(&pool_cv);
   pthread_mutex_unlock(&pool_mu);
   run_chunks();
   /* Chunks a worker claimed are in progress: spin briefly, then yield (on a loaded machine spinning would keep
    * the worker off the core it needs). */
-  for (int spins = 0; atomic_load_explicit(&done, memory_order_acquire) < count; spins++) {
+  for (int spins = 0; atomic_load(&done) < count; spins++) {
     if (spins < 2000) __builtin_ia32_pause();
     else sched_yield();
   }
@@ -753,6 +782,62 @@ static napi_value js_use_blas(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* poolCheck(jobs, maxCount, seed): runs `jobs` pool jobs of 1..maxCount chunks, each chunk spinning a random
+ * while, and counts the contract's violations: a chunk run other than exactly once, or a chunk still running
+ * when parallel() has returned. The thread pool is the one piece every kernel shares; this is its test. */
+
+typedef struct {
+  _Atomic int* hits;
+  atomic_int* running;
+  uint32_t seed;
+} check_job;
+
+static void check_task(void* ctx, int index, int count) {
+  (void)count;
+  check_job* j = ctx;
+  atomic_fetch_add(j->running, 1);
+  atomic_fetch_add(&j->hits[index], 1);
+  uint32_t x = j->seed ^ (uint32_t)index * 2654435761u;
+  int spins = (int)((x >> 7) % 24);
+  for (volatile int i = 0; i < spins; i++) {}
+  if ((x & 1023) == 0) sched_yield();
+  atomic_fetch_sub(j->running, 1);
+}
+
+static napi_value js_pool_check(napi_env env, napi_callback_info info) {
+  napi_value argv[3], r;
+  if (!get_args(env, info, 3, argv, "poolCheck")) return NULL;
+  long jobs = (long)num(env, argv[0]);
+  int max_count = (int)num(env, argv[1]);
+  uint32_t seed = (uint32_t)num(env, argv[2]);
+  if (jobs < 0 || max_count < 1 || max_count > 4096) {
+    napi_throw_range_error(env, NULL, "r1kernels.poolCheck: jobs ≥ 0 and 1 ≤ maxCount ≤ 4096");
+    return NULL;
+  }
+  _Atomic int* hits = calloc((size_t)max_count, sizeof *hits);
+  atomic_int running = 0;
+  if (hits == NULL) {
+    napi_throw_error(env, NULL, "r1kernels.poolCheck: out of memory");
+    return NULL;
+  }
+  long violations = 0;
+  for (long n = 0; n < jobs; n++) {
+    seed = seed * 1664525u + 1013904223u;
+    int count = 1 + (int)((seed >> 8) % (uint32_t)max_count);
+    for (int i = 0; i < count; i++) atomic_store(&hits[i], 0);
+    check_job j = {.hits = hits, .running = &running, .seed = seed};
+    parallel(check_task, &j, count);
+    if (atomic_load(&running) != 0) violations++;
+    for (int i = 0; i < count; i++) if (atomic_load(&hits[i]) != 1) violations++;
+    /* A chunk that outlived its job would now be writing into hits and running: wait it out, then count it. */
+    for (int spin = 0; spin < 1000 && atomic_load(&running) != 0; spin++) sched_yield();
+  }
+  free(hits);
+  CHECK(napi_create_double(env, (double)violations, &r));
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static int started = 0;
   if (!started) {
@@ -771,6 +856,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"gather", NULL, js_gather, NULL, NULL, NULL, napi_default, NULL},
     {"useBlas", NULL, js_use_blas, NULL, NULL, NULL, napi_default, NULL},
     {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+    {"poolCheck", NULL, js_pool_check, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   if (r1_init_attention(env, exports) != napi_ok || r1_init_fused(env, exports) != napi_ok || r1_init_optim(env, exports) != napi_ok || r1_init_decode(env, exports) != napi_ok) return NULL;

@@ -4,9 +4,15 @@
  * Never fails the install: without a compiler or Node headers the kernels package reports the addon
  * missing and r1flow runs on the stock wasm kernels. Node headers are taken from the running Node's own
  * prefix when it has them (Debian's nodejs-dev, the official tarballs), so no download is needed.
+ *
+ * `R1FLOW_NATIVE_SANITIZE=1` builds an AddressSanitizer + UndefinedBehaviorSanitizer copy instead, into
+ * build/Sanitize/ (the release build stays in place), which `Native.load` picks under the same variable.
+ * Node itself is not instrumented, so the process must start with the ASan runtime preloaded: use
+ * `tools/scripts/sanitize.mjs`, which sets that up and runs the kernel tests and a short demo under it.
  */
 import { spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { createRequire } from "node:module"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -37,7 +43,32 @@ if (gyp === undefined) {
 }
 const prefix = path.resolve(path.dirname(process.execPath), "..")
 const nodedir = existsSync(path.join(prefix, "include/node/node_api.h")) ? [`--nodedir=${prefix}`] : []
-const r = spawnSync(process.execPath, [gyp, "rebuild", ...nodedir], { cwd: root, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" })
+const sanitize = process.env.R1FLOW_NATIVE_SANITIZE === "1"
+
+/** node-gyp rebuild in `cwd`; gyp's Makefiles append CFLAGS / LDFLAGS from the environment after binding.gyp's. */
+const rebuild = (cwd, env) =>
+  spawnSync(process.execPath, [gyp, "rebuild", ...nodedir], { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" })
+
+if (sanitize) {
+  // A copy of the sources, so that the release build in build/Release is neither replaced nor rebuilt.
+  const work = mkdtempSync(path.join(tmpdir(), "r1kernels-sanitize-"))
+  cpSync(path.join(root, "native"), path.join(work, "native"), { recursive: true })
+  copyFileSync(path.join(root, "binding.gyp"), path.join(work, "binding.gyp"))
+  const flags = "-O2 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  const r = rebuild(work, { CFLAGS: flags, LDFLAGS: "-fsanitize=address,undefined" })
+  if (r.status !== 0) {
+    console.error(`${r.stdout ?? ""}${r.stderr ?? ""}`)
+    say("the sanitizer build failed (see above)")
+    process.exit(1)
+  }
+  mkdirSync(path.join(root, "build", "Sanitize"), { recursive: true })
+  copyFileSync(path.join(work, "build", "Release", "r1kernels.node"), path.join(root, "build", "Sanitize", "r1kernels.node"))
+  rmSync(work, { recursive: true, force: true })
+  say("sanitizer build (ASan + UBSan) written to build/Sanitize/r1kernels.node")
+  process.exit(0)
+}
+
+const r = rebuild(root, {})
 if (r.status === 0) {
   rmSync(path.join(root, "build", "native-build.log"), { force: true })
   say("native kernels built (build/Release/r1kernels.node)")

@@ -33,6 +33,11 @@ export interface Addon {
   useBlas(on: boolean): boolean
   /** The BLAS in use (`null`: the addon's own GEMM), why none loaded, and the thread count. */
   info(): { blas: string | null; blasError: string; threads: number }
+  /**
+   * The thread pool's own test: `jobs` jobs of 1..`maxCount` chunks (seeded), returning how many times a chunk
+   * ran other than exactly once or was still running after its job returned (0 is the contract).
+   */
+  poolCheck(jobs: number, maxCount: number, seed: number): number
 }
 
 /** The addon, or why it is not there. */
@@ -40,7 +45,10 @@ export type Loaded = { readonly ok: true; readonly addon: Addon } | { readonly o
 
 let loaded: Loaded | undefined
 
-/** Loads the addon (once). `R1FLOW_NATIVE=0` disables it. */
+/**
+ * Loads the addon (once). `R1FLOW_NATIVE=0` disables it; `R1FLOW_NATIVE_SANITIZE=1` loads the ASan + UBSan
+ * build from build/Sanitize/ instead (made and run by `tools/scripts/sanitize.mjs`).
+ */
 export const load = (): Loaded => {
   if (loaded !== undefined) return loaded
   if (process.env.R1FLOW_NATIVE === "0") {
@@ -49,7 +57,8 @@ export const load = (): Loaded => {
   }
   try {
     // src/ and dist/ both sit one level below the package root.
-    const addon = createRequire(import.meta.url)("../build/Release/r1kernels.node") as Addon
+    const build = process.env.R1FLOW_NATIVE_SANITIZE === "1" ? "Sanitize" : "Release"
+    const addon = createRequire(import.meta.url)(`../build/${build}/r1kernels.node`) as Addon
     loaded = { ok: true, addon }
   } catch (e) {
     const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0]
