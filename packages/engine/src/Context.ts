@@ -36,6 +36,8 @@ export interface Progress {
 /** The state every stage plugin runs against. */
 export interface RunContext {
   readonly recipe: Recipe.Recipe
+  /** The recipe file's directory: relative plugin paths in the recipe (stages, rewards) resolve from here. */
+  readonly recipeDir: string
   readonly dir: RunDir.RunDir
   readonly rng: Rng.Rng["Service"]
   readonly metrics: Metrics.Metrics["Service"]

@@ -83,6 +83,7 @@ const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir) =>
 /** The sinks and state a run (fresh or resumed) shares. */
 const makeContext = (input: {
   readonly recipe: Recipe.Recipe
+  readonly recipePath: string
   readonly resolved: unknown
   readonly dir: RunDir.RunDir
   readonly data: RunContext["data"]
@@ -101,6 +102,7 @@ const makeContext = (input: {
     const keep = recipe.checkpoint?.keep ?? 2
     const ctx: RunContext = {
       recipe,
+      recipeDir: dirname(input.recipePath),
       dir,
       rng: input.rng,
       metrics: Metrics.make([metricsSink], input.metrics),
@@ -167,10 +169,13 @@ const initBackend = (recipe: Recipe.Recipe) => {
   })
 }
 
-/** Runs `recipePath` to the end in a new run directory. */
-export const run = (recipePath: string, options: Options = {}) =>
+/** Runs `path` to the end in a new run directory. */
+export const run = (path: string, options: Options = {}) =>
   Effect.gen(function*() {
     const t0 = performance.now()
+    // Absolute, so plugin paths resolve from the recipe's directory however the working directory
+    // changes, and `resume` finds it from anywhere (the manifest records it).
+    const recipePath = resolve(path)
     const log = options.log ?? ((line: string) => console.log(line))
     const { recipe, resolved } = yield* load(recipePath, options.overrides)
     const backend = yield* initBackend(recipe)
@@ -197,7 +202,7 @@ export const run = (recipePath: string, options: Options = {}) =>
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
-    const ctx = yield* makeContext({ recipe, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log })
     return yield* execute(ctx, recipePath, manifest, t0)
   }).pipe(Effect.scoped)
 
@@ -232,7 +237,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     yield* rng.restore(restored.state.rng)
     // Metrics after the checkpoint came from the stopped run; the resumed run writes them again.
     yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
-    const ctx = yield* makeContext({ recipe, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
     return yield* execute(ctx, recipePath, manifest, t0)
   }).pipe(Effect.scoped)
@@ -291,6 +296,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       : { train: [], test: (yield* Loaders.gsm8k(options.data, { onError: "skip" }).pipe(Effect.catch(() => Loaders.jsonl(options.data, { mapping: { question: "question", answer: "answer" }, onError: "fail" })))).rows, corpus: [] }
     const ctx = yield* makeContext({
       recipe,
+      recipePath: String(manifest.recipeFile ?? dir.manifest),
       resolved: manifest.recipe,
       dir,
       data: { train: [], test: generated.test, corpus: [] },

@@ -7,7 +7,7 @@ import type { Task } from "@r1flow/datasets"
 import { Rollout } from "@r1flow/model"
 import type { RecordBatch } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
-import { StageRunError, type RunContext } from "./Context.js"
+import { Run, StageRunError, type RunContext } from "./Context.js"
 import * as Prompts from "./Prompts.js"
 import * as Recipe from "./Recipe.js"
 
@@ -60,6 +60,13 @@ export const score = (stage: string, rewardStage: RewardStage.RewardStage, batch
 export const decodeRewards = (raw: unknown, where: string) =>
   Schema.decodeUnknownEffect(RewardStage.Config)(raw).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: e.message })))
 
-/** A stage's `rewards` list, decoded and loaded into a reward stage (closed with the scope). */
+/**
+ * A stage's `rewards` list, decoded and loaded into a reward stage (closed with the scope). Relative
+ * plugin paths resolve from the recipe's directory, as the stage's own plugin path does.
+ */
 export const loadRewards = (stage: string, rewardList: ReadonlyArray<unknown>) =>
-  Effect.flatMap(decodeRewards({ rewards: rewardList }, `${stage}.rewards`), (config) => rewards(stage, config, process.cwd()))
+  Effect.gen(function*() {
+    const ctx = yield* Run
+    const config = yield* decodeRewards({ rewards: rewardList }, `${stage}.rewards`)
+    return yield* rewards(stage, config, ctx.recipeDir)
+  })
