@@ -5,7 +5,7 @@
  * with its path and what was found: `rollout.temperature: expected number, got "hot"`.
  */
 import { readFile } from "node:fs/promises"
-import { Effect, Schema, SchemaIssue } from "effect"
+import { Effect, Schema, SchemaAST, SchemaIssue } from "effect"
 
 /** A config (or a plugin's config section) that does not decode. */
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
@@ -19,7 +19,50 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
   }
 }
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+// An unknown key's message carries the keys its object does accept, for the "did you mean" below.
+const UNKNOWN_KEY = "\u0000unknown key; accepted: "
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1({
+  leafHook: (issue) =>
+    issue._tag === "UnexpectedKey"
+      ? UNKNOWN_KEY + JSON.stringify(SchemaAST.isObjects(issue.ast) ? issue.ast.propertySignatures.map((p) => String(p.name)) : [])
+      : SchemaIssue.defaultLeafHook(issue)
+})
+
+/** Edit distance (insertions, deletions, substitutions and swaps of neighbours count 1). */
+const distance = (a: string, b: string): number => {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)))
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1)
+    }
+  }
+  return d[a.length][b.length]
+}
+
+// Case and separators are ignored, so `epsilon_high` finds `epsilonHigh` and `max-new-tokens` finds `maxNewTokens`.
+const normalise = (key: string) => key.toLowerCase().replace(/[_-]/g, "")
+
+/** The accepted key nearest to `key`, when it is near enough to be the one meant (about a third of its letters). */
+export const nearest = (key: string, accepted: ReadonlyArray<string>): string | undefined => {
+  let best: string | undefined
+  let bestDistance = Math.max(1, Math.floor(normalise(key).length / 3)) + 1
+  for (const candidate of accepted) {
+    const d = distance(normalise(key), normalise(candidate))
+    if (d < bestDistance) {
+      best = candidate
+      bestDistance = d
+    }
+  }
+  return best
+}
+
+const unknownKey = (where: string, key: PropertyKey | undefined, message: string): string => {
+  const accepted = JSON.parse(message.slice(UNKNOWN_KEY.length)) as Array<string>
+  const guess = typeof key === "string" ? nearest(key, accepted) : undefined
+  return guess === undefined ? `${where}: unknown key` : `${where}: unknown key (did you mean ${JSON.stringify(guess)}?)`
+}
 
 const at = (input: unknown, path: ReadonlyArray<PropertyKey>): { found: boolean; value: unknown } => {
   let v: unknown = input
@@ -39,13 +82,13 @@ const show = (value: unknown): string => {
 export const formatPath = (path: ReadonlyArray<PropertyKey>, prefix = ""): string =>
   path.reduce<string>((acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`), prefix) || "(root)"
 
-/** Turns a schema failure into `path: expected …, got …` lines. */
+/** Turns a schema failure into `path: expected …, got …` lines (`path: unknown key (did you mean "…"?)` for a typo). */
 export const problems = (issue: SchemaIssue.Issue, input: unknown, prefix = ""): Array<string> =>
   formatter(issue).issues.map((i) => {
     const path = (i.path ?? []).map((p) => (typeof p === "object" && p !== null && "key" in p ? (p as { key: PropertyKey }).key : p)) as Array<PropertyKey>
     const where = formatPath(path, prefix)
+    if (i.message.startsWith(UNKNOWN_KEY)) return unknownKey(where, path[path.length - 1], i.message)
     const msg = i.message.charAt(0).toLowerCase() + i.message.slice(1)
-    if (msg.startsWith("expected no excess property") || msg.startsWith("unexpected key")) return `${where}: unknown key`
     if (msg.startsWith("missing key")) return `${where}: missing (required)`
     const got = at(input, path)
     return got.found ? `${where}: ${msg}, got ${show(got.value)}` : `${where}: ${msg}`

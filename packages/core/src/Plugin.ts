@@ -97,13 +97,17 @@ export const load = (spec: string, options: { readonly kind?: Kind; readonly fro
     }
   }).pipe(Effect.flatMap((mod) => validate(spec, mod, options.kind)))
 
+/** Decodes `rawConfig` (absent: `{}`) with the plugin's schema, unknown keys refused, paths prefixed by `where`. */
+export const decodeConfig = <K extends Kind, C, A>(plugin: Plugin<K, C, A>, rawConfig: unknown, where: string): Effect.Effect<C, Config.ConfigError> =>
+  Config.decode(plugin.config, rawConfig ?? {}, { source: `plugin ${plugin.name}`, prefix: where })
+
 /** Decodes `rawConfig` with the plugin's schema (paths prefixed by `where`) and calls `make`. */
 export const instantiate = <K extends Kind, C, A>(
   plugin: Plugin<K, C, A>,
   rawConfig: unknown,
   where: string
 ): Effect.Effect<A, PluginError | Config.ConfigError> =>
-  Effect.flatMap(Config.decode(plugin.config, rawConfig ?? {}, { source: `plugin ${plugin.name}`, prefix: where }), (config) =>
+  Effect.flatMap(decodeConfig(plugin, rawConfig, where), (config) =>
     Effect.try({
       try: () => plugin.make(config),
       catch: (e) => new PluginError({ plugin: plugin.name, message: `make(config) threw: ${(e as Error).message}` })

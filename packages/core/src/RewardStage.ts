@@ -547,6 +547,43 @@ export interface LoadOptions {
   readonly memoryMb?: number
 }
 
+/** `rewards[i].name` would write a column an earlier reward already writes. */
+const columnTaken = (taken: Map<string, number>, column: string, i: number, prefix: string): CoreConfig.ConfigError | null => {
+  const before = taken.get(column)
+  if (before === undefined) {
+    taken.set(column, i)
+    return null
+  }
+  return new CoreConfig.ConfigError({
+    source: "rewards",
+    problems: [`${CoreConfig.formatPath(["rewards", i, "name"], prefix)}: the column "${Batch.rewardColumn(column)}" is already written by rewards[${before}]; set a different "name"`]
+  })
+}
+
+/**
+ * Checks a raw `{ rewards }` section without running anything, so a config can be refused before a
+ * run starts: the entries decode (unknown keys are errors), each plugin loads, its `config` decodes by
+ * the plugin's own schema, and no two rewards write one column. `make` is not called and no worker
+ * starts. `prefix` is the section's place in the whole config (`stages[2].config`); every problem
+ * names `<prefix>.rewards[i]…`. Returns the decoded section.
+ */
+export const check = (raw: unknown, options: { readonly from?: string; readonly prefix?: string } = {}): Effect.Effect<Config, Plugin.PluginError | CoreConfig.ConfigError> =>
+  Effect.gen(function*() {
+    const prefix = options.prefix ?? ""
+    const config = yield* CoreConfig.decode(Config, raw, { source: "rewards", prefix })
+    const taken = new Map<string, number>()
+    for (const [i, entry] of config.rewards.entries()) {
+      const where = CoreConfig.formatPath(["rewards", i], prefix)
+      const plugin = yield* Plugin.load(entry.plugin, { kind: "reward", from: options.from ?? process.cwd() }).pipe(
+        Effect.mapError((e) => new Plugin.PluginError({ plugin: e.plugin, message: `${where}.plugin: ${e.message}` }))
+      )
+      yield* Plugin.decodeConfig(plugin, entry.config, `${where}.config`)
+      const clash = columnTaken(taken, entry.name ?? plugin.name, i, prefix)
+      if (clash !== null) return yield* clash
+    }
+    return config
+  })
+
 /**
  * Loads each configured reward through the plugin registry (`Plugin.load(spec, { kind: "reward" })`,
  * then `Plugin.instantiate` with `rewards[i].config`) and builds the stage. With `isolation: "worker"`
@@ -572,15 +609,11 @@ export const load = (
         return yield* new Plugin.PluginError({ plugin: entry.plugin, message: `make(config) returned ${describeValue(reward)}, not a reward with a score function` })
       }
       const column = entry.name ?? plugin.name
-      const before = taken.get(column)
-      if (before !== undefined) {
+      const clash = columnTaken(taken, column, i, "")
+      if (clash !== null) {
         yield* stopAll
-        return yield* new CoreConfig.ConfigError({
-          source: "rewards",
-          problems: [`rewards[${i}].name: the column "${Batch.rewardColumn(column)}" is already written by rewards[${before}]; set a different "name"`]
-        })
+        return yield* clash
       }
-      taken.set(column, i)
       const label = `rewards[${i}] ${plugin.name}@${plugin.version}`
       let runner: Runner = inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
       if (options.isolation !== "in-process") {

@@ -33,8 +33,20 @@ describe("config", () => {
     const err = await runFail(
       Config.decode(Experiment, { ...good, rollout: { temperature: 1, groupSize: 8, temprature: 2 }, rewards: [{ plugin: "x", weight: "1" }] }, { source: "t" })
     )
-    expect(err.problems).toContain("rollout.temprature: unknown key")
+    expect(err.problems).toContain('rollout.temprature: unknown key (did you mean "temperature"?)')
     expect(err.problems).toContain('rewards[0].weight: expected number, got "1"')
+  })
+
+  it("an unknown key names the nearest accepted key when one is close, and none when none is", async () => {
+    const err = await runFail(Config.decode(Experiment, { ...good, rollout: { temperature: 1, group_size: 8, groupSize: 8, colour: "red" }, rewards: [{ plugin: "x", wieght: 1, weight: 1 }] }, { source: "t" }))
+    expect([...err.problems].sort()).toEqual([
+      'rewards[0].wieght: unknown key (did you mean "weight"?)',
+      "rollout.colour: unknown key",
+      'rollout.group_size: unknown key (did you mean "groupSize"?)'
+    ])
+    expect(Config.nearest("epsilon_high", ["epsilon", "epsilonHigh", "beta"])).toBe("epsilonHigh")
+    expect(Config.nearest("maxNewTokns", ["maxNewTokens", "temperature"])).toBe("maxNewTokens")
+    expect(Config.nearest("rollout", ["runsDir", "model", "stages"])).toBeUndefined()
   })
 
   it("a missing key and a bad JSON file are clear errors", async () => {

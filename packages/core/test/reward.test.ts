@@ -291,6 +291,22 @@ describe("RewardStage.load (plugins in worker threads)", () => {
     expect(values(await run(failing.run(Conformance.makeBatch(rows.slice(0, 2)))), "reward_bomb")).toEqual([1, 1])
   }, 60_000)
 
+  it("check: entries, plugins and the plugins' own configs are checked without starting a worker", async () => {
+    const check = (rewards: ReadonlyArray<unknown>) => RewardStage.check({ rewards }, { from: dir, prefix: "stages[2].config" })
+    expect((await run(check([{ plugin: len, config: { scale: 2 } }]))).rewards[0]).toEqual({ plugin: len, config: { scale: 2 }, weight: 1, onError: "fail", timeoutMs: 30000 })
+    const typo = await runFail(check([{ plugin: len, wieght: 2 }]))
+    expect((typo as any).problems).toEqual(['stages[2].config.rewards[0].wieght: unknown key (did you mean "weight"?)'])
+    const missing = await runFail(check([{ plugin: len }, { plugin: "./no-such-reward.mjs" }]))
+    expect(missing._tag).toBe("PluginError")
+    expect(missing.message).toMatch(/^stages\[2\]\.config\.rewards\[1\]\.plugin: cannot find it/)
+    const badValue = await runFail(check([{ plugin: len, config: { scale: "big" } }]))
+    expect((badValue as any).problems).toEqual(['stages[2].config.rewards[0].config.scale: expected number, got "big"'])
+    const pluginTypo = await runFail(check([{ plugin: len, config: { scael: 2 } }]))
+    expect((pluginTypo as any).problems).toEqual(['stages[2].config.rewards[0].config.scael: unknown key (did you mean "scale"?)'])
+    const dup = await runFail(check([{ plugin: len }, { plugin: len }]))
+    expect((dup as any).problems[0]).toMatch(/^stages\[2\]\.config\.rewards\[1\]\.name: the column "reward_len" is already written by rewards\[0\]/)
+  })
+
   it("bad plugins and configs fail at load, naming what and where", async () => {
     const missing = await runFail(RewardStage.load(decode({ rewards: [{ plugin: "./nope.mjs" }] }), { from: dir }))
     expect(missing._tag).toBe("PluginError")

@@ -3,9 +3,17 @@
  * user's own), provided by a `stage` plugin. `run` works on the shared `RunContext`; a stage that is
  * resumed finds its progress (`stageStep`, `cursor`) in the context and continues from there.
  */
-import { Plugin } from "@r1flow/core"
+import { type Config, Plugin } from "@r1flow/core"
 import type { Effect, Schema } from "effect"
 import type { Run, StageRunError } from "./Context.js"
+
+/** Where a stage's config sits, for its `check`. */
+export interface CheckContext {
+  /** The config's path in the recipe (`stages[2].config`), the prefix of every problem's path. */
+  readonly where: string
+  /** The recipe file's directory: relative plugin paths in the config resolve from here. */
+  readonly from: string
+}
 
 /** What a stage plugin's `make(config)` returns. */
 export interface RecipeStage {
@@ -13,6 +21,12 @@ export interface RecipeStage {
   readonly kind: string
   /** Runs (or continues) the stage. `label` is the entry's name, for logs, metrics and files. */
   readonly run: (label: string) => Effect.Effect<void, StageRunError, Run>
+  /**
+   * Checks what the config schema cannot: the plugins the stage loads when it runs (rewards) and
+   * their own config sections, with unknown keys refused. The run calls it for every stage before
+   * the first one runs, so a typo deep in the last stage costs nothing.
+   */
+  readonly check?: (at: CheckContext) => Effect.Effect<void, Config.ConfigError | Plugin.PluginError>
 }
 
 /** A stage plugin: what a stage package exports by default. */

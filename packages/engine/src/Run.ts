@@ -126,21 +126,39 @@ const makeContext = (input: {
     return ctx
   })
 
-/** Runs the recipe's stages from `ctx.progress.stageIndex` on, checkpointing after each, then writes the summary and report. */
-const execute = (ctx: RunContext, recipePath: string, manifest: Record<string, unknown>, t0: number) =>
+/** A recipe stage ready to run: its plugin loaded, its config decoded and checked. */
+interface Prepared {
+  readonly label: string
+  readonly plugin: Plugin.Plugin
+  readonly stage: RecipeStage.RecipeStage
+}
+
+/**
+ * Loads the plugin of every stage from `first` on, decodes its config and runs its `check` (the
+ * rewards it will load, their configs), all before anything of the run is made or changed: a typo in
+ * the last stage's config must not cost the minutes of the stages before it.
+ */
+const prepare = (recipe: Recipe.Recipe, recipePath: string, first: number) =>
   Effect.gen(function*() {
-    const { recipe, dir, log } = ctx
-    // Every stage's plugin is loaded and its config decoded before the first one runs: a typo in the
-    // last stage's config must not cost the minutes of the stages before it.
-    const stages: Array<{ label: string; plugin: Plugin.Plugin; stage: RecipeStage.RecipeStage }> = []
+    const from = dirname(recipePath)
+    const stages: Array<Prepared> = []
     for (const [i, entry] of recipe.stages.entries()) {
-      if (i < ctx.progress.stageIndex) continue
+      if (i < first) continue
       const spec = Recipe.builtinStages[entry.stage] ?? entry.stage
-      const plugin = yield* Plugin.load(spec, { kind: "stage", from: dirname(recipePath) })
-      const stage = yield* Plugin.instantiate(plugin, entry.config, `stages[${i}].config`)
+      const where = `stages[${i}].config`
+      const plugin = yield* Plugin.load(spec, { kind: "stage", from })
+      const stage = yield* Plugin.instantiate(plugin, entry.config, where)
       if (!RecipeStage.isRecipeStage(stage)) return yield* new Plugin.PluginError({ plugin: spec, message: "make(config) did not return a recipe stage ({ kind, run })" })
+      if (stage.check !== undefined) yield* stage.check({ where, from })
       stages.push({ label: entry.name ?? entry.stage, plugin, stage })
     }
+    return stages
+  })
+
+/** Runs the prepared stages (those from `ctx.progress.stageIndex` on), checkpointing after each, then writes the summary and report. */
+const execute = (ctx: RunContext, stages: ReadonlyArray<Prepared>, manifest: Record<string, unknown>, t0: number) =>
+  Effect.gen(function*() {
+    const { recipe, dir, log } = ctx
     for (let i = ctx.progress.stageIndex; i < recipe.stages.length; i++) {
       const { label, plugin, stage } = stages[i - (recipe.stages.length - stages.length)]
       const s0 = performance.now()
@@ -178,6 +196,7 @@ export const run = (path: string, options: Options = {}) =>
     const recipePath = resolve(path)
     const log = options.log ?? ((line: string) => console.log(line))
     const { recipe, resolved } = yield* load(recipePath, options.overrides)
+    const stages = yield* prepare(recipe, recipePath, 0)
     const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
     const dir = yield* RunDir.create(recipe.runsDir ?? "runs", recipe.name)
@@ -203,7 +222,7 @@ export const run = (path: string, options: Options = {}) =>
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
     const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log })
-    return yield* execute(ctx, recipePath, manifest, t0)
+    return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
 /**
@@ -220,6 +239,14 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
     const checkpoint = yield* RunCheckpoint.latest(dir.checkpoints)
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(
+      Effect.tapError(() =>
+        Effect.sync(() => {
+          restored.policy.dispose()
+          restored.reference?.dispose()
+        })
+      )
+    )
     const backend = yield* initBackend(recipe)
     const recorded = (manifest.backend as Backend.Info | undefined)?.name
     if (recorded !== undefined && recorded !== backend.name) log(`warning: the run started on ${recorded} and resumes on ${backend.name}; results will not be bitwise identical`)
@@ -239,7 +266,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
     const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
-    return yield* execute(ctx, recipePath, manifest, t0)
+    return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
 /** Every `evals/*.json` of a run, in step order. */

@@ -2,7 +2,7 @@
  * Sampling from the current policy into a rollouts batch, and scoring it with reward plugins:
  * the pieces the GRPO, rejection-sampling and eval stages share.
  */
-import { type Batch, RewardStage } from "@r1flow/core"
+import { type Batch, Config as CoreConfig, Plugin, RewardStage } from "@r1flow/core"
 import type { Task } from "@r1flow/datasets"
 import { Rollout } from "@r1flow/model"
 import type { RecordBatch } from "apache-arrow"
@@ -56,9 +56,9 @@ export const rewards = (stage: string, config: RewardStage.Config, from: string)
 export const score = (stage: string, rewardStage: RewardStage.RewardStage, batch: RecordBatch<Batch.RolloutsType>) =>
   rewardStage.run(batch).pipe(Effect.mapError((e) => new StageRunError({ stage, message: `${e.stage}: ${e.message}`, cause: e })))
 
-/** Rewards decoded against the core schema (defaults filled in), with paths for errors. */
+/** Rewards decoded against the core schema (defaults filled in, unknown keys refused), with paths for errors. */
 export const decodeRewards = (raw: unknown, where: string) =>
-  Schema.decodeUnknownEffect(RewardStage.Config)(raw).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: e.message })))
+  CoreConfig.decode(RewardStage.Config, raw, { source: where }).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: e.message })))
 
 /**
  * A stage's `rewards` list, decoded and loaded into a reward stage (closed with the scope). Relative
@@ -70,3 +70,21 @@ export const loadRewards = (stage: string, rewardList: ReadonlyArray<unknown>) =
     const config = yield* decodeRewards({ rewards: rewardList }, `${stage}.rewards`)
     return yield* rewards(stage, config, ctx.recipeDir)
   })
+
+/** Checks a stage's `rewards` list (at `<where>.rewards`) before the run: entries, plugins and their configs. */
+export const checkRewards = (rewardList: ReadonlyArray<unknown>, where: string, from: string): Effect.Effect<void, CoreConfig.ConfigError | Plugin.PluginError> =>
+  Effect.asVoid(RewardStage.check({ rewards: rewardList }, { from, prefix: where }))
+
+/** Checks an eval's `accuracy` reward (at `<where>.accuracy`): that the plugin loads and its `config` decodes. */
+export const checkAccuracy = (
+  accuracy: { readonly plugin: string; readonly config?: unknown } | undefined,
+  where: string,
+  from: string
+): Effect.Effect<void, CoreConfig.ConfigError | Plugin.PluginError> =>
+  accuracy === undefined
+    ? Effect.void
+    : Plugin.load(accuracy.plugin, { kind: "reward", from }).pipe(
+      Effect.mapError((e) => new Plugin.PluginError({ plugin: e.plugin, message: `${where}.accuracy.plugin: ${e.message}` })),
+      Effect.flatMap((plugin) => Plugin.decodeConfig(plugin, accuracy.config, `${where}.accuracy.config`)),
+      Effect.asVoid
+    )

@@ -5,7 +5,7 @@
  * Every step's rollouts are written to `rollouts/step-NNNNNN.arrow`; held-out evaluations can run
  * every `evalEvery` steps.
  */
-import { Batch, Columns, type RewardStage } from "@r1flow/core"
+import { Batch, Columns, Config as CoreConfig, type RewardStage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Update } from "@r1flow/grpo"
 import { Transformer } from "@r1flow/model"
 import type { RecordBatch, Vector, Float32 } from "apache-arrow"
@@ -60,6 +60,14 @@ export const updateConfig = (label: string, config: Config, padId: number): Effe
     })
   )
 
+/** Before the run: the rewards (plugins and their configs), `update` and the eval's accuracy reward, unknown keys refused. */
+const check = (config: Config, { where, from }: RecipeStage.CheckContext) =>
+  Effect.all([
+    Sampling.checkRewards(config.rewards, where, from),
+    CoreConfig.decode(Update.Config, config.update, { source: "plugin grpo", prefix: `${where}.update` }),
+    Sampling.checkAccuracy(config.eval?.accuracy, `${where}.eval`, from)
+  ], { discard: true })
+
 const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   name: "grpo",
   version: "0.1.0",
@@ -67,6 +75,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   config: Config,
   make: (config) => ({
     kind: "grpo",
+    check: (at) => check(config, at),
     run: (label) =>
       Effect.scoped(
         Effect.gen(function*() {
