@@ -1,6 +1,7 @@
 /**
  * Loaders for real data into task rows: GSM8K-style JSONL (`question`, and `answer` ending in
- * `#### final`), generic JSONL, and Parquet, the last two through a column mapping.
+ * `#### final`), question/answer JSONL (GSM8K answers or plain ones, row by row), generic JSONL, and
+ * Parquet, the last two through a column mapping.
  *
  * A malformed record (bad JSON, a missing or mistyped field, a GSM8K answer without `#### `, a
  * duplicate id) is reported with its file and 1-based line (Parquet: row) number. With
@@ -123,6 +124,12 @@ const gsm8kRow = (record: Record<string, unknown>, id: string): Result.Result<Ta
   return Result.succeed({ id, question: question.success, answer: final, metadata: { solution: answer.success.slice(0, at).trim() } })
 }
 
+/** A `{ question, answer }` record: a GSM8K answer (working, then `#### final`) as `gsm8kRow` reads it, any other answer verbatim. */
+const questionAnswerRow = (record: Record<string, unknown>, id: string): Result.Result<Task.Row, string> =>
+  typeof record.answer === "string" && record.answer.includes("#### ")
+    ? gsm8kRow(record, id)
+    : mapped(record, { question: "question", answer: "answer" }, id)
+
 // ---------------------------------------------------------------------------------------------
 // Collecting rows
 
@@ -190,6 +197,20 @@ export const gsm8k = Effect.fnUntraced(function*(
   const text = new TextDecoder().decode(yield* read(file))
   const name = path.basename(file)
   return yield* collect(file, "line", jsonlRecords(text, (r, line) => gsm8kRow(r, `gsm8k/${name}:${line}`)), options?.onError ?? "fail")
+})
+
+/**
+ * JSONL of `{ question, answer }` objects, such as a GSM8K split or a hand-written test set: an answer with a
+ * `#### ` line is a GSM8K solution (its final answer is the reference, the working goes to metadata), any
+ * other answer (text or number) is the reference as it is. Other fields become metadata. Ids are `<file>:<line>`.
+ */
+export const questionAnswer = Effect.fnUntraced(function*(
+  file: string,
+  options?: { readonly onError?: OnError }
+): Effect.fn.Return<Loaded, MalformedRecord | DataFileError> {
+  const text = new TextDecoder().decode(yield* read(file))
+  const name = path.basename(file)
+  return yield* collect(file, "line", jsonlRecords(text, (r, line) => questionAnswerRow(r, `${name}:${line}`)), options?.onError ?? "fail")
 })
 
 /** Any JSONL of objects, through `mapping`. Unmapped fields become the row's metadata. */

@@ -118,6 +118,27 @@ describe("Loaders.jsonl", () => {
   })
 })
 
+describe("Loaders.questionAnswer", () => {
+  it("reads GSM8K answers by their #### line and plain answers as they are; a bad row names its line", async () => {
+    const file = path.join(dir, "qa.jsonl")
+    await writeFile(file, [
+      JSON.stringify({ question: "What is 2 + 2?", answer: "4", source: "hand" }),
+      JSON.stringify({ question: "What is 3 + 5?", answer: 8 }),
+      JSON.stringify({ question: "What is 1 + 6?", answer: "1+6=7\n#### 7" }),
+      "",
+      JSON.stringify({ question: "What is 9 - 9?" })
+    ].join("\n"))
+    const loaded = await run(Loaders.questionAnswer(file, { onError: "skip" }))
+    expect(loaded.rows).toEqual([
+      { id: "qa.jsonl:1", question: "What is 2 + 2?", answer: "4", metadata: { source: "hand" } },
+      { id: "qa.jsonl:2", question: "What is 3 + 5?", answer: "8", metadata: {} },
+      { id: "qa.jsonl:3", question: "What is 1 + 6?", answer: "7", metadata: { solution: "1+6=7" } }
+    ])
+    const e = await run(Effect.flip(Loaders.questionAnswer(file)))
+    expect(e.message).toBe(`${file}: line 5: missing field "answer"`)
+  })
+})
+
 describe("Loaders.parquet", () => {
   const writeTable = async (file: string, columns: Parameters<typeof tableFromArrays>[0]) => {
     const wasm = WasmTable.fromIPCStream(tableToIPC(tableFromArrays(columns), "stream"))

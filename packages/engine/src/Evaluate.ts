@@ -88,6 +88,8 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
         return yield* new StageRunError({ stage: where, message: `samples = ${config.samples} with temperature 0 would repeat one greedy answer; use samples = 1 or a temperature > 0` })
       }
       const rows = ctx.data[config.split].slice(0, config.limit)
+      // Rates over zero problems would read as a result (accuracy 0) where there is none.
+      if (rows.length === 0) return yield* new StageRunError({ stage: where, message: `the ${config.split} split has no problems to evaluate` })
       const t0 = performance.now()
       const rewardStage = yield* Sampling.loadRewards(where, [
         { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },

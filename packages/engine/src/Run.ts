@@ -291,7 +291,7 @@ export const report = (root: string) =>
 
 /** Options of a standalone evaluation. */
 export interface EvaluateOptions {
-  /** `held-out` (the run's own held-out split) or a JSONL file (GSM8K-style, or `question`/`answer` fields). */
+  /** `held-out` (the run's own held-out split) or a JSONL file of `{ question, answer }` rows (GSM8K answers ending in `#### N`, or plain answers). */
   readonly data: string
   readonly samples: number
   readonly temperature: number
@@ -313,20 +313,25 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
     const dir = RunDir.at(root)
     const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
     const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    // The problems first: a bad or empty file is reported before a checkpoint is loaded.
+    const test = options.data === "held-out"
+      ? (yield* Data.build(recipe.task, recipe.seed, { corpusSize: 0 })).test
+      : (yield* Loaders.questionAnswer(options.data, { onError: "fail" })).rows
+    if (test.length === 0) {
+      const file = options.data !== "held-out" ? options.data : typeof recipe.task.test === "string" ? recipe.task.test : `the ${recipe.task.kind} held-out split`
+      return yield* new Loaders.DataFileError({ file, message: `${file}: no problems to evaluate` })
+    }
     const checkpoint = isCheckpoint ? abs : yield* RunCheckpoint.latest(dir.checkpoints)
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     restored.reference?.dispose()
     yield* initBackend(recipe)
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
-    const generated = options.data === "held-out"
-      ? yield* Data.build(recipe.task, recipe.seed, { corpusSize: 0 })
-      : { train: [], test: (yield* Loaders.gsm8k(options.data, { onError: "skip" }).pipe(Effect.catch(() => Loaders.jsonl(options.data, { mapping: { question: "question", answer: "answer" }, onError: "fail" })))).rows, corpus: [] }
     const ctx = yield* makeContext({
       recipe,
       recipePath: String(manifest.recipeFile ?? dir.manifest),
       resolved: manifest.recipe,
       dir,
-      data: { train: [], test: generated.test, corpus: [] },
+      data: { train: [], test, corpus: [] },
       tokenizer,
       rng: Rng.makeService(recipe.seed),
       policy: restored.policy,

@@ -68,10 +68,17 @@ describe("rollout files", () => {
 })
 
 describe("standalone evaluation", () => {
+  // One finished run serves every test here (made by whichever runs first).
+  let finished: Promise<{ runs: string; result: { dir: { root: string; evals: string } } }> | undefined
+  const finishedRun = () =>
+    (finished ??= (async () => {
+      const runs = tempDir("evaluate")
+      const result = await run(Run.run(Run.resolveRecipe("r1-zero"), { overrides: tinyOverrides(recipeOf("r1-zero"), runs), log: () => {} }))
+      return { runs, result }
+    })())
+
   it("evaluates a finished run's policy on its held-out split and on a GSM8K-style JSONL file", async () => {
-    const runs = tempDir("evaluate")
-    const recipe = recipeOf("r1-zero")
-    const result = await run(Run.run(Run.resolveRecipe("r1-zero"), { overrides: tinyOverrides(recipe, runs), log: () => {} }))
+    const { runs, result } = await finishedRun()
     const heldOut = await run(Run.evaluate(result.dir.root, { data: "held-out", samples: 1, temperature: 0, maxNewTokens: 6, log: () => {} }))
     expect(heldOut.problems).toBe(4)
     expect(heldOut.accuracy).toBeGreaterThanOrEqual(0)
@@ -85,6 +92,29 @@ describe("standalone evaluation", () => {
     expect(gsm.problems).toBe(2)
     expect(gsm.samplesPerProblem).toBe(2)
     expect(gsm.name).toContain("mini-gsm8k")
+  }, 120_000)
+
+  it("evaluates plain {question, answer} rows, GSM8K ones among them", async () => {
+    const { runs, result } = await finishedRun()
+    const file = join(runs, "plain.jsonl")
+    writeFileSync(file, [
+      JSON.stringify({ question: "What is 2 + 2?", answer: "4" }),
+      JSON.stringify({ question: "What is 3 + 5?", answer: 8 }),
+      JSON.stringify({ question: "What is 1 + 6?", answer: "1+6=7\n#### 7" })
+    ].join("\n") + "\n")
+    const plain = await run(Run.evaluate(result.dir.root, { data: file, samples: 1, temperature: 0, maxNewTokens: 6, log: () => {} }))
+    expect(plain.problems).toBe(3)
+  }, 120_000)
+
+  it("refuses a data file with no problems, naming it, and writes no result", async () => {
+    const { runs, result } = await finishedRun()
+    const empty = join(runs, "empty.jsonl")
+    writeFileSync(empty, "\n\n")
+    const err = await runFail(Run.evaluate(result.dir.root, { data: empty, samples: 1, temperature: 0, maxNewTokens: 6, log: () => {} }))
+    expect(err.message).toContain(empty)
+    expect(err.message).toMatch(/no problems/)
+    const evals = readdirSync(result.dir.evals)
+    expect(evals.some((f) => f.includes("empty"))).toBe(false)
   }, 120_000)
 })
 
