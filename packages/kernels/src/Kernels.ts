@@ -83,8 +83,11 @@ export const install = (): Installed => {
   }
   if (kernels.length === 0) return { kernels, blas: null, reason: "the wasm backend's kernels are not registered (import @tensorflow/tfjs-backend-wasm first)" }
   const info = addon.info()
-  const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError})`
-  state = { kernels, blas: info.blas, reason: `native ${kernels.join(", ")}; GEMM on ${gemm}; ${info.threads} thread(s)` }
+  // Where the library was simply not found, say what provides it (pretraining ~25 % faster with it).
+  const hint = info.blasError.startsWith("tried") ? "; Debian's libopenblas0-pthread provides it" : ""
+  const gemm = info.blas ?? `the addon's own SIMD GEMM (no BLAS: ${info.blasError}${hint})`
+  const build = process.env.R1FLOW_NATIVE_SANITIZE === "1" ? " (ASan + UBSan build)" : ""
+  state = { kernels, blas: info.blas, reason: `native${build} ${kernels.join(", ")}; GEMM on ${gemm}; ${info.threads} thread(s)` }
   return state
 }
 

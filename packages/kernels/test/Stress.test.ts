@@ -158,6 +158,14 @@ const poolViolations = (addon: Native.Addon): number =>
   ([[400_000, 8], [400_000, 3], [50_000, 64]] as const).reduce((sum, [jobs, max]) => sum + addon.poolCheck(jobs, max, jobs + max), 0)
 
 describe.skipIf(!native.ok)("the native thread pool", () => {
+  it("runs on the GEMM its test project names", () => {
+    if (!native.ok) return
+    const info = native.addon.info()
+    if (process.env.R1FLOW_NO_BLAS === "1") expect(info.blasError).toBe("R1FLOW_NO_BLAS is set")
+    console.log(`GEMM: ${info.blas ?? `own (${info.blasError})`}, ${info.threads} thread(s)`)
+    expect(info.blas === null).toBe(info.blasError !== "")
+  })
+
   it("runs each chunk of a job exactly once and returns only when all are done", () => {
     if (native.ok) expect(poolViolations(native.addon)).toBe(0)
   })
