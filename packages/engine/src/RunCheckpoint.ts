@@ -14,6 +14,11 @@
  * way; older checkpoints beyond `keep` are removed. Reading refuses, before touching the run, any
  * checkpoint whose files are missing, truncated or altered (checksums), or that was made under another
  * config or model shape.
+ *
+ * Test hook: `R1FLOW_TEST_KILL_AT_CHECKPOINT=<n>` makes the process SIGKILL itself while writing its
+ * n-th checkpoint, once the files are in `step-N.tmp/` and before the rename that would make it
+ * count: a crash at a known point, with the steps since the last checkpoint done (their metrics and
+ * rollouts written) but not saved. The resume test uses it; a run never sets it.
  */
 import { Metrics, Rng } from "@r1flow/core"
 import type { Train } from "@r1flow/grpo"
@@ -71,6 +76,14 @@ const filesUnder = (dir: string): Array<string> =>
 
 const fail = (path: string) => (e: unknown) => new CheckpointError({ path, reason: e instanceof Error ? e.message : (e as { message?: string }).message ?? String(e) })
 
+let checkpointWrites = 0
+
+/** The test hook above: SIGKILL is delivered before `kill` returns, so nothing after it runs. */
+const killForTest = () => {
+  checkpointWrites++
+  if (process.env.R1FLOW_TEST_KILL_AT_CHECKPOINT === String(checkpointWrites)) process.kill(process.pid, "SIGKILL")
+}
+
 /** The checkpoint folder name of a global step. */
 export const nameOf = (step: number) => `step-${String(step).padStart(6, "0")}`
 
@@ -112,6 +125,7 @@ export const save = (ctx: RunContext, recipeHash: string, stage: StageState | nu
         const sums = Object.fromEntries(filesUnder(tmp).map((f) => [relative(tmp, f), sha256(f)]))
         RunDir.writeAtomic(join(tmp, "checksums.json"), JSON.stringify(sums, null, 1))
         for (const d of [tmp, join(tmp, "policy"), join(tmp, "reference")]) if (existsSync(d)) RunDir.fsyncDir(d)
+        killForTest()
         rmSync(final, { recursive: true, force: true })
         renameSync(tmp, final)
         RunDir.fsyncDir(ctx.dir.checkpoints)
