@@ -3,7 +3,7 @@
  * plugins still load, in the process and in their worker threads, from where r1flow is installed.
  */
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -46,6 +46,41 @@ const { Run } = await import(${JSON.stringify(engine)})
 Effect.runPromise(Run.run(${JSON.stringify(file)}, { log: () => {} })).then(() => console.log("OK"), (e) => { console.error("FAILED " + (e._tag ?? "") + ": " + e.message); process.exit(3) })
 `
     const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: base, encoding: "utf8", timeout: 120_000 })
+    expect(r.stderr + r.stdout, r.stderr).toContain("OK")
+    expect(r.status).toBe(0)
+  }, 150_000)
+
+  it("reward and stage plugins given as relative paths resolve from the recipe's directory, whatever the working directory", () => {
+    const base = mkdtempSync(join(tmpdir(), "r1flow-cwd-"))
+    const elsewhere = mkdtempSync(join(tmpdir(), "r1flow-elsewhere-"))
+    mkdirSync(join(base, "plugins"))
+    writeFileSync(join(base, "plugins", "chars.mjs"), `import { Schema } from ${JSON.stringify(effect)}
+export default { kind: "reward", name: "chars", version: "1.0.0", description: "completion length", config: Schema.Struct({}),
+  make: () => ({ score: (input) => Float32Array.from(input.completions, (c) => c.length) }) }`)
+    writeFileSync(join(base, "plugins", "noop.mjs"), `import { Effect, Schema } from ${JSON.stringify(effect)}
+export default { kind: "stage", name: "noop", version: "1.0.0", description: "does nothing", config: Schema.Struct({}),
+  make: () => ({ kind: "noop", run: () => Effect.void }) }`)
+    const file = join(base, "recipe.json")
+    writeFileSync(file, JSON.stringify({
+      name: "tiny-paths",
+      seed: 1,
+      backend: "wasm",
+      runsDir: join(base, "runs"),
+      task: { kind: "arithmetic", digits: [1, 2], ops: ["+"], train: 8, test: 2 },
+      corpus: { count: 8 },
+      tokenizer: { kind: "compact", base: "cl100k_base", size: 512 },
+      model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 128 },
+      stages: [
+        { stage: "./plugins/noop.mjs" },
+        { stage: "grpo", config: { steps: 1, promptsPerStep: 1, groupSize: 2, sampling: { maxNewTokens: 4, temperature: 1 }, rewards: [{ plugin: "./plugins/chars.mjs" }] } }
+      ]
+    }))
+    const script = `
+const { Effect } = await import(${JSON.stringify(effect)})
+const { Run } = await import(${JSON.stringify(engine)})
+Effect.runPromise(Run.run(${JSON.stringify(file)}, { log: () => {} })).then((r) => console.log("OK " + r.dir.root), (e) => { console.error("FAILED " + (e._tag ?? "") + ": " + e.message); process.exit(3) })
+`
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: elsewhere, encoding: "utf8", timeout: 120_000 })
     expect(r.stderr + r.stdout, r.stderr).toContain("OK")
     expect(r.status).toBe(0)
   }, 150_000)
