@@ -3,14 +3,15 @@
  * `#### final`), question/answer JSONL (GSM8K answers or plain ones, row by row), generic JSONL, and
  * Parquet, the last two through a column mapping.
  *
- * A malformed record (bad JSON, a missing or mistyped field, a GSM8K answer without `#### `, a
- * duplicate id) is reported with its file and 1-based line (Parquet: row) number. With
+ * A malformed record (bytes that are not UTF-8, bad JSON, a missing or mistyped field, a GSM8K answer
+ * without `#### `, a duplicate id) is reported with its file and 1-based line (Parquet: row) number. With
  * `onError: "fail"` (the default: data is never dropped silently) the first one fails the load;
  * with `"skip"` it is left out, counted and described in the result.
  */
 import { readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { tableFromIPC } from "apache-arrow"
+import { Utf8 } from "@r1flow/core"
 import { Effect, Result, Schema } from "effect"
 import { readParquet } from "parquet-wasm"
 import * as Task from "./Task.js"
@@ -167,13 +168,22 @@ const read = (file: string) =>
     catch: (e) => new DataFileError({ file, message: `${file}: cannot read: ${e instanceof Error ? e.message : String(e)}` })
   })
 
-/** Each non-blank line of a JSONL text as a row (or why not). */
-function* jsonlRecords(text: string, toRow: (record: Record<string, unknown>, line: number) => Result.Result<Task.Row, string>) {
-  const lines = text.split(/\r?\n/)
+/**
+ * Each non-blank line of a JSONL file's bytes as a row (or why not). Lines are decoded strictly:
+ * a line that is not UTF-8 is a malformed record, never text with U+FFFD in it.
+ */
+function* jsonlRecords(bytes: Uint8Array, toRow: (record: Record<string, unknown>, line: number) => Result.Result<Task.Row, string>) {
+  const lines = Utf8.lines(bytes)
   for (let i = 0; i < lines.length; i++) {
-    if (lines[i].trim().length === 0) continue
     const line = i + 1
-    const json = decodeJson(lines[i])
+    const decoded = lines[i]
+    if (Result.isFailure(decoded)) {
+      yield { line, row: Result.fail(decoded.failure) }
+      continue
+    }
+    const text = decoded.success
+    if (text.trim().length === 0) continue
+    const json = decodeJson(text)
     if (Result.isFailure(json)) {
       yield { line, row: Result.fail(`bad JSON: ${oneLine(json.failure.message)}`) }
       continue
@@ -181,7 +191,7 @@ function* jsonlRecords(text: string, toRow: (record: Record<string, unknown>, li
     const record = decodeObject(json.success)
     yield {
       line,
-      row: Result.isFailure(record) ? Result.fail(`not a JSON object: ${lines[i].slice(0, 40)}`) : toRow(record.success, line)
+      row: Result.isFailure(record) ? Result.fail(`not a JSON object: ${text.slice(0, 40)}`) : toRow(record.success, line)
     }
   }
 }
@@ -194,9 +204,9 @@ export const gsm8k = Effect.fnUntraced(function*(
   file: string,
   options?: { readonly onError?: OnError }
 ): Effect.fn.Return<Loaded, MalformedRecord | DataFileError> {
-  const text = new TextDecoder().decode(yield* read(file))
+  const bytes = yield* read(file)
   const name = path.basename(file)
-  return yield* collect(file, "line", jsonlRecords(text, (r, line) => gsm8kRow(r, `gsm8k/${name}:${line}`)), options?.onError ?? "fail")
+  return yield* collect(file, "line", jsonlRecords(bytes, (r, line) => gsm8kRow(r, `gsm8k/${name}:${line}`)), options?.onError ?? "fail")
 })
 
 /**
@@ -208,16 +218,16 @@ export const questionAnswer = Effect.fnUntraced(function*(
   file: string,
   options?: { readonly onError?: OnError }
 ): Effect.fn.Return<Loaded, MalformedRecord | DataFileError> {
-  const text = new TextDecoder().decode(yield* read(file))
+  const bytes = yield* read(file)
   const name = path.basename(file)
-  return yield* collect(file, "line", jsonlRecords(text, (r, line) => questionAnswerRow(r, `${name}:${line}`)), options?.onError ?? "fail")
+  return yield* collect(file, "line", jsonlRecords(bytes, (r, line) => questionAnswerRow(r, `${name}:${line}`)), options?.onError ?? "fail")
 })
 
 /** Any JSONL of objects, through `mapping`. Unmapped fields become the row's metadata. */
 export const jsonl = Effect.fnUntraced(function*(file: string, options: Options): Effect.fn.Return<Loaded, MalformedRecord | DataFileError> {
-  const text = new TextDecoder().decode(yield* read(file))
+  const bytes = yield* read(file)
   const name = path.basename(file)
-  return yield* collect(file, "line", jsonlRecords(text, (r, line) => mapped(r, options.mapping, `${name}:${line}`)), options.onError ?? "fail")
+  return yield* collect(file, "line", jsonlRecords(bytes, (r, line) => mapped(r, options.mapping, `${name}:${line}`)), options.onError ?? "fail")
 })
 
 /**

@@ -5,7 +5,8 @@
  * with its path and what was found: `rollout.temperature: expected number, got "hot"`.
  */
 import { readFile } from "node:fs/promises"
-import { Effect, Schema, SchemaAST, SchemaIssue } from "effect"
+import { Effect, Result, Schema, SchemaAST, SchemaIssue } from "effect"
+import * as Utf8 from "./Utf8.js"
 
 /** A config (or a plugin's config section) that does not decode. */
 export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
@@ -104,12 +105,16 @@ export const decode = <A, I>(
     Effect.mapError((e) => new ConfigError({ source: options.source, problems: problems(e.issue, input, options.prefix) }))
   ) as Effect.Effect<A, ConfigError>
 
-/** Reads a JSON config file (no decoding); a syntax error names the file and position. */
+/** Reads a JSON config file (no decoding); a syntax error or bytes that are not UTF-8 name the file and position. */
 export const readJson = (path: string): Effect.Effect<unknown, ConfigError> =>
   Effect.tryPromise({
-    try: () => readFile(path, "utf8"),
+    try: () => readFile(path),
     catch: (e) => new ConfigError({ source: path, problems: [`cannot read: ${(e as Error).message}`] })
   }).pipe(
+    Effect.flatMap((bytes) => {
+      const text = Utf8.decode(bytes)
+      return Result.isSuccess(text) ? Effect.succeed(text.success) : Effect.fail(new ConfigError({ source: path, problems: [text.failure] }))
+    }),
     Effect.flatMap((text) =>
       Effect.try({
         try: () => JSON.parse(text) as unknown,

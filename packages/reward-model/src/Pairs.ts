@@ -4,8 +4,8 @@
  */
 import * as fs from "node:fs/promises"
 import { Field, RecordBatch, Schema as ArrowSchema, Table, tableFromIPC, Utf8, type Vector } from "apache-arrow"
-import { Batch, Columns } from "@r1flow/core"
-import { Effect, Schema } from "effect"
+import { Batch, Columns, Utf8 as StrictUtf8 } from "@r1flow/core"
+import { Effect, Result, Schema } from "effect"
 import { readParquet } from "parquet-wasm"
 
 /** Text pairs. */
@@ -57,8 +57,9 @@ export const read = (file: string): Effect.Effect<RecordBatch, PairsError> =>
       })
       for (let i = 0; i < table.numRows; i++) records.push({ where: `${file} row ${i + 1}`, value: table.get(i)?.toJSON() })
     } else if (file.endsWith(".jsonl")) {
-      const lines = bytes.toString("utf8").split("\n")
-      for (const [i, line] of lines.entries()) {
+      for (const [i, decoded] of StrictUtf8.lines(bytes).entries()) {
+        if (Result.isFailure(decoded)) return yield* new PairsError({ file, message: `${file}:${i + 1}: ${decoded.failure}` })
+        const line = decoded.success
         if (line.trim() === "") continue
         const value = yield* Effect.try({
           try: () => JSON.parse(line) as unknown,
