@@ -23,7 +23,7 @@ export const Config = Schema.Struct({
   /** k completions per prompt. */
   samples: Schema.Int.check(Schema.isGreaterThan(0)),
   sampling: Sampling.Config,
-  /** Rewards a completion must pass; each entry may set `threshold` (default 1). */
+  /** Rewards a completion must pass: score ≥ `thresholds[name]` (default 1). */
   rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
   thresholds: Schema.optionalKey(Schema.Record(Schema.String, Schema.Finite)),
   /** Keep only completions that ended by themselves (finish reason `stop`), as R1 does; false also keeps cut ones. */
@@ -52,6 +52,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   config: Config,
   make: (config) => ({
     kind: "rejection-sampling",
+    check: ({ where, from }) => Sampling.checkRewards(config.rewards, where, from),
     run: (label) =>
       Effect.scoped(
         Effect.gen(function*() {
