@@ -3,10 +3,11 @@
  *
  * The JSONL sink is append-only and crash-safe: each record is one line written with a single
  * `write` and fsynced; on open, a torn last line (a crash mid-write) is truncated away, so the file
- * always holds whole records and a resumed run appends after the last good one.
+ * always holds whole records and a resumed run appends after the last good one. A bad line before
+ * the last is not a crash mid-write but damage: it is an error, and nothing is truncated.
  */
 import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 
 /** One step's metrics. */
 export interface Entry {
@@ -40,8 +41,38 @@ export const consoleSink = (keys?: ReadonlyArray<string>, log: (line: string) =>
 })
 
 /**
- * Reads a metrics JSONL file, dropping a torn final line. Returns the entries and the byte length
- * of the whole-record prefix (what `jsonlSink` truncates the file to).
+ * A metrics file has a bad line before its last one. A crash mid-write can only tear the last line, so
+ * this is damage (another writer, a disk fault): nothing after it may be dropped.
+ */
+export class MetricsFileError extends Schema.TaggedError<MetricsFileError>()("MetricsFileError", {
+  path: Schema.String,
+  line: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.path}:${this.line}: ${this.reason}; only a torn last line may be dropped, so the file was left as it is (repair or remove that line)`
+  }
+}
+
+/** One line as a metrics record, or why it is not one. */
+const parseLine = (line: string): Entry | string => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(line)
+  } catch (e) {
+    return `not JSON (${(e as Error).message})`
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || typeof (parsed as { step?: unknown }).step !== "number") {
+    return "not a metrics record ({ \"step\": n, … })"
+  }
+  const { step, ...values } = parsed as { step: number } & Record<string, number>
+  return { step, values }
+}
+
+/**
+ * Reads a metrics JSONL file, dropping a torn last line: bytes after the last newline, or a final line
+ * that does not parse. Returns the entries and the byte length of the whole-record prefix (what
+ * `jsonlSink` truncates the file to). Throws `MetricsFileError` (file and line) for a bad line before the last.
  */
 export const readJsonl = (path: string): { entries: Array<Entry>; validBytes: number } => {
   if (!existsSync(path)) return { entries: [], validBytes: 0 }
@@ -49,24 +80,26 @@ export const readJsonl = (path: string): { entries: Array<Entry>; validBytes: nu
   const entries: Array<Entry> = []
   let start = 0
   let valid = 0
+  let line = 0
   for (let i = 0; i < buf.length; i++) {
     if (buf[i] !== 0x0a) continue
-    const line = buf.subarray(start, i).toString("utf8")
+    line++
+    const entry = parseLine(buf.subarray(start, i).toString("utf8"))
     start = i + 1
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(line)
-    } catch {
-      break
+    if (typeof entry === "string") {
+      if (start === buf.length) break
+      throw new MetricsFileError({ path, line, reason: entry })
     }
-    const { step, ...values } = parsed as { step: number } & Record<string, number>
-    entries.push({ step, values })
-    valid = i + 1
+    entries.push(entry)
+    valid = start
   }
   return { entries, validBytes: valid }
 }
 
-/** Appends one JSON line per entry to `path` (fsynced); a torn tail left by a crash is truncated first. */
+/**
+ * Appends one JSON line per entry to `path` (fsynced); a torn tail left by a crash is truncated first.
+ * Throws `MetricsFileError` (and opens nothing) when a line before the last is bad.
+ */
 export const jsonlSink = (path: string): Sink => {
   const { validBytes } = readJsonl(path)
   const fd = openSync(path, existsSync(path) ? "r+" : "w+")

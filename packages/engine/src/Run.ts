@@ -96,8 +96,8 @@ const makeContext = (input: {
 }) =>
   Effect.gen(function*() {
     const { recipe, dir } = input
-    const metricsSink = yield* Effect.acquireRelease(Effect.sync(() => Metrics.jsonlSink(dir.metrics)), (s) => Effect.sync(() => s.close()))
-    const perfSink = yield* Effect.acquireRelease(Effect.sync(() => Metrics.jsonlSink(join(dir.root, "perf.jsonl"))), (s) => Effect.sync(() => s.close()))
+    const metricsSink = yield* RunDir.metricsSink(dir.metrics)
+    const perfSink = yield* RunDir.metricsSink(join(dir.root, "perf.jsonl"))
     const recipeHash = RunCheckpoint.hashConfig(input.resolved)
     const keep = recipe.checkpoint?.keep ?? 2
     const ctx: RunContext = {
@@ -237,6 +237,9 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
     const recipePath = String(manifest.recipeFile ?? dir.manifest)
     const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    // Damage inside the metrics files (not a torn tail) is refused here, before the cut-back below rewrites them.
+    yield* RunDir.readMetrics(dir.metrics)
+    yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
     const checkpoint = yield* RunCheckpoint.latest(dir.checkpoints)
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(
@@ -283,7 +286,7 @@ export const report = (root: string) =>
   Effect.gen(function*() {
     const dir = RunDir.at(root)
     const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
-    const { entries } = Metrics.readJsonl(dir.metrics)
+    const { entries } = yield* RunDir.readMetrics(dir.metrics)
     yield* RunDir.write(dir.report, Report.render({ title: `r1flow run ${String(manifest.name ?? root)}`, manifest, metrics: entries, evals: readEvals(dir) }))
     return dir.report
   })

@@ -15,8 +15,9 @@ import { execFileSync } from "node:child_process"
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { join } from "node:path"
+import { Metrics } from "@r1flow/core"
 import { RecordBatch, Table, tableToIPC } from "apache-arrow"
-import { Effect, Schema } from "effect"
+import { Effect, Schema, type Scope } from "effect"
 import { Table as WasmTable, writeParquet } from "parquet-wasm"
 
 /** A file of the run directory could not be written or read. */
@@ -146,3 +147,14 @@ export const readJson = (path: string): Effect.Effect<unknown, RunDirError> =>
     try: () => JSON.parse(readFileSync(path, "utf8")) as unknown,
     catch: (e) => new RunDirError({ path, message: existsSync(path) ? `not valid JSON: ${(e as Error).message}` : "missing" })
   })
+
+const metricsError = (path: string) => (e: unknown) =>
+  e instanceof Metrics.MetricsFileError ? e : new RunDirError({ path, message: (e as Error).message })
+
+/** Reads a metrics JSONL file of the run; a bad line before the last is a `MetricsFileError` naming it. */
+export const readMetrics = (path: string): Effect.Effect<ReturnType<typeof Metrics.readJsonl>, Metrics.MetricsFileError | RunDirError> =>
+  Effect.try({ try: () => Metrics.readJsonl(path), catch: metricsError(path) })
+
+/** Opens a metrics JSONL sink (closed with the scope); a damaged file is refused, never cut. */
+export const metricsSink = (path: string): Effect.Effect<Metrics.Sink, Metrics.MetricsFileError | RunDirError, Scope.Scope> =>
+  Effect.acquireRelease(Effect.try({ try: () => Metrics.jsonlSink(path), catch: metricsError(path) }), (s) => Effect.sync(() => s.close()))
