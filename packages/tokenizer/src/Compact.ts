@@ -26,6 +26,7 @@ import { createHash } from "node:crypto"
 import { mkdir, readFile, writeFile } from "node:fs/promises"
 import { dirname, join } from "node:path"
 import { baseRanks, CONTROL_TEXTS, type StandardName } from "./Encoding.js"
+import * as Segments from "./Segments.js"
 
 /** A compact vocabulary file is missing, unreadable, malformed, or does not match its manifest. */
 export class CompactVocabError extends Schema.TaggedError<CompactVocabError>()("CompactVocabError", {
@@ -130,7 +131,7 @@ export const build = (options: { readonly base: StandardName; readonly corpus: I
   const encoder = get_encoding(base)
   try {
     for (const text of options.corpus) {
-      const ids = encoder.encode_ordinary(text)
+      const ids = Segments.encode(text, (t) => encoder.encode_ordinary(t))
       for (let i = 0; i < ids.length; i++) counts[ids[i]]++
     }
   } finally {

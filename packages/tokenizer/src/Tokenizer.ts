@@ -3,7 +3,8 @@
  *
  * Data text (questions, user turns, anything from a file) goes through `encode`, which never parses
  * special tokens: a prompt containing the literal `<think>` or `<|endoftext|>` is encoded as the
- * bytes it is, and never throws. Only `encodeTrusted`, for text we wrote ourselves (SFT
+ * bytes it is, and never throws; text of any length is encoded in bounded segments (`Segments`), so
+ * one enormous word cannot trap the WebAssembly encoder. Only `encodeTrusted`, for text we wrote ourselves (SFT
  * completions), turns the control tags into control ids.
  *
  * The tiktoken encoder is WebAssembly memory: it is a resource, freed when its scope closes.
@@ -12,6 +13,7 @@ import { get_encoding, Tiktoken } from "@dqbd/tiktoken"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import { Buffer, isUtf8 } from "node:buffer"
 import * as Compact from "./Compact.js"
+import * as Segments from "./Segments.js"
 import { CONTROL, CONTROL_TEXTS, ORDINARY, OWN_SPECIALS, standardSpecials, type SpecialIds, type StandardName } from "./Encoding.js"
 
 /** Decoded token ids. */
@@ -108,8 +110,8 @@ export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, s
     ordinary,
     specialIds,
     specialTokens,
-    encode: (text) => asInt32(encoder.encode_ordinary(text)),
-    encodeTrusted: (text) => asInt32(encoder.encode(text, TRUSTED, NONE)),
+    encode: (text) => asInt32(Segments.encode(text, (t) => encoder.encode_ordinary(t))),
+    encodeTrusted: (text) => asInt32(Segments.encode(text, (t) => encoder.encode(t, TRUSTED, NONE), TRUSTED)),
     decode: (ids) => {
       const { bytes, unknown } = decodeBytes(ids)
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
