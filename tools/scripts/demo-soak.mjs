@@ -6,6 +6,8 @@
  *
  *   node tools/scripts/demo-soak.mjs [--plan "1:blas,1:own 2:blas 2:own+yes …"] [--out soak.jsonl]
  *
+ *   node tools/scripts/demo-soak.mjs --table soak.jsonl      the runs recorded so far, as a markdown table
+ *
  * `+yes` adds a `yes > /dev/null` beside that group. Run it in a fresh clone after `npm ci && npm run demo`
  * (which builds the CLI). Each finished run is appended to --out at once, so an interrupted soak keeps its rows.
  */
@@ -30,7 +32,9 @@ const demo = (seed, mode) =>
     const t0 = Date.now()
     const logFile = join(logs, `${String(++count).padStart(2, "0")}-seed${seed}-${mode}.log`)
     const env = { ...process.env, R1FLOW_NO_BLAS: mode === "own" ? "1" : "0" }
-    const child = spawn(process.execPath, [cli, "run", "r1-zero", "--set", `seed=${seed}`], { env, stdio: ["ignore", "pipe", "pipe"] })
+    // A runs folder per run: runs started in the same second must not share a run directory.
+    const runsDir = join(logs, `${String(count).padStart(2, "0")}-runs`)
+    const child = spawn(process.execPath, [cli, "run", "r1-zero", "--set", `seed=${seed}`, "--set", `runsDir=${runsDir}`], { env, stdio: ["ignore", "pipe", "pipe"] })
     let log = ""
     child.stdout.on("data", (d) => (log += d))
     child.stderr.on("data", (d) => (log += d))
@@ -41,6 +45,25 @@ const demo = (seed, mode) =>
       done({ seed, mode, status, signal, wallS: (Date.now() - t0) / 1000, dir, log: logFile, summary })
     })
   })
+
+/** The recorded runs as a markdown table (pretraining time from the log's stage line). */
+const table = (file) => {
+  const pct = (x) => (x === undefined ? "–" : `${(100 * x).toFixed(1)} %`)
+  console.log("| # | seed | GEMM | beside | exit | wall | pretraining | held-out pass@1 before → after | format before → after |")
+  console.log("|---|---|---|---|---|---|---|---|---|")
+  readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l)).forEach((r, i) => {
+    const log = existsSync(r.log) ? readFileSync(r.log, "utf8") : ""
+    const pre = /── pretrain done in ([\d.]+) s/.exec(log)?.[1]
+    const evals = r.summary?.evals ?? []
+    const base = evals.find((e) => e.name === "base"), final = evals.find((e) => e.name === "final")
+    const exit = r.signal !== null ? `signal ${r.signal}` : `${r.status}`
+    console.log(`| ${i + 1} | ${r.seed} | ${r.mode === "own" ? "own (R1FLOW_NO_BLAS=1)" : "OpenBLAS"} | ${r.beside} | ${exit} | ${(r.wallS / 60).toFixed(1)} min | ${pre ?? "–"} s | ${pct(base?.accuracy)} → ${pct(final?.accuracy)} | ${pct(base?.formatRate)} → ${pct(final?.formatRate)} |`)
+  })
+}
+if (process.argv.includes("--table")) {
+  table(resolve(arg("--table")))
+  process.exit(0)
+}
 
 for (const group of plan.split(" ").filter((g) => g.length > 0)) {
   const yes = group.endsWith("+yes")
