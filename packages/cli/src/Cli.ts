@@ -74,8 +74,9 @@ const evalCmd = Command.make(
   Effect.fn(function*({ target, data, samples, temperature, limit }) {
     const record = yield* Run.evaluate(target, { data, samples, temperature, ...(Option.isSome(limit) ? { limit: limit.value } : {}) })
     yield* Console.log(`accuracy (pass@1): ${pct(record.accuracy)}   format: ${pct(record.formatRate)}   mean length: ${record.meanLength.toFixed(1)}`)
+    yield* Console.log(`written to ${record.file}`)
   })
-).pipe(Command.withDescription("Evaluate a run's policy or a checkpoint on held-out data"))
+).pipe(Command.withDescription("Evaluate a run's policy or a checkpoint on held-out data (safe while the run trains: writes only evals/standalone/<label>-<time>.json)"))
 
 const report = Command.make(
   "report",

@@ -1,8 +1,8 @@
 /**
  * Held-out evaluation as R1 reports it: pass@1 averaged over k samples per problem, and cons@k
  * (majority vote over the k final answers, equal by the task's own equivalence: `voteKey`). Also the
- * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json`, the
- * metrics stream, and the terminal.
+ * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json` (or
+ * where the caller's `save` puts them), the metrics stream, and the terminal.
  */
 import { Batch, Columns, MathAnswer } from "@r1flow/core"
 import { Countdown } from "@r1flow/datasets"
@@ -78,8 +78,17 @@ export const consensus = (completions: ReadonlyArray<string>, correct: ReadonlyA
 
 const strings = (v: Vector<Utf8>) => Array.from(v as Iterable<string | null>, (s) => s ?? "")
 
-/** Runs an evaluation of the current policy and records it under `label`. */
-export const run = (config: Config, label: string): Effect.Effect<EvalRecord, StageRunError, Run> =>
+/** Writes an evaluation's record somewhere and returns the path. */
+export type Save = (ctx: RunContext, record: EvalRecord) => Effect.Effect<string, RunDir.RunDirError>
+
+/** The run's own `evals/<label>.json`, which the report and summary read. */
+export const saveInRun: Save = (ctx, record) => {
+  const path = join(ctx.dir.evals, `${record.name}.json`)
+  return Effect.as(RunDir.write(path, JSON.stringify(record, null, 2)), path)
+}
+
+/** Runs an evaluation of the current policy, records it under `label` and returns it with the file it went to. */
+export const run = (config: Config, label: string, save: Save = saveInRun): Effect.Effect<EvalRecord & { readonly file: string }, StageRunError, Run> =>
   Effect.scoped(
     Effect.gen(function*() {
       const ctx: RunContext = yield* Run
@@ -135,9 +144,7 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
         seconds: (performance.now() - t0) / 1000,
         samples
       }
-      yield* RunDir.write(join(ctx.dir.evals, `${label}.json`), JSON.stringify(record, null, 2)).pipe(
-        Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` }))
-      )
+      const file = yield* save(ctx, record).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` })))
       yield* ctx.metrics.record(ctx.progress.step, {
         [`eval/${label}/accuracy`]: record.accuracy,
         [`eval/${label}/cons_accuracy`]: record.consAccuracy as number,
@@ -149,6 +156,6 @@ export const run = (config: Config, label: string): Effect.Effect<EvalRecord, St
           (config.samples > 1 ? `   cons@${config.samples} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
           `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${rows.length} problems, ${(record.seconds as number).toFixed(1)} s)`
       )
-      return record
+      return { ...record, file }
     })
   )

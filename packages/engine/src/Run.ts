@@ -8,7 +8,7 @@ import { Checkpoint, Transformer } from "@r1flow/model"
 import { Loaders } from "@r1flow/datasets"
 import { Compact, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
 import { Effect } from "effect"
-import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -20,6 +20,7 @@ import * as RecipeStage from "./RecipeStage.js"
 import * as Report from "./Report.js"
 import * as RunCheckpoint from "./RunCheckpoint.js"
 import * as RunDir from "./RunDir.js"
+import * as RunLock from "./RunLock.js"
 
 /** The folder of built-in recipes (`r1-zero.json`, `r1.json`, `distill.json`). */
 export const recipesDir = resolve(dirname(fileURLToPath(import.meta.url)), "..", "recipes")
@@ -80,7 +81,16 @@ const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir) =>
     ? Effect.succeed(Tokenizer.makeStandard(recipe.tokenizer.encoding))
     : Effect.map(Compact.load(join(dir.root, "tokenizer")), Tokenizer.makeCompact)
 
-/** The sinks and state a run (fresh or resumed) shares. */
+/** Where a training run's metrics go. */
+interface Sinks {
+  readonly metrics: Metrics.Sink
+  readonly perf: Metrics.Sink
+}
+
+/** The trainer's `metrics.jsonl` and `perf.jsonl`, closed with the scope; only the lock holder opens them. */
+const trainerSinks = (dir: RunDir.RunDir) => Effect.all({ metrics: RunDir.metricsSink(dir.metrics), perf: RunDir.metricsSink(join(dir.root, "perf.jsonl")) })
+
+/** The sinks and state a run (fresh or resumed) shares; `sinks: null` is a standalone eval's context, which writes none of the run's files. */
 const makeContext = (input: {
   readonly recipe: Recipe.Recipe
   readonly recipePath: string
@@ -93,11 +103,10 @@ const makeContext = (input: {
   readonly progress: RunContext["progress"]
   readonly metrics: ReadonlyArray<Metrics.Entry>
   readonly log: (line: string) => void
+  readonly sinks: Sinks | null
 }) =>
   Effect.gen(function*() {
-    const { recipe, dir } = input
-    const metricsSink = yield* RunDir.metricsSink(dir.metrics)
-    const perfSink = yield* RunDir.metricsSink(join(dir.root, "perf.jsonl"))
+    const { recipe, dir, sinks } = input
     const recipeHash = RunCheckpoint.hashConfig(input.resolved)
     const keep = recipe.checkpoint?.keep ?? 2
     const ctx: RunContext = {
@@ -105,7 +114,7 @@ const makeContext = (input: {
       recipeDir: dirname(input.recipePath),
       dir,
       rng: input.rng,
-      metrics: Metrics.make([metricsSink], input.metrics),
+      metrics: Metrics.make(sinks === null ? [] : [sinks.metrics], input.metrics),
       tokenizer: input.tokenizer,
       data: input.data,
       policy: input.policy,
@@ -113,13 +122,15 @@ const makeContext = (input: {
       promptIds: (q) => Template.prompt(input.tokenizer, recipe.template ?? "r1-zero", q),
       log: input.log,
       perf: (step, values) => {
-        if (Object.keys(values).length > 0) perfSink.write({ step, values })
+        if (sinks !== null && Object.keys(values).length > 0) sinks.perf.write({ step, values })
       },
       checkpointEvery: recipe.checkpoint?.every ?? 0,
       checkpoint: (stage) =>
-        Effect.asVoid(RunCheckpoint.save(ctx, recipeHash, stage, keep)).pipe(
-          Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: e.message }))
-        ),
+        sinks === null
+          ? Effect.fail(new StageRunError({ stage: "checkpoint", message: "a standalone evaluation writes no checkpoints" }))
+          : Effect.asVoid(RunCheckpoint.save(ctx, recipeHash, stage, keep)).pipe(
+            Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: e.message }))
+          ),
       resume: null
     }
     yield* Effect.addFinalizer(() => Effect.sync(() => ctx.policy.dispose()))
@@ -200,6 +211,7 @@ export const run = (path: string, options: Options = {}) =>
     const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
     const dir = yield* RunDir.create(recipe.runsDir ?? "runs", recipe.name)
+    yield* RunLock.acquire(dir, "run")
     log(`run directory: ${dir.root}`)
     const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
@@ -221,7 +233,7 @@ export const run = (path: string, options: Options = {}) =>
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
-    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir) })
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
@@ -235,6 +247,9 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     const log = options.log ?? ((line: string) => console.log(line))
     const dir = RunDir.at(resolve(root))
     const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    // Everything from here on reads state a live writer could be changing: one writer at a time.
+    const stale = yield* RunLock.acquire(dir, "resume")
+    if (stale !== null) log(RunLock.tookOver(stale))
     const recipePath = String(manifest.recipeFile ?? dir.manifest)
     const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
     // Damage inside the metrics files (not a torn tail) is refused here, before the cut-back below rewrites them.
@@ -267,7 +282,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     yield* rng.restore(restored.state.rng)
     // Metrics after the checkpoint came from the stopped run; the resumed run writes them again.
     yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
-    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir) })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
@@ -292,6 +307,17 @@ export const report = (root: string) =>
   })
 
 
+/** A standalone evaluation's record, under `evals/standalone/` with the time in its name (never the trainer's files). */
+const saveStandalone: Evaluate.Save = (ctx, record) =>
+  Effect.try({
+    try: () => {
+      const folder = join(ctx.dir.evals, "standalone")
+      mkdirSync(folder, { recursive: true })
+      return RunDir.writeNew(join(folder, `${record.name}-${RunDir.stamp(new Date())}`), ".json", JSON.stringify(record, null, 2))
+    },
+    catch: (e) => new RunDir.RunDirError({ path: join(ctx.dir.evals, "standalone"), message: (e as Error).message })
+  })
+
 /** Options of a standalone evaluation. */
 export interface EvaluateOptions {
   /** `held-out` (the run's own held-out split) or a JSONL file of `{ question, answer }` rows (GSM8K answers ending in `#### N`, or plain answers). */
@@ -304,8 +330,9 @@ export interface EvaluateOptions {
 }
 
 /**
- * Evaluates a run's latest policy (or a checkpoint folder `…/checkpoints/step-N`) on held-out data;
- * the result is also written to the run's `evals/`.
+ * Evaluates a run's latest policy (or a checkpoint folder `…/checkpoints/step-N`) on held-out data.
+ * It takes no lock and writes none of the trainer's files (so it is safe while the run trains): the
+ * result goes to `evals/standalone/<label>-<timestamp>.json`, a name no other evaluation has.
  */
 export const evaluate = (target: string, options: EvaluateOptions) =>
   Effect.gen(function*() {
@@ -340,7 +367,8 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       policy: restored.policy,
       progress: { ...restored.state.progress },
       metrics: [],
-      log
+      log,
+      sinks: null
     })
     const label = `cli-${options.data === "held-out" ? "held-out" : basename(options.data).replace(/[^A-Za-z0-9._-]/g, "_")}-${restored.name}`
     return yield* Evaluate.run(
@@ -351,6 +379,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
         sampling: { maxNewTokens: options.maxNewTokens ?? Math.max(1, recipe.model.maxSeqLen - 100), temperature: options.temperature },
         ...(options.limit !== undefined ? { limit: options.limit } : {})
       },
-      label
+      label,
+      saveStandalone
     ).pipe(Effect.provideService(RunService, ctx))
   }).pipe(Effect.scoped)

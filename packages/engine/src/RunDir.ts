@@ -6,13 +6,15 @@
  *     metrics.jsonl          per-step scalars, append-only (torn tail truncated on reopen)
  *     rollouts/step-NNNNNN.parquet every prompt, completion, reward and advantage of a step
  *     evals/<name>.json      evaluation results (accuracy, format rate, length) with samples
+ *     evals/standalone/      results of `r1flow eval` of the run, one file each (never the trainer's files)
  *     checkpoints/           step-N/ directories and a `latest` pointer
  *     report.html            the self-contained report
+ *     run.lock               the one process writing here (see RunLock)
  *
  * Every file is written to a temporary name, fsynced and renamed, so readers see whole files only.
  */
 import { execFileSync } from "node:child_process"
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs"
+import { closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { join } from "node:path"
 import { Metrics } from "@r1flow/core"
@@ -35,6 +37,7 @@ export interface RunDir {
   readonly evals: string
   readonly checkpoints: string
   readonly report: string
+  readonly lock: string
 }
 
 /** The paths of the run directory at `root` (nothing is created). */
@@ -45,17 +48,37 @@ export const at = (root: string): RunDir => ({
   rollouts: join(root, "rollouts"),
   evals: join(root, "evals"),
   checkpoints: join(root, "checkpoints"),
-  report: join(root, "report.html")
+  report: join(root, "report.html"),
+  lock: join(root, "run.lock")
 })
 
-const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z").replace("T", "-")
+/** A time as it appears in file names: `20260102-030405Z`. */
+export const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z").replace("T", "-")
 
-/** Creates `runs/<name>-<timestamp>/` (and its subfolders) under `base`. */
+/** `path`, or `path-2`, `path-3`…: the first that `make` creates without finding it there (EEXIST). */
+const claimName = (path: string, suffix: string, make: (candidate: string) => void): string => {
+  for (let n = 1; n < 10_000; n++) {
+    const candidate = n === 1 ? `${path}${suffix}` : `${path}-${n}${suffix}`
+    try {
+      make(candidate)
+      return candidate
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+    }
+  }
+  throw new Error(`${path}${suffix}: 10,000 names taken`)
+}
+
+/**
+ * Creates `runs/<name>-<timestamp>/` (and its subfolders) under `base`. The folder is created
+ * exclusively: a run started in the same second as another gets `<name>-<timestamp>-2`, never the other's.
+ */
 export const create = (base: string, name: string, now: Date = new Date()): Effect.Effect<RunDir, RunDirError> =>
   Effect.try({
     try: () => {
-      const dir = at(join(base, `${name}-${stamp(now)}`))
-      for (const d of [dir.root, dir.rollouts, dir.evals, dir.checkpoints]) mkdirSync(d, { recursive: true })
+      mkdirSync(base, { recursive: true })
+      const dir = at(claimName(join(base, `${name}-${stamp(now)}`), "", (p) => mkdirSync(p)))
+      for (const d of [dir.rollouts, dir.evals, dir.checkpoints]) mkdirSync(d)
       return dir
     },
     catch: (e) => new RunDirError({ path: base, message: `cannot create the run directory: ${(e as Error).message}` })
@@ -75,6 +98,21 @@ export const writeAtomic = (path: string, bytes: Uint8Array | string): void => {
   }
   renameSync(tmp, path)
   fsyncDir(join(path, ".."))
+}
+
+/**
+ * Writes `bytes` under a name no other file has: `<stem><ext>`, else `<stem>-2<ext>`…, made whole
+ * (temp file, fsync, hard link, which fails on an existing name). Returns the path written.
+ */
+export const writeNew = (stem: string, ext: string, bytes: Uint8Array | string): string => {
+  const tmp = `${stem}${ext}.tmp-${process.pid}`
+  writeAtomic(tmp, bytes)
+  try {
+    return claimName(stem, ext, (p) => linkSync(tmp, p))
+  } finally {
+    rmSync(tmp, { force: true })
+    fsyncDir(join(stem, ".."))
+  }
 }
 
 /** fsyncs a directory so a rename inside it is durable. */

@@ -82,7 +82,8 @@ describe("standalone evaluation", () => {
     const heldOut = await run(Run.evaluate(result.dir.root, { data: "held-out", samples: 1, temperature: 0, maxNewTokens: 6, log: () => {} }))
     expect(heldOut.problems).toBe(4)
     expect(heldOut.accuracy).toBeGreaterThanOrEqual(0)
-    expect(existsSync(join(result.dir.evals, `${heldOut.name}.json`))).toBe(true)
+    expect(heldOut.file.startsWith(join(result.dir.evals, "standalone", `${heldOut.name}-`))).toBe(true)
+    expect(existsSync(heldOut.file)).toBe(true)
     const file = join(runs, "mini-gsm8k.jsonl")
     writeFileSync(file, [
       JSON.stringify({ question: "What is 2 + 2?", answer: "2+2=4\n#### 4" }),
