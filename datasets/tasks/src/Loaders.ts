@@ -8,6 +8,7 @@
  * `onError: "fail"` (the default: data is never dropped silently) the first one fails the load;
  * with `"skip"` it is left out, counted and described in the result.
  */
+import { Buffer } from "node:buffer"
 import { readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { tableFromIPC } from "apache-arrow"
@@ -38,9 +39,18 @@ export interface Issue {
 /** Loaded rows, and what was skipped. */
 export interface Loaded {
   readonly rows: Array<Task.Row>
+  /** The 1-based line (JSONL) or row (Parquet) each row came from, for errors found later. */
+  readonly lines: ReadonlyArray<number>
   readonly skipped: number
   readonly issues: ReadonlyArray<Issue>
 }
+
+/**
+ * The most UTF-8 bytes a question or reference answer may hold (1 MiB). More is no task row but a
+ * blob or a broken export, and would reach the tokenizer and every rollout batch; it is a malformed
+ * record, reported with its line.
+ */
+export const MAX_TEXT_BYTES = 1 << 20
 
 /** Options of the mapped loaders. */
 export interface Options {
@@ -90,9 +100,11 @@ const field = (record: Record<string, unknown>, name: string, text: boolean): Re
   const raw = record[name]
   const value = typeof raw === "bigint" ? String(raw) : raw
   const decoded = text ? decodeText(value) : decodeScalar(value)
-  return Result.isFailure(decoded)
-    ? Result.fail(`field "${name}": ${oneLine(decoded.failure.message)}, got ${JSON.stringify(jsonable(value)) ?? String(value)}`)
-    : Result.succeed(String(decoded.success))
+  if (Result.isFailure(decoded)) return Result.fail(`field "${name}": ${oneLine(decoded.failure.message)}, got ${JSON.stringify(jsonable(value)) ?? String(value)}`)
+  const out = String(decoded.success)
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: only long strings are measured.
+  const bytes = out.length * 3 > MAX_TEXT_BYTES ? Buffer.byteLength(out, "utf8") : 0
+  return bytes > MAX_TEXT_BYTES ? Result.fail(`field "${name}" is ${bytes} bytes, over the ${MAX_TEXT_BYTES} a task row's text may hold`) : Result.succeed(out)
 }
 
 /** A record as a task row through `mapping`; unmapped fields become the metadata. */
@@ -145,12 +157,14 @@ const collect = Effect.fnUntraced(function*(
   onError: OnError
 ): Effect.fn.Return<Loaded, MalformedRecord> {
   const rows: Array<Task.Row> = []
+  const lines: Array<number> = []
   const issues: Array<Issue> = []
   const firstLine = new Map<string, number>()
   for (const { line, row } of records) {
     if (Result.isSuccess(row) && !firstLine.has(row.success.id)) {
       firstLine.set(row.success.id, line)
       rows.push(row.success)
+      lines.push(line)
       continue
     }
     const reason = Result.isFailure(row)
@@ -159,7 +173,7 @@ const collect = Effect.fnUntraced(function*(
     if (onError === "fail") return yield* new MalformedRecord({ file, line, reason, message: `${file}: ${unit} ${line}: ${reason}` })
     issues.push({ file, line, reason })
   }
-  return { rows, skipped: issues.length, issues }
+  return { rows, lines, skipped: issues.length, issues }
 })
 
 const read = (file: string) =>
