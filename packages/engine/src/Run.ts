@@ -234,6 +234,7 @@ export const run = (path: string, options: Options = {}) =>
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
     const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir) })
+    yield* Data.checkFits(data, ctx)
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
@@ -284,6 +285,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
     const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir) })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
+    yield* Data.checkFits(data, ctx)
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
