@@ -20,7 +20,8 @@
  * and each compact id's base id, so a compact model can be initialised from a base embedding).
  */
 import { get_encoding } from "@dqbd/tiktoken"
-import { Effect, Schema } from "effect"
+import { Utf8 } from "@r1flow/core"
+import { Effect, Result, Schema } from "effect"
 import { Buffer } from "node:buffer"
 import { createHash } from "node:crypto"
 import { mkdir, readFile, writeFile } from "node:fs/promises"
@@ -28,12 +29,15 @@ import { dirname, join } from "node:path"
 import { baseRanks, CONTROL_TEXTS, type StandardName } from "./Encoding.js"
 import * as Segments from "./Segments.js"
 
-/** A compact vocabulary file is missing, unreadable, malformed, or does not match its manifest. */
+/** A compact vocabulary file is missing, unreadable, malformed, or does not match its manifest. The message starts with the file. */
 export class CompactVocabError extends Schema.TaggedError<CompactVocabError>()("CompactVocabError", {
   /** The file at fault. */
   file: Schema.String,
   message: Schema.String
 }) {}
+
+/** The error for `file`, its message led by the file (callers often show only the message). */
+const vocabError = (file: string, problem: string) => new CompactVocabError({ file, message: `${file}: ${problem}` })
 
 /** The manifest's format tag. */
 export const FORMAT = "r1flow-compact-vocab"
@@ -180,14 +184,20 @@ export const save = (dir: string, vocab: Vocab): Effect.Effect<void, CompactVoca
       await writeFile(join(dir, vocab.manifest.ranksFile), vocab.ranks, "utf8")
       await writeFile(join(dir, MANIFEST_FILE), JSON.stringify(vocab.manifest, null, 1) + "\n", "utf8")
     },
-    catch: (e) => new CompactVocabError({ file: dir, message: `cannot write: ${(e as Error).message}` })
+    catch: (e) => vocabError(dir, `cannot write: ${(e as Error).message}`)
   })
 
+/** A vocabulary file's text; bytes that are not UTF-8 are an error, never U+FFFD in a token or a hash mismatch. */
 const read = (file: string): Effect.Effect<string, CompactVocabError> =>
   Effect.tryPromise({
-    try: () => readFile(file, "utf8"),
-    catch: (e) => new CompactVocabError({ file, message: `cannot read: ${(e as Error).message}` })
-  })
+    try: () => readFile(file),
+    catch: (e) => vocabError(file, `cannot read: ${(e as Error).message}`)
+  }).pipe(
+    Effect.flatMap((bytes) => {
+      const text = Utf8.decode(bytes)
+      return Result.isSuccess(text) ? Effect.succeed(text.success) : Effect.fail(vocabError(file, text.failure))
+    })
+  )
 
 /** Problems of a ranks file against its manifest, or `undefined` when it is consistent. */
 const ranksProblem = (ranks: string, m: Manifest): string | undefined => {
@@ -223,16 +233,16 @@ export const load = Effect.fnUntraced(function*(path: string): Effect.fn.Return<
   const text = yield* read(manifestFile)
   const raw = yield* Effect.try({
     try: () => JSON.parse(text) as unknown,
-    catch: (e) => new CompactVocabError({ file: manifestFile, message: `not valid JSON: ${(e as Error).message}` })
+    catch: (e) => vocabError(manifestFile, `not valid JSON: ${(e as Error).message}`)
   })
   const manifest = yield* Schema.decodeUnknownEffect(Manifest)(raw).pipe(
-    Effect.mapError((e) => new CompactVocabError({ file: manifestFile, message: `not a compact vocabulary manifest: ${e.message}` }))
+    Effect.mapError((e) => vocabError(manifestFile, `not a compact vocabulary manifest: ${e.message}`))
   )
   const bad = manifestProblem(manifest)
-  if (bad !== undefined) return yield* new CompactVocabError({ file: manifestFile, message: bad })
+  if (bad !== undefined) return yield* vocabError(manifestFile, bad)
   const ranksFile = join(dirname(manifestFile), manifest.ranksFile)
   const ranks = yield* read(ranksFile)
   const problem = ranksProblem(ranks, manifest)
-  if (problem !== undefined) return yield* new CompactVocabError({ file: ranksFile, message: problem })
+  if (problem !== undefined) return yield* vocabError(ranksFile, problem)
   return { ranks, manifest }
 })
