@@ -198,6 +198,8 @@ const initBackend = (recipe: Recipe.Recipe) => {
   })
 }
 
+const jsonLines = (entries: ReadonlyArray<Metrics.Entry>) => entries.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join("")
+
 /** Runs `path` to the end in a new run directory. */
 export const run = (path: string, options: Options = {}) =>
   Effect.gen(function*() {
@@ -255,8 +257,10 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
     // Damage inside the metrics files (not a torn tail) is refused here, before the cut-back below rewrites them.
     yield* RunDir.readMetrics(dir.metrics)
-    yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
-    const checkpoint = yield* RunCheckpoint.latest(dir.checkpoints)
+    const perf = yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
+    const found = yield* RunCheckpoint.latest(dir.checkpoints)
+    if (found.notice !== null) log(`notice: ${found.notice}`)
+    const checkpoint = found.dir
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(
       Effect.tapError(() =>
@@ -281,8 +285,11 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     }
     const rng = Rng.makeService(recipe.seed)
     yield* rng.restore(restored.state.rng)
-    // Metrics after the checkpoint came from the stopped run; the resumed run writes them again.
-    yield* RunDir.write(dir.metrics, restored.state.metrics.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join(""))
+    // Metrics after the checkpoint came from the stopped run; the resumed run writes them again. perf.jsonl is
+    // not in the checkpoint: its lines up to the checkpoint's step are (each step's are written before its checkpoint).
+    yield* RunDir.write(dir.metrics, jsonLines(restored.state.metrics))
+    yield* RunDir.write(join(dir.root, "perf.jsonl"), jsonLines(perf.entries.filter((e) => e.step <= restored.state.progress.step)))
+    yield* Effect.try({ try: () => RunCheckpoint.removeStaleLatest(dir.checkpoints), catch: (e) => new RunDir.RunDirError({ path: dir.checkpoints, message: (e as Error).message }) })
     const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir) })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
     yield* Data.checkFits(data, ctx)
@@ -353,7 +360,9 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       const file = options.data !== "held-out" ? options.data : typeof recipe.task.test === "string" ? recipe.task.test : `the ${recipe.task.kind} held-out split`
       return yield* new Loaders.DataFileError({ file, message: `${file}: no problems to evaluate` })
     }
-    const checkpoint = isCheckpoint ? abs : yield* RunCheckpoint.latest(dir.checkpoints)
+    const found = isCheckpoint ? { dir: abs, notice: null } : yield* RunCheckpoint.latest(dir.checkpoints)
+    if (found.notice !== null) log(`notice: ${found.notice}`)
+    const checkpoint = found.dir
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     restored.reference?.dispose()
     yield* initBackend(recipe)
