@@ -76,8 +76,11 @@ export type RolloutsType = PromptsType & {
   completion_length: Int32
 }
 
-/** Column types of a scored batch: `reward` is the weighted total; `reward_<name>` columns are added per reward. */
-export type ScoredType = RolloutsType & { reward: Float32 }
+/**
+ * Column types of a scored batch: `reward` is the weighted total, and one `reward_<name>` column per reward.
+ * The one scored type: the reward stage's output, dynamic sampling's and the advantages stage's input.
+ */
+export type ScoredType = RolloutsType & { reward: Float32 } & { [column: `reward_${string}`]: Float32 }
 
 /** Column types of an advantages batch. */
 export type AdvantagesType = ScoredType & { advantage: Float32 }

@@ -12,8 +12,11 @@ import { pathToFileURL } from "node:url"
 import { Effect, Predicate, Schema } from "effect"
 import * as Config from "./Config.js"
 
-/** The kinds of part a plugin can provide. */
-export const Kind = Schema.Literals(["reward", "stage"])
+/**
+ * The kinds of part a plugin can provide: a reward, a recipe stage (a phase of a run: pretrain, GRPO, …),
+ * or a pipeline stage (a batch-to-batch step a user puts inside one, see `UserStage`).
+ */
+export const Kind = Schema.Literals(["reward", "stage", "pipeline-stage"])
 /** The kinds of part a plugin can provide. */
 export type Kind = typeof Kind.Type
 

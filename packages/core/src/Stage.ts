@@ -4,6 +4,8 @@
  * Stages check their input on entry (a missing column or a column of the wrong type is a
  * `StageError` naming the stage, the column and the expected type) and only add columns:
  * `addColumns` builds a new batch that shares the input's column data and refuses to overwrite.
+ * The exception is a stage whose very job is a new value for a column (a reward shaper, an advantage
+ * estimator): `replaceColumns` builds a new batch for it, and the input is still never mutated.
  */
 import { Field, makeData, RecordBatch, Schema as ArrowSchema, Struct, vectorFromArray, type Data, type DataType, type TypeMap, type Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
@@ -28,6 +30,23 @@ export interface Stage<In extends TypeMap, Out extends TypeMap, R = never> {
 
 /** Any stage, for heterogeneous lists. */
 export type Any = Stage<any, any, any>
+
+/** What a pipeline checks of a stage before any batch flows: its name and schemas (`Pipeline.validate`). */
+export interface Signature {
+  readonly name: string
+  readonly input: ArrowSchema
+  readonly output: ArrowSchema
+}
+
+const isSchema = (u: unknown): u is ArrowSchema => typeof u === "object" && u !== null && Array.isArray((u as ArrowSchema).fields)
+
+/**
+ * True for an object with a stage's shape (a plugin's `make` result is checked with it). Schemas are
+ * recognised by their fields, not `instanceof`: a plugin may carry its own copy of apache-arrow.
+ */
+export const isStage = (u: unknown): u is Any =>
+  typeof u === "object" && u !== null && typeof (u as Any).name === "string" && typeof (u as Any).run === "function" &&
+  isSchema((u as Any).input) && isSchema((u as Any).output)
 
 /** Human-readable name of an Arrow type, e.g. `List<Int32>`. */
 export const typeName = (t: DataType): string => String(t)
@@ -99,6 +118,29 @@ export const addColumns = <Out extends TypeMap>(
       const metadata = new Map([...batch.schema.metadata, ...output.metadata])
       const schema = new ArrowSchema(fields, metadata)
       return new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children })) as unknown as RecordBatch<Out>
+    },
+    catch: (cause) => new StageError({ stage, message: cause instanceof Error ? cause.message : String(cause), cause })
+  })
+
+/**
+ * A new batch equal to `batch` with the named columns' data replaced (same name, type and row count), for
+ * the stages whose job is to rewrite a value rather than add one: a reward shaper (`reward`), an advantage
+ * estimator (`advantage`). Every other column is shared and `batch` itself is left as it was.
+ */
+export const replaceColumns = <T extends TypeMap>(stage: string, batch: RecordBatch<T>, columns: Record<string, Vector | Data>): Effect.Effect<RecordBatch<T>, StageError> =>
+  Effect.try({
+    try: () => {
+      const children = batch.schema.fields.map((_, i) => batch.data.children[i])
+      for (const [name, c] of Object.entries(columns)) {
+        const i = batch.schema.fields.findIndex((f) => f.name === name)
+        if (i < 0) throw new Error(`cannot replace column "${name}": the batch has no such column`)
+        const data = "data" in c ? single(name, c) : c
+        const field = batch.schema.fields[i]
+        if (data.length !== batch.numRows) throw new Error(`column "${name}" has ${data.length} rows, the batch ${batch.numRows}`)
+        if (!sameType(data.type, field.type)) throw new Error(`column "${name}" has type ${typeName(data.type)}, the batch's is ${typeName(field.type)}`)
+        children[i] = data
+      }
+      return new RecordBatch(batch.schema, makeData({ type: new Struct(batch.schema.fields), length: batch.numRows, nullCount: 0, children })) as RecordBatch<T>
     },
     catch: (cause) => new StageError({ stage, message: cause instanceof Error ? cause.message : String(cause), cause })
   })

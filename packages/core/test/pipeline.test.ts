@@ -1,10 +1,14 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Field, Float32, Int32, RecordBatch, Schema, Utf8 } from "apache-arrow"
-import { Effect, Stream } from "effect"
+import { Effect, Schema as EffectSchema, Stream } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Batch from "../src/Batch.js"
 import * as Columns from "../src/Columns.js"
 import * as Pipeline from "../src/Pipeline.js"
 import * as Stage from "../src/Stage.js"
+import * as UserStage from "../src/UserStage.js"
 import { run, runFail } from "./helpers.js"
 
 const Text = new Schema([new Field("text", new Utf8(), false)]) as Schema<{ text: Utf8 }>
@@ -106,5 +110,67 @@ describe("pipeline", () => {
     expect(Array.from(Columns.row(Columns.int32List(t.getChild("prompt_ids")!), 1))).toEqual([2, 3])
     expect(t.getChild("answer")!.get(1)).toBeNull()
     expect(String(t.schema.fields[3].type)).toBe("List<Int32>")
+  })
+
+  it("a pipeline built at run time is checked when it is built: from the source, through each stage, to the sink", async () => {
+    const sink = { name: "trainer", input: WithFlag }
+    const ok = await run(Pipeline.make([length, score, flag], { source: Text, sink }))
+    expect(ok.output.fields.map((f) => f.name)).toEqual(["text", "len", "score", "long"])
+    const out = await run(Pipeline.runBatch(ok, textBatch(["abcd"])))
+    expect(Array.from(out.getChild("long")!.toArray())).toEqual([1])
+    const gap = await runFail(Pipeline.make([length, flag], { source: Text, sink }))
+    expect(gap.message).toBe('stage "flag" needs what stage "length" does not give: missing column "score" (expected Float32)')
+    const short = await runFail(Pipeline.make([length, score], { source: Text, sink }))
+    expect(short.message).toBe('"trainer" needs what stage "score" does not give: missing column "long" (expected Int32)')
+  })
+
+  it("replaceColumns gives a new batch with a column's values rewritten, the input untouched; another type or length is refused", async () => {
+    const input = await run(length.run(textBatch(["ab", "abc"])))
+    const out = await run(Stage.replaceColumns("double", input, { len: Columns.makeInt32(Int32Array.from([4, 6])) }))
+    expect(Array.from(Columns.int32Values(out.getChild("len")!))).toEqual([4, 6])
+    expect(Array.from(Columns.int32Values(input.getChild("len")!))).toEqual([2, 3])
+    expect(out.getChild("text")!.data[0]).toBe(input.getChild("text")!.data[0])
+    expect((await runFail(Stage.replaceColumns("x", input, { len: Columns.makeFloat32(Float32Array.from([1, 2])) }))).message).toBe('column "len" has type Float32, the batch\'s is Int32')
+    expect((await runFail(Stage.replaceColumns("x", input, { len: Columns.makeInt32(Int32Array.from([1])) }))).message).toBe('column "len" has 1 rows, the batch 2')
+    expect((await runFail(Stage.replaceColumns("x", input, { nope: Columns.makeInt32(Int32Array.from([1, 2])) }))).message).toContain('no such column')
+  })
+})
+
+describe("UserStage", () => {
+  const dir = mkdtempSync(join(tmpdir(), "r1flow-user-stage-"))
+  const effectUrl = import.meta.resolve("effect")
+  const arrowUrl = import.meta.resolve("apache-arrow")
+  mkdirSync(join(dir, "stages"))
+  // A pipeline-stage plugin as a user writes one, without core: a stage is a name, two schemas and run.
+  writeFileSync(join(dir, "stages", "tag.mjs"), `import { Effect, Schema } from ${JSON.stringify(effectUrl)}
+import { Field, Schema as ArrowSchema, Utf8 } from ${JSON.stringify(arrowUrl)}
+const text = new ArrowSchema([new Field("text", new Utf8(), false)])
+export default { kind: "pipeline-stage", name: "tag", version: "1.0.0", description: "passes batches through", config: Schema.Struct({ label: Schema.String }),
+  make: (config) => ({ name: "tag:" + config.label, input: text, output: text, run: (batch) => Effect.succeed(batch) }) }`)
+  writeFileSync(join(dir, "stages", "nothing.mjs"), `import { Schema } from ${JSON.stringify(effectUrl)}
+export default { kind: "pipeline-stage", name: "nothing", version: "1.0.0", description: "makes no stage", config: Schema.Struct({}), make: () => 42 }`)
+
+  it("loads a pipeline-stage plugin by path, with its config decoded by its own schema", async () => {
+    const stage = await run(UserStage.load({ plugin: "./stages/tag.mjs", config: { label: "a" } }, { from: dir, where: "afterRewards[0]" }))
+    expect(stage.name).toBe("tag:a")
+    const out = await run(Pipeline.runBatch(await run(Pipeline.make([stage], { source: Text, sink: { name: "end", input: Text } })), textBatch(["x"])))
+    expect(out.numRows).toBe(1)
+  })
+
+  it("refuses a bad config, a make that returns no stage, and a plugin of another kind, each named by its path", async () => {
+    const typo = await runFail(UserStage.load({ plugin: "./stages/tag.mjs", config: { lable: "a" } }, { from: dir, where: "afterRewards[0]" }))
+    expect(typo.message).toContain("afterRewards[0].config.lable: unknown key")
+    const none = await runFail(UserStage.load({ plugin: "./stages/nothing.mjs" }, { from: dir, where: "afterRollout[1]" }))
+    expect(none.message).toMatch(/^afterRollout\[1\]: make\(config\) did not return a stage/)
+    writeFileSync(join(dir, "stages", "reward.mjs"), `import { Schema } from ${JSON.stringify(effectUrl)}
+export default { kind: "reward", name: "r", version: "1.0.0", description: "a reward", config: Schema.Struct({}), make: () => ({ score: () => new Float32Array(0) }) }`)
+    const kind = await runFail(UserStage.load({ plugin: "./stages/reward.mjs" }, { from: dir, where: "afterAdvantages[0]" }))
+    expect(kind.message).toBe("afterAdvantages[0].plugin: is a reward plugin, but a pipeline-stage plugin is needed here")
+  })
+
+  it("define is the typed helper for a plugin's default export", () => {
+    const plugin = UserStage.define({ name: "noop", version: "1.0.0", description: "", config: EffectSchema.Struct({}), make: () => length })
+    expect(plugin.kind).toBe("pipeline-stage")
+    expect(plugin.make({})).toBe(length)
   })
 })
