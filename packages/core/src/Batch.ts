@@ -116,6 +116,21 @@ export const logprobTemperature = (schema: Schema): number => {
   return t === 0 ? 1 : t
 }
 
+/**
+ * Schema metadata key of a prompts batch (and of the batches built from it: rollouts, scored): the text
+ * the prompt template itself ended the prompt with for the completion to continue, e.g. `<think>` when
+ * the template opens the reasoning block. Rewards get it as `Reward.Input.completionPrefix`; it is never
+ * inferred from the prompt text, which holds the user's question.
+ */
+export const COMPLETION_PREFIX_KEY = "r1flow.template.completion_prefix"
+
+/** The completion prefix a batch's schema records (`""` when none). */
+export const completionPrefix = (schema: Schema): string => schema.metadata.get(COMPLETION_PREFIX_KEY) ?? ""
+
+/** `schema` recording `prefix` as its completion prefix (`schema` itself when `prefix` is empty). */
+export const withCompletionPrefix = <T extends TypeMap>(schema: Schema<T>, prefix: string): Schema<T> =>
+  prefix === "" ? schema : new Schema(schema.fields, new Map([...schema.metadata, [COMPLETION_PREFIX_KEY, prefix]]))
+
 /** Rollouts with the weighted total reward (plus one `reward_<name>` Float32 column per reward function). */
 export const Scored: Schema<ScoredType> = new Schema([...rolloutFields, new Field("reward", new Float32(), true)], meta("scored"))
 

@@ -41,11 +41,17 @@ const codeUnits = (text: string): Int32Array => {
   return out
 }
 
+/** How a hand-written batch was "sampled". */
+export interface BatchOptions {
+  /** The template's completion prefix the batch records (`Batch.completionPrefix`, e.g. `<think>`); default none. */
+  readonly completionPrefix?: string
+}
+
 /** A `Batch.Rollouts` record batch from hand-written rows (prompt ids are the prompt's code units; log-probs 0). */
-export const makeBatch = (rows: ReadonlyArray<Row>): RecordBatch<Batch.RolloutsType> => {
+export const makeBatch = (rows: ReadonlyArray<Row>, options: BatchOptions = {}): RecordBatch<Batch.RolloutsType> => {
   const prompts = rows.map((r) => r.prompt ?? "")
   const ids = rows.map((r) => (r.completionIds !== undefined ? Int32Array.from(r.completionIds) : codeUnits(r.completion)))
-  return Batch.fromData(Batch.Rollouts, {
+  return Batch.fromData(Batch.withCompletionPrefix(Batch.Rollouts, options.completionPrefix ?? ""), {
     id: Columns.makeUtf8(rows.map((r, i) => r.id ?? `row-${i}`)),
     group_id: Columns.makeInt32(Int32Array.from(rows.map((r, i) => r.groupId ?? i))),
     prompt: Columns.makeUtf8(prompts),
@@ -62,7 +68,7 @@ export const makeBatch = (rows: ReadonlyArray<Row>): RecordBatch<Batch.RolloutsT
 }
 
 /** A reward `Input` from hand-written rows (with a signal that never aborts). */
-export const makeInput = (rows: ReadonlyArray<Row>): Reward.Input => Reward.withSignal(Reward.inputFromBatch(makeBatch(rows)))
+export const makeInput = (rows: ReadonlyArray<Row>, options: BatchOptions = {}): Reward.Input => Reward.withSignal(Reward.inputFromBatch(makeBatch(rows, options)))
 
 /** Scores hand-written rows with `reward` and returns the scores as a plain array (for `toEqual`). */
 export const score = async (reward: Reward.Reward, rows: ReadonlyArray<Row>): Promise<Array<number>> =>

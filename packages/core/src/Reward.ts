@@ -13,6 +13,7 @@
  */
 import type { RecordBatch, Utf8, Vector } from "apache-arrow"
 import type { Schema } from "effect"
+import * as Batch from "./Batch.js"
 import * as Columns from "./Columns.js"
 import * as Plugin from "./Plugin.js"
 
@@ -23,6 +24,13 @@ export interface Input {
   readonly prompts: ReadonlyArray<string>
   /** Completion text per row (what the model wrote, without the prompt). */
   readonly completions: ReadonlyArray<string>
+  /**
+   * What the prompt template itself opened every completion with (`"<think>"` when the template ends
+   * the prompt inside the reasoning block, else `""`), from the batch's `Batch.completionPrefix`. A reward
+   * that reads the completion's structure reads `completionPrefix + completion`; never the prompt, whose
+   * text is the user's question (a question ending in a literal `<think>` opens nothing).
+   */
+  readonly completionPrefix: string
   /** Completion token ids, zero-copy (`Columns.row(completionIds, i)`). */
   readonly completionIds: Columns.ListView<Int32Array>
   /** Reference answer column (`null` where the task has none). */
@@ -111,6 +119,7 @@ export const inputFromBatch = (batch: RecordBatch): Omit<Input, "signal"> => ({
   rows: batch.numRows,
   prompts: strings(batch, "prompt"),
   completions: strings(batch, "completion"),
+  completionPrefix: Batch.completionPrefix(batch.schema),
   completionIds: Columns.int32List(batch.getChild("completion_ids") as any),
   answers: nullableStrings(batch, "answer"),
   metadata: nullableStrings(batch, "metadata").map(parseMetadata),

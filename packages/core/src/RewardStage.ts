@@ -201,7 +201,7 @@ const { createRequire } = require("node:module")
 const { fileURLToPath, pathToFileURL } = require("node:url")
 const describe = (e) => (e instanceof Error ? e.name + ": " + e.message : "non-error thrown: " + String(e))
 const kind = (v) => (v === null ? "null" : Array.isArray(v) ? "an Array" : typeof v === "object" ? "a " + ((v.constructor && v.constructor.name) || "object") : "a " + typeof v)
-let reward, arrow
+let reward, arrow, prefixKey
 const strings = (batch, name, nullable) => {
   const v = batch.getChild(name)
   if (v === null) throw new Error('the batch has no "' + name + '" column')
@@ -222,6 +222,7 @@ const int32List = (vector) => {
 }
 const init = async () => {
   const { pluginSpec, from, hostDir, arrowPath, effectPath, rawConfig } = workerData
+  prefixKey = workerData.prefixKey
   // Resolved here, in a thread started without the parent's --conditions, so a test runner's
   // source condition never points the worker at TypeScript it cannot load. A package is looked up
   // where the parent found it (beside core, then the user's directory), whatever the working directory.
@@ -248,6 +249,7 @@ const score = async (msg) => {
     rows: batch.numRows,
     prompts: strings(batch, "prompt", false),
     completions: strings(batch, "completion", false),
+    completionPrefix: batch.schema.metadata.get(prefixKey) ?? "",
     completionIds: int32List(batch.getChild("completion_ids")),
     answers: strings(batch, "answer", true),
     metadata: strings(batch, "metadata", true).map(parseMetadata),
@@ -314,7 +316,7 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
         execArgv: workerExecArgv(),
         // Exhausting it ends only this worker (ERR_WORKER_OUT_OF_MEMORY), never the trainer.
         resourceLimits: { maxOldGenerationSizeMb: memoryMb },
-        workerData: { pluginSpec: plugin.spec, from: plugin.from, hostDir, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect") }
+        workerData: { pluginSpec: plugin.spec, from: plugin.from, hostDir, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect"), prefixKey: Batch.COMPLETION_PREFIX_KEY }
       })
       w.unref()
       let ready = false

@@ -45,7 +45,8 @@ export const run = (model: Transformer.Model, options: Options, prompts: RecordB
   const groupIds = Columns.int32Values(prompts.getChild("group_id")!)
   const stop = new Set(options.stopIds)
   const text = r.completions.map((c, i) => options.decode(r.finishReasons[i] === "stop" && stop.has(c[c.length - 1]) ? c.subarray(0, c.length - 1) : c))
-  return Batch.fromData(Batch.rolloutsAt(options.temperature), {
+  // The template's completion prefix travels with the prompts: rewards read the completion after it.
+  return Batch.fromData(Batch.withCompletionPrefix(Batch.rolloutsAt(options.temperature), Batch.completionPrefix(prompts.schema)), {
     id: Columns.makeUtf8(ids.flatMap((id) => Array.from({ length: G }, (_, k) => `${id}#${k}`))),
     group_id: Columns.makeInt32(Int32Array.from(repeat(Array.from(groupIds), G))),
     prompt: Columns.makeUtf8(repeat(strings(prompts.getChild("prompt"), n), G)),

@@ -14,6 +14,7 @@
  * Chat (ChatML turns): `<|im_start|>` role `\n` content `<|im_end|>` `\n`, ending with the
  * assistant's opening `<|im_start|>assistant\n`.
  */
+import { CONTROL } from "./Encoding.js"
 import type { Codec } from "./Tokenizer.js"
 
 /** The R1-Zero instruction, verbatim from the paper. */
@@ -38,6 +39,13 @@ export interface PromptOptions {
   /** End the prompt with the `<think>` control id so the completion starts inside the reasoning (default off, as in the paper). */
   readonly startThink?: boolean
 }
+
+/**
+ * The text the template opens every completion with: `<think>` under `startThink` (the prompt ends
+ * with its control id), else nothing. Prompt batches record it (`Batch.withCompletionPrefix`) so
+ * rewards read the completion as the template left it, never guessing from the question's text.
+ */
+export const completionPrefix = (options: PromptOptions): string => (options.startThink === true ? CONTROL.think : "")
 
 /** Concatenates id runs and single ids into one array. */
 export const concat = (parts: ReadonlyArray<Int32Array | number>): Int32Array => {

@@ -205,7 +205,8 @@ export const TaskRows: ArrowSchema<TaskRowsType> = new ArrowSchema([
 /**
  * Task rows to core's `Batch.Prompts`: `prompt_ids` is the question in the chosen template (the
  * question is data: no control id can come from it), `group_id` the row's index in its batch
- * (each prompt is one GRPO group; its G completions share it).
+ * (each prompt is one GRPO group; its G completions share it). The template's completion prefix
+ * (`<think>` under `startThink`) is recorded in the batch's schema metadata for the rewards.
  */
 export const toPrompts = (options: { readonly template: Template.Name } & Template.PromptOptions): Stage.Stage<TaskRowsType, Batch.PromptsType, Tokenizer> => {
   const stage = `prompts(${options.template})`
@@ -218,7 +219,7 @@ export const toPrompts = (options: { readonly template: Template.Name } & Templa
       const enc = encodeColumn(batch.getChild("prompt")!, (q) => Template.prompt(codec, options.template, q, options))
       const groups = new Int32Array(batch.numRows)
       for (let i = 0; i < groups.length; i++) groups[i] = i
-      return yield* Stage.addColumns(stage, batch, Batch.Prompts, {
+      return yield* Stage.addColumns(stage, batch, Batch.withCompletionPrefix(Batch.Prompts, Template.completionPrefix(options)), {
         group_id: Columns.makeInt32(groups),
         prompt_ids: Columns.makeInt32List(enc.values, enc.offsets)
       })

@@ -3,16 +3,17 @@
  * answer in `<answer>…</answer>`. Everything here is a linear scan with `indexOf`; no regex, so no
  * backtracking on adversarial 1 MB outputs.
  *
- * When the prompt ends with `<think>` (the R1-Zero template opens the tag for the model), the
- * completion is read as if it started with it.
+ * When the template opened the tag for the model (the batch's completion prefix is `<think>`), the
+ * completion is read as if it started with it. The prompt's text is never read: it is the user's
+ * question, and a question ending in a literal `<think>` opens nothing.
  */
 
 const TAGS = ["<think>", "</think>", "<answer>", "</answer>"] as const
 
 const isSpace = (c: number) => c === 32 || c === 9 || c === 10 || c === 13
 
-/** The completion as the format rule sees it: with the prompt's trailing `<think>` put back. */
-export const withOpenedThink = (prompt: string, completion: string): string => (prompt.trimEnd().endsWith("<think>") ? `<think>${completion}` : completion)
+/** The completion as the format rule sees it: after the prefix the template opened it with (`Reward.Input.completionPrefix`). */
+export const withPrefix = (completionPrefix: string, completion: string): string => completionPrefix + completion
 
 const count = (text: string, tag: string): number => {
   let n = 0

@@ -28,7 +28,7 @@ export default Reward.define({
     return {
       score: (input) => {
         const out = new Float32Array(input.rows)
-        for (let i = 0; i < input.rows; i++) out[i] = rule(Format.withOpenedThink(input.prompts[i], input.completions[i]))
+        for (let i = 0; i < input.rows; i++) out[i] = rule(Format.withPrefix(input.completionPrefix, input.completions[i]))
         return out
       }
     }

@@ -50,9 +50,10 @@ describe("format", () => {
     expect(await scores("tag-count", [good, "<think>a</think>", "<think><think></think><answer>x", "no tags", ""])).toEqual([1, 0.5, 0.5, 0, 0])
   })
 
-  it("a prompt ending in <think> opens the block for the completion", async () => {
-    expect(await scores("strict", ["a</think><answer>b</answer>"], "User: 2+2?\nAssistant: <think>")).toEqual([1])
-    expect(await scores("strict", ["a</think><answer>b</answer>"], "User: 2+2?")).toEqual([0])
+  it("the template's <think> prefix opens the block for the completion; a prompt ending in <think> does not", async () => {
+    const opened = Conformance.makeInput([{ prompt: "User: 2+2?", completion: "a</think><answer>b</answer>" }], { completionPrefix: "<think>" })
+    expect(Array.from(await (await reward("strict")).score(opened))).toEqual([1])
+    expect(await scores("strict", ["a</think><answer>b</answer>"], "User: 2+2?\nAssistant: <think>")).toEqual([0])
   })
 
   it("1e6-character outputs are scanned linearly", async () => {

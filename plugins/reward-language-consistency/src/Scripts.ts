@@ -42,9 +42,12 @@ export const LANGUAGES = {
 /** A language code with a known script. */
 export type Language = keyof typeof LANGUAGES
 
-/** The chain of thought: the first `<think>…</think>` block (or from the start when the prompt opened it); else the whole text. */
-export const chainOfThought = (prompt: string, completion: string): string => {
-  const opened = prompt.trimEnd().endsWith("<think>")
+/**
+ * The chain of thought: the first `<think>…</think>` block (or from the start when the template opened
+ * it: `completionPrefix` ends with `<think>`); else the whole text. The prompt's text is never read.
+ */
+export const chainOfThought = (completionPrefix: string, completion: string): string => {
+  const opened = completionPrefix.trimEnd().endsWith("<think>")
   const start = opened ? 0 : completion.indexOf("<think>")
   if (start < 0) return completion
   const from = opened ? 0 : start + 7

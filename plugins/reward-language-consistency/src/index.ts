@@ -27,7 +27,7 @@ export default Reward.define({
     return {
       score: (input) => {
         const out = new Float32Array(input.rows)
-        for (let i = 0; i < input.rows; i++) out[i] = Scripts.consistency(Scripts.chainOfThought(input.prompts[i], input.completions[i]), scripts)
+        for (let i = 0; i < input.rows; i++) out[i] = Scripts.consistency(Scripts.chainOfThought(input.completionPrefix, input.completions[i]), scripts)
         return out
       }
     }

@@ -29,9 +29,10 @@ describe("language-consistency reward", () => {
     ).toEqual([1, Math.fround(3 / 7), 0, 1, NaN, NaN])
   })
 
-  it("only the chain of thought counts, and a prompt-opened <think> is honoured", async () => {
+  it("only the chain of thought counts, and a template-opened <think> is honoured", async () => {
     expect(await score(["<think>compute it</think><answer>这是答案</answer>"])).toEqual([1])
-    expect(await score(["compute 它</think><answer>x</answer>"], "en", "Assistant: <think>")).toEqual([0.5])
+    const opened = Conformance.makeInput([{ prompt: "Assistant:", completion: "compute 它</think><answer>x</answer>" }], { completionPrefix: "<think>" })
+    expect(Array.from(await reward("en").score(opened))).toEqual([0.5])
   })
 
   it("other target languages", async () => {
