@@ -54,9 +54,15 @@ const run = Command.make(
 
 const resume = Command.make(
   "resume",
-  { run: Argument.String("run-dir").pipe(Argument.withDescription("A run directory under runs/")) },
-  Effect.fn(function*({ run: dir }) {
-    const result = yield* Run.resume(dir)
+  {
+    run: Argument.String("run-dir").pipe(Argument.withDescription("A run directory under runs/")),
+    allowBackendChange: Flag.Boolean("allow-backend-change").pipe(
+      Flag.withDescription("Continue although this machine's maths (backend, kernels, GEMM: R1FLOW_BACKEND, R1FLOW_NATIVE, R1FLOW_NO_BLAS) differ from the checkpoint's; the result is then not bitwise identical to an uninterrupted run"),
+      Flag.withDefault(false)
+    )
+  },
+  Effect.fn(function*({ run: dir, allowBackendChange }) {
+    const result = yield* Run.resume(dir, { allowBackendChange })
     for (const line of comparison(result.evals)) yield* Console.log(line)
     yield* Console.log(`\nrun directory: ${result.dir.root}`)
   })

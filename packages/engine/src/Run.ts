@@ -13,6 +13,7 @@ import { createRequire } from "node:module"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Run as RunService, StageRunError, type RunContext } from "./Context.js"
+import * as Compute from "./Compute.js"
 import * as Data from "./Data.js"
 import * as Evaluate from "./Evaluate.js"
 import * as Recipe from "./Recipe.js"
@@ -49,6 +50,16 @@ export interface Options {
   /** `key.path=value` overrides applied to the recipe before decoding. */
   readonly overrides?: ReadonlyArray<string>
   readonly log?: (line: string) => void
+}
+
+/** How to resume. */
+export interface ResumeOptions {
+  readonly log?: (line: string) => void
+  /**
+   * Continue although the checkpoint was made on other maths (backend, kernel set, GEMM) than this
+   * process has, with a warning; the resumed run is then not bitwise identical to one that never stopped.
+   */
+  readonly allowBackendChange?: boolean
 }
 
 const require = createRequire(import.meta.url)
@@ -104,6 +115,8 @@ const makeContext = (input: {
   readonly metrics: ReadonlyArray<Metrics.Entry>
   readonly log: (line: string) => void
   readonly sinks: Sinks | null
+  /** The maths this process runs on, recorded in each checkpoint. */
+  readonly compute: Compute.Compute
 }) =>
   Effect.gen(function*() {
     const { recipe, dir, sinks } = input
@@ -128,7 +141,7 @@ const makeContext = (input: {
       checkpoint: (stage) =>
         sinks === null
           ? Effect.fail(new StageRunError({ stage: "checkpoint", message: "a standalone evaluation writes no checkpoints" }))
-          : Effect.asVoid(RunCheckpoint.save(ctx, recipeHash, stage, keep)).pipe(
+          : Effect.asVoid(RunCheckpoint.save(ctx, { recipeHash, compute: input.compute }, stage, keep)).pipe(
             Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: e.message }))
           ),
       resume: null
@@ -229,22 +242,45 @@ export const run = (path: string, options: Options = {}) =>
       recipe: resolved,
       recipeFile: recipePath,
       backend,
+      compute: Compute.of(backend),
       tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize },
       parameters: Transformer.parameterCount(policy),
       started: new Date().toISOString(),
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
-    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir) })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir), compute: Compute.of(backend) })
     yield* Data.checkFits(data, ctx)
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
 /**
- * Continues the run in `root` from its latest checkpoint. The checkpoint is verified and read before
- * anything of the run is changed; metrics written after it (by the run that stopped) are cut back to it.
+ * Refuses to continue `restored` on other maths (backend, kernels, GEMM) than it was made on, unless
+ * `allow`, then warns. Returns this process's maths. Checkpoints from before the maths were recorded
+ * are compared by the manifest's backend name only, with a warning.
  */
-export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =>
+const checkCompute = (checkpoint: string, restored: RunCheckpoint.Restored, manifest: Record<string, unknown>, backend: Backend.Info, allow: boolean, log: (line: string) => void) =>
+  Effect.gen(function*() {
+    const now = Compute.of(backend)
+    const was = restored.state.compute
+    if (was === undefined) {
+      const recorded = (manifest.backend as Backend.Info | undefined)?.name
+      if (recorded !== undefined && recorded !== backend.name) log(`warning: the run started on ${recorded} and resumes on ${backend.name}; results will not be bitwise identical`)
+      return now
+    }
+    const changes = Compute.differences(was, now)
+    if (changes.length === 0) return now
+    if (!allow) return yield* new Compute.BackendChangeError({ path: checkpoint, was: Compute.describe(was), now: Compute.describe(now), changes })
+    log(`WARNING: ${checkpoint} was made on ${Compute.describe(was)} and the run continues on ${Compute.describe(now)} (${changes.join("; ")}), as --allow-backend-change asked: from here on it will not be bitwise identical to a run that never stopped`)
+    return now
+  })
+
+/**
+ * Continues the run in `root` from its latest checkpoint. The checkpoint is verified and read before
+ * anything of the run is changed, and refused when made on other maths than this process's (see
+ * `ResumeOptions.allowBackendChange`); metrics written after it (by the run that stopped) are cut back to it.
+ */
+export const resume = (root: string, options: ResumeOptions = {}) =>
   Effect.gen(function*() {
     const t0 = performance.now()
     const log = options.log ?? ((line: string) => console.log(line))
@@ -271,8 +307,14 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
       )
     )
     const backend = yield* initBackend(recipe)
-    const recorded = (manifest.backend as Backend.Info | undefined)?.name
-    if (recorded !== undefined && recorded !== backend.name) log(`warning: the run started on ${recorded} and resumes on ${backend.name}; results will not be bitwise identical`)
+    const compute = yield* checkCompute(checkpoint, restored, manifest, backend, options.allowBackendChange === true, log).pipe(
+      Effect.tapError(() =>
+        Effect.sync(() => {
+          restored.policy.dispose()
+          restored.reference?.dispose()
+        })
+      )
+    )
     log(`resuming ${dir.root} from ${restored.name} (global step ${restored.state.progress.step}, stage ${restored.state.progress.stageIndex + 1}/${recipe.stages.length})`)
     const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
@@ -290,7 +332,7 @@ export const resume = (root: string, options: Omit<Options, "overrides"> = {}) =
     yield* RunDir.write(dir.metrics, jsonLines(restored.state.metrics))
     yield* RunDir.write(join(dir.root, "perf.jsonl"), jsonLines(perf.entries.filter((e) => e.step <= restored.state.progress.step)))
     yield* Effect.try({ try: () => RunCheckpoint.removeStaleLatest(dir.checkpoints), catch: (e) => new RunDir.RunDirError({ path: dir.checkpoints, message: (e as Error).message }) })
-    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir) })
+    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir), compute })
     ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
     yield* Data.checkFits(data, ctx)
     return yield* execute(ctx, stages, manifest, t0)
@@ -365,7 +407,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
     const checkpoint = found.dir
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     restored.reference?.dispose()
-    yield* initBackend(recipe)
+    const backend = yield* initBackend(recipe)
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
     const ctx = yield* makeContext({
       recipe,
@@ -379,7 +421,8 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       progress: { ...restored.state.progress },
       metrics: [],
       log,
-      sinks: null
+      sinks: null,
+      compute: Compute.of(backend)
     })
     const label = `cli-${options.data === "held-out" ? "held-out" : basename(options.data).replace(/[^A-Za-z0-9._-]/g, "_")}-${restored.name}`
     return yield* Evaluate.run(

@@ -33,6 +33,7 @@ import { Effect, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from "node:fs"
 import { join, relative } from "node:path"
+import type * as Compute from "./Compute.js"
 import type { Progress, RunContext } from "./Context.js"
 import * as RunDir from "./RunDir.js"
 
@@ -57,6 +58,8 @@ export interface State {
   readonly format: "r1flow-checkpoint"
   readonly version: 1
   readonly recipeHash: string
+  /** The maths that made it (absent in checkpoints from before it was recorded). */
+  readonly compute?: Compute.Compute
   readonly progress: Progress
   readonly rng: Rng.Snapshot
   readonly trainer: Omit<Train.TrainerState, "optimizer"> & { readonly optimizerStep: number; readonly names: ReadonlyArray<string> } | null
@@ -151,7 +154,12 @@ const prune = (checkpoints: string, current: string, keep: number) => {
 }
 
 /** Saves the run's state (and `stage`'s trainer, when given) as checkpoint `step-N`, keeping the newest `keep`. */
-export const save = (ctx: RunContext, recipeHash: string, stage: StageState | null, keep: number): Effect.Effect<string, CheckpointError> =>
+export const save = (
+  ctx: RunContext,
+  made: { readonly recipeHash: string; readonly compute: Compute.Compute },
+  stage: StageState | null,
+  keep: number
+): Effect.Effect<string, CheckpointError> =>
   Effect.gen(function*() {
     const n = ++checkpointWrites
     const tmp = join(ctx.dir.checkpoints, `${nameOf(ctx.progress.step)}.tmp`)
@@ -169,7 +177,8 @@ export const save = (ctx: RunContext, recipeHash: string, stage: StageState | nu
     const state: State = {
       format: "r1flow-checkpoint",
       version: 1,
-      recipeHash,
+      recipeHash: made.recipeHash,
+      compute: made.compute,
       progress: { ...ctx.progress },
       rng: ctx.rng.snapshot(),
       trainer: stage === null ? null : {

@@ -1,4 +1,5 @@
 /** @r1flow/engine: recipe stages, run directories, reports. */
+export * as Compute from "./Compute.js"
 export * as Context from "./Context.js"
 export * as Data from "./Data.js"
 export * as Evaluate from "./Evaluate.js"
