@@ -20,14 +20,16 @@
  * Isolation. Rewards loaded from a package or path (`load`) run each in its own worker thread by
  * default: one message per batch (the batch as Arrow IPC bytes, transferred), the worker is
  * terminated when a call passes its timeout and restarted for the next call, so even a reward stuck
- * in `while (true) {}` never blocks the process beyond `timeoutMs`. Each worker's heap is capped
- * (`LoadOptions.memoryMb`): a reward that runs out of it fails its call like a throw (its `onError`
- * applies) and its worker is replaced for the next call, so it cannot take the trainer down (the heap
- * only: ArrayBuffer contents are outside it). A reward given as an object (`make`, or
+ * in `while (true) {}` never blocks the process beyond `timeoutMs`. Each worker's memory is bounded
+ * (`LoadOptions.memoryMb`): its JS heap by V8, and all of it (ArrayBuffers and other memory outside
+ * the heap included) by the parent, which stops the worker when the process grows past the limit
+ * during a call. A reward that runs out of it fails its call like a throw (its `onError` applies) and
+ * its worker is replaced for the next call, so it cannot take the trainer down. A reward given as an object (`make`, or
  * `load(..., { isolation: "in-process" })`) runs in the calling thread: an async reward
  * is abandoned at its timeout (and its `signal` aborted), but a synchronous reward cannot be
  * pre-empted; if it returns after its timeout, the call is treated as timed out.
  */
+import { existsSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -52,7 +54,8 @@ export const DEFAULT_ON_ERROR: OnError = "fail"
 /** Default per-call timeout (one call scores a whole batch). */
 export const DEFAULT_TIMEOUT_MS = 30_000
 /**
- * Default heap limit of a reward's worker thread (V8's old generation, MB). Without one a worker may
+ * Default memory limit of a reward's worker thread (MB): its JS heap (V8's old generation) and what the
+ * process grows by during one of its calls (buffers outside the heap included). Without one a worker may
  * grow as large as the trainer itself may, so a reward that allocates without bound could exhaust the
  * machine and take the trainer down with it; a rule reward needs a few tens of MB.
  */
@@ -293,8 +296,62 @@ const workerExecArgv = (): Array<string> => {
   return out
 }
 
+// ---------------------------------------------------------------------------------------------
+// A worker's memory
+
+const MB = 1 << 20
+const STATUS = "/proc/self/status"
+const hasStatus = existsSync(STATUS)
+
+const VM_RSS = /VmRSS:\s+(\d+) kB/
+const VM_DATA = /VmData:\s+(\d+) kB/
+const statusKb = (text: string, line: RegExp): number => Number(line.exec(text)?.[1] ?? 0) * 1024
+
 /**
- * Runs a plugin's reward in a worker thread whose heap is capped at `memoryMb`. Started by `start()`
+ * This process's memory in bytes, all threads together: resident, and reserved for data (Linux
+ * `VmData`: private writable memory, counted when allocated, touched or not; a zero-filled
+ * `Buffer.alloc` is not resident until written). Elsewhere both are the resident set size.
+ */
+const processMemory = (): { readonly resident: number; readonly reserved: number } => {
+  if (!hasStatus) {
+    const rss = process.memoryUsage.rss()
+    return { resident: rss, reserved: rss }
+  }
+  const text = readFileSync(STATUS, "latin1")
+  return { resident: statusKb(text, VM_RSS), reserved: statusKb(text, VM_DATA) }
+}
+
+/** This thread's own JS heap and buffers (what the trainer itself allocates meanwhile is not the worker's). */
+const ownMemory = (): number => {
+  const m = process.memoryUsage()
+  return m.heapTotal + m.external
+}
+
+/**
+ * Watches the process while one worker call runs and calls `exceeded` (once, with the growth in MB)
+ * when the memory gained since the call began passes `limitMb`: the larger of the resident and the
+ * reserved growth, less this thread's own. The trainer waits for the call, so what grows is the
+ * worker, ArrayBuffers and other memory outside V8's heap limit included. Sampled every 10 ms: a
+ * reward hoarding memory at a GB per second overshoots by tens of MB, not gigabytes. Returns `stop`.
+ */
+const watchMemory = (limitMb: number, exceeded: (grewMb: number) => void): (() => void) => {
+  const start = processMemory()
+  const own = ownMemory()
+  const timer = setInterval(() => {
+    const now = processMemory()
+    const grew = Math.max(now.resident - start.resident, now.reserved - start.reserved) - Math.max(0, ownMemory() - own)
+    if (grew <= limitMb * MB) return
+    clearInterval(timer)
+    exceeded(Math.round(grew / MB))
+  }, 10)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
+/**
+ * Runs a plugin's reward in a worker thread whose memory is bounded by `memoryMb`: V8 caps its heap
+ * there, and the parent stops it when the process grows by more than that during a call (see
+ * `watchMemory`: a reward's buffers live outside the heap). Started by `start()`
  * (which fails with the worker's init error); after a timeout, a crash or running out of memory the
  * worker is gone and a new one starts on the next call.
  */
@@ -377,14 +434,25 @@ const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawC
     const ipc = toIpc(batch)
     const id = nextId++
     return new Promise<Outcome>((resolve) => {
-      const timer = setTimeout(() => {
+      // Ends the call with `outcome` and the worker with it (a call past its timeout or its memory).
+      const abandon = (outcome: Outcome) => {
         pending.delete(id)
-        resolve({ _tag: "timeout", message: `${timeoutMessage(timeoutMs)} (its worker was terminated and will restart)` })
+        clearTimeout(timer)
+        stopWatch()
+        resolve(outcome)
         if (worker === w) worker = null
         void w.terminate()
-      }, timeoutMs)
+      }
+      const timer = setTimeout(() => abandon({ _tag: "timeout", message: `${timeoutMessage(timeoutMs)} (its worker was terminated and will restart)` }), timeoutMs)
+      const stopWatch = watchMemory(memoryMb, (grewMb) =>
+        abandon({
+          _tag: "oom",
+          message: `ran out of memory (its worker's limit is ${memoryMb} MB: the process grew by ${grewMb} MB during the call, buffers outside the JS heap included); the worker was stopped and will restart`
+        })
+      )
       pending.set(id, (o) => {
         clearTimeout(timer)
+        stopWatch()
         resolve(o._tag === "ok" ? checkShape(o.scores, batch.numRows) : o)
       })
       const whole = ipc.byteOffset === 0 && ipc.byteLength === ipc.buffer.byteLength
@@ -543,8 +611,9 @@ export interface LoadOptions {
   /** `"worker"` (default): each reward in its own worker thread; `"in-process"`: in this thread. */
   readonly isolation?: "worker" | "in-process"
   /**
-   * Heap limit of each worker (MB, default `DEFAULT_WORKER_MEMORY_MB`). A process-wide
-   * `--max-old-space-size` (also through `NODE_OPTIONS`) overrides it: V8 applies that flag to every heap.
+   * Memory limit of each worker (MB, default `DEFAULT_WORKER_MEMORY_MB`): its JS heap, and the growth of
+   * the process during one of its calls, off-heap buffers included. A process-wide `--max-old-space-size`
+   * (also through `NODE_OPTIONS`) overrides the heap part: V8 applies that flag to every heap.
    */
   readonly memoryMb?: number
 }
