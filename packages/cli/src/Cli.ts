@@ -66,7 +66,7 @@ const resume = Command.make(
     for (const line of comparison(result.evals)) yield* Console.log(line)
     yield* Console.log(`\nrun directory: ${result.dir.root}`)
   })
-).pipe(Command.withDescription("Continue an interrupted run from its latest checkpoint"))
+).pipe(Command.withDescription("Continue an interrupted run from its latest checkpoint, with the config it started with (edits to the recipe file since are named in a notice, not applied); a finished run is left as it is"))
 
 const evalCmd = Command.make(
   "eval",

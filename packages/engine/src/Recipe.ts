@@ -130,3 +130,18 @@ export const modelConfig = (m: typeof Model.Type, vocabSize: number) => ({
   normEps: 1e-5,
   tieEmbeddings: m.tieEmbeddings ?? true
 })
+
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x)
+
+const diff = (a: unknown, b: unknown, path: string): Array<string> => {
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return Array.from({ length: Math.max(a.length, b.length) }, (_, i) => diff(a[i], b[i], `${path}[${i}]`)).flat()
+  }
+  if (isRecord(a) && isRecord(b)) {
+    return [...new Set([...Object.keys(a), ...Object.keys(b)])].flatMap((k) => diff(a[k], b[k], path === "" ? k : `${path}.${k}`))
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [path === "" ? "(the whole recipe)" : path]
+}
+
+/** The key paths (`stages[2].config.steps`) where two raw recipes differ, sorted. */
+export const changedKeys = (a: unknown, b: unknown): Array<string> => diff(a, b, "").sort()

@@ -75,16 +75,16 @@ export const load = (path: string, overrides: ReadonlyArray<string> = []) =>
     return { recipe, resolved: withOverrides }
   })
 
-const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], dir: RunDir.RunDir) =>
-  Effect.gen(function*() {
-    if (recipe.tokenizer.kind === "standard") return Tokenizer.makeStandard(recipe.tokenizer.encoding)
+/** The run's tokenizer, and the compact vocabulary the run directory keeps (null for a standard encoding). */
+const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"]) =>
+  Effect.sync((): { readonly codec: Codec; readonly vocab: Compact.Vocab | null } => {
+    if (recipe.tokenizer.kind === "standard") return { codec: Tokenizer.makeStandard(recipe.tokenizer.encoding), vocab: null }
     // The compact vocabulary is learned from what the model will read and write: templated prompts and corpus solutions.
     const texts: Array<string> = []
     for (const r of data.corpus) texts.push(r.completion)
     for (const r of data.train.slice(0, 2000)) texts.push(recipe.template === "chat" ? r.question : Template.r1ZeroText(r.question))
     const vocab = Compact.build({ base: recipe.tokenizer.base, corpus: texts, size: recipe.tokenizer.size, splitDigits: recipe.tokenizer.splitDigits ?? false })
-    yield* Compact.save(join(dir.root, "tokenizer"), vocab)
-    return Tokenizer.makeCompact(vocab)
+    return { codec: Tokenizer.makeCompact(vocab), vocab }
   })
 
 const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir) =>
@@ -225,22 +225,27 @@ export const run = (path: string, options: Options = {}) =>
     const stages = yield* prepare(recipe, recipePath, 0)
     const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
-    const dir = yield* RunDir.create(recipe.runsDir ?? "runs", recipe.name)
-    yield* RunLock.acquire(dir, "run")
-    log(`run directory: ${dir.root}`)
     const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
-    const tokenizer: Codec = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dir), (t) => Effect.sync(() => t.free()))
+    const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data), (t) => Effect.sync(() => t.codec.free()))
     const rng = Rng.makeService(recipe.seed)
     const policy = recipe.model.checkpoint !== undefined
       ? yield* Checkpoint.load(recipe.model.checkpoint)
       : Transformer.init(Recipe.modelConfig(recipe.model, tokenizer.vocabSize), rng.stream("model/init"))
     log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})`)
+    // The last of the checks that can refuse the run: only once they pass does it get a directory.
+    const promptIds = (q: string) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q)
+    yield* Data.checkFits(data, { recipe, tokenizer, policy, promptIds }).pipe(Effect.tapError(() => Effect.sync(() => policy.dispose())))
+    const dir = yield* RunDir.create(recipe.runsDir ?? "runs", recipe.name)
+    yield* RunLock.acquire(dir, "run")
+    log(`run directory: ${dir.root}`)
+    if (vocab !== null) yield* Compact.save(join(dir.root, "tokenizer"), vocab)
     const manifest = {
       name: recipe.name,
       seed: recipe.seed,
       recipe: resolved,
       recipeFile: recipePath,
+      overrides: options.overrides ?? [],
       backend,
       compute: Compute.of(backend),
       tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize },
@@ -250,7 +255,6 @@ export const run = (path: string, options: Options = {}) =>
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
     const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir), compute: Compute.of(backend) })
-    yield* Data.checkFits(data, ctx)
     return yield* execute(ctx, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
@@ -275,10 +279,43 @@ const checkCompute = (checkpoint: string, restored: RunCheckpoint.Restored, mani
     return now
   })
 
+/** A notice when the recipe file no longer matches the config the run started with (file + its --set overrides), naming the keys. */
+const recipeDrift = (manifest: Record<string, unknown>) =>
+  Effect.gen(function*() {
+    if (typeof manifest.recipeFile !== "string") return null
+    const file = manifest.recipeFile
+    const rest = "the run continues with the config it started with, recorded in manifest.json (start a new run to use the edits)"
+    if (!existsSync(file)) return `notice: the recipe file ${file} is gone; ${rest}`
+    const overrides = Array.isArray(manifest.overrides) ? manifest.overrides.map(String) : []
+    const now = yield* Effect.result(Effect.flatMap(CoreConfig.readJson(file), (raw) => CoreConfig.applyOverrides(raw, overrides)))
+    if (now._tag === "Failure") return `notice: the recipe file ${file} no longer reads (${now.failure.message}); ${rest}`
+    const keys = Recipe.changedKeys(manifest.recipe, now.success)
+    return keys.length === 0 ? null : `notice: ${file} has changed since this run started (${keys.join(", ")}); ${rest}`
+  })
+
+/**
+ * A run whose every stage is done and whose summary is written: what `resume` returns for it, reading
+ * only. Its checkpoint must verify (checksums, config): one that does not goes the normal way, which names the fault.
+ */
+const finishedRun = (dir: RunDir.RunDir, recipe: Recipe.Recipe, manifest: Record<string, unknown>) =>
+  Effect.gen(function*() {
+    const summaryPath = join(dir.root, "summary.json")
+    if (!existsSync(summaryPath)) return null
+    const found = yield* Effect.result(RunCheckpoint.latest(dir.checkpoints))
+    if (found._tag === "Failure") return null
+    const checked = yield* Effect.result(RunCheckpoint.inspect(found.success.dir, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) }))
+    if (checked._tag === "Failure" || checked.success.state.progress.stageIndex < recipe.stages.length) return null
+    const summary = (yield* RunDir.readJson(summaryPath)) as { readonly seconds?: number }
+    const result: Result = { dir, recipe, backend: manifest.backend as Backend.Info, evals: readEvals(dir), seconds: summary.seconds ?? 0 }
+    return { checkpoint: basename(found.success.dir), result }
+  })
+
 /**
  * Continues the run in `root` from its latest checkpoint. The checkpoint is verified and read before
  * anything of the run is changed, and refused when made on other maths than this process's (see
  * `ResumeOptions.allowBackendChange`); metrics written after it (by the run that stopped) are cut back to it.
+ * The run continues with the config recorded in its manifest: edits to the recipe file since it started
+ * are named in a notice and not applied. A finished run is reported as such and left untouched.
  */
 export const resume = (root: string, options: ResumeOptions = {}) =>
   Effect.gen(function*() {
@@ -286,11 +323,18 @@ export const resume = (root: string, options: ResumeOptions = {}) =>
     const log = options.log ?? ((line: string) => console.log(line))
     const dir = RunDir.at(resolve(root))
     const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    const recipePath = String(manifest.recipeFile ?? dir.manifest)
+    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const done = yield* finishedRun(dir, recipe, manifest)
+    if (done !== null) {
+      log(`${dir.root} is finished: all ${recipe.stages.length} stages done (checkpoint ${done.checkpoint}, summary.json written); nothing to resume, nothing changed`)
+      return done.result
+    }
     // Everything from here on reads state a live writer could be changing: one writer at a time.
     const stale = yield* RunLock.acquire(dir, "resume")
     if (stale !== null) log(RunLock.tookOver(stale))
-    const recipePath = String(manifest.recipeFile ?? dir.manifest)
-    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const drift = yield* recipeDrift(manifest)
+    if (drift !== null) log(drift)
     // Damage inside the metrics files (not a torn tail) is refused here, before the cut-back below rewrites them.
     yield* RunDir.readMetrics(dir.metrics)
     const perf = yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
@@ -315,7 +359,10 @@ export const resume = (root: string, options: ResumeOptions = {}) =>
         })
       )
     )
-    log(`resuming ${dir.root} from ${restored.name} (global step ${restored.state.progress.step}, stage ${restored.state.progress.stageIndex + 1}/${recipe.stages.length})`)
+    const at = restored.state.progress.stageIndex < recipe.stages.length
+      ? `stage ${restored.state.progress.stageIndex + 1}/${recipe.stages.length}`
+      : `all ${recipe.stages.length} stages done; writing the summary and report`
+    log(`resuming ${dir.root} from ${restored.name} (global step ${restored.state.progress.step}, ${at})`)
     const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
     const studentBefore = recipe.stages.slice(0, restored.state.progress.stageIndex + 1).some((s) => s.stage === "student")

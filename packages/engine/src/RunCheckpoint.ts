@@ -263,8 +263,8 @@ const verify = (dir: string): Effect.Effect<Record<string, string>, CheckpointEr
     return sums
   })
 
-/** Verifies a checkpoint's checksums, then reads it. Nothing of the run is touched. */
-export const load = (dir: string, expected: { readonly recipeHash: string }): Effect.Effect<Restored, CheckpointError> =>
+/** Verifies a checkpoint's checksums and reads its state, refusing one made under another config; no tensors are read. */
+export const inspect = (dir: string, expected: { readonly recipeHash: string }): Effect.Effect<{ readonly sums: Record<string, string>; readonly state: State }, CheckpointError> =>
   Effect.gen(function*() {
     const sums = yield* verify(dir)
     const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8")) as State
@@ -274,6 +274,13 @@ export const load = (dir: string, expected: { readonly recipeHash: string }): Ef
     if (state.recipeHash !== expected.recipeHash) {
       return yield* new CheckpointError({ path: dir, reason: "the checkpoint was made under a different config than this run's manifest; refusing to mix them" })
     }
+    return { sums, state }
+  })
+
+/** Verifies a checkpoint's checksums, then reads it. Nothing of the run is touched. */
+export const load = (dir: string, expected: { readonly recipeHash: string }): Effect.Effect<Restored, CheckpointError> =>
+  Effect.gen(function*() {
+    const { sums, state } = yield* inspect(dir, expected)
     const policy = yield* Checkpoint.load(join(dir, "policy")).pipe(Effect.mapError(fail(join(dir, "policy"))))
     const reference = "reference/model.safetensors" in sums ? yield* Checkpoint.load(join(dir, "reference")).pipe(Effect.mapError(fail(join(dir, "reference")))) : null
     let trainer: Train.TrainerState | null = null

@@ -183,7 +183,7 @@ export const versionsOf = (names: ReadonlyArray<string>, require: (id: string) =
 export const readJson = (path: string): Effect.Effect<unknown, RunDirError> =>
   Effect.try({
     try: () => JSON.parse(readFileSync(path, "utf8")) as unknown,
-    catch: (e) => new RunDirError({ path, message: existsSync(path) ? `not valid JSON: ${(e as Error).message}` : "missing" })
+    catch: (e) => new RunDirError({ path, message: existsSync(path) ? `${path}: not valid JSON: ${(e as Error).message}` : `${path} is missing` })
   })
 
 const metricsError = (path: string) => (e: unknown) =>
