@@ -2,7 +2,7 @@
  * Sampling from the current policy into a rollouts batch, and scoring it with reward plugins:
  * the pieces the GRPO, rejection-sampling and eval stages share.
  */
-import { type Batch, Config as CoreConfig, Plugin, RewardStage } from "@r1flow/core"
+import { type Batch, Config as CoreConfig, Plugin, RewardStage, type Stage } from "@r1flow/core"
 import type { Task } from "@r1flow/datasets"
 import { Rollout } from "@r1flow/model"
 import type { RecordBatch } from "apache-arrow"
@@ -24,14 +24,15 @@ export type Config = typeof Config.Type
 
 const stageError = (stage: string) => (e: { readonly message: string }) => new StageRunError({ stage, message: e.message, cause: e })
 
-/** `groupSize` completions for each of `rows`, as a rollouts batch (group ids from `firstGroup`). */
-export const rollouts = (
+/**
+ * The rollout stage (`Batch.Prompts` → `Batch.Rollouts`) over the current policy: `groupSize` completions
+ * per prompt, stopped at the tokenizer's end of text and decoded by it, drawing from the run's stream `stream`.
+ */
+export const rolloutStage = (
   ctx: RunContext,
-  rows: ReadonlyArray<Task.Row>,
-  options: Config & { readonly groupSize: number; readonly stream: string; readonly firstGroup?: number; readonly stage: string }
-): Effect.Effect<RecordBatch<Batch.RolloutsType>, StageRunError> => {
-  const prompts = Prompts.batch(ctx, rows, options.firstGroup ?? 0)
-  const stage = Rollout.stage(ctx.policy, {
+  options: Config & { readonly groupSize: number; readonly stream: string }
+): Stage.Stage<Batch.PromptsType, Batch.RolloutsType> =>
+  Rollout.stage(ctx.policy, {
     groupSize: options.groupSize,
     maxNewTokens: options.maxNewTokens,
     temperature: options.temperature,
@@ -41,8 +42,14 @@ export const rollouts = (
     decode: (ids: Int32Array) => ctx.tokenizer.decode(ids).text,
     rng: ctx.rng.stream(options.stream)
   })
-  return stage.run(prompts).pipe(Effect.mapError(stageError(options.stage)))
-}
+
+/** `groupSize` completions for each of `rows`, as a rollouts batch (group ids from `firstGroup`). */
+export const rollouts = (
+  ctx: RunContext,
+  rows: ReadonlyArray<Task.Row>,
+  options: Config & { readonly groupSize: number; readonly stream: string; readonly firstGroup?: number; readonly stage: string }
+): Effect.Effect<RecordBatch<Batch.RolloutsType>, StageRunError> =>
+  rolloutStage(ctx, options).run(Prompts.batch(ctx, rows, options.firstGroup ?? 0)).pipe(Effect.mapError(stageError(options.stage)))
 
 /** The accuracy reward a task is judged by, unless the stage names another. */
 export const defaultAccuracy = (task: Recipe.Task): RewardStage.Entry["plugin"] =>
@@ -74,6 +81,15 @@ export const loadRewards = (stage: string, rewardList: ReadonlyArray<unknown>) =
 /** Checks a stage's `rewards` list (at `<where>.rewards`) before the run: entries, plugins and their configs. */
 export const checkRewards = (rewardList: ReadonlyArray<unknown>, where: string, from: string): Effect.Effect<void, CoreConfig.ConfigError | Plugin.PluginError> =>
   Effect.asVoid(RewardStage.check({ rewards: rewardList }, { from, prefix: where }))
+
+/**
+ * `checkRewards`, returning the reward names the stage will write (`reward_<name>` columns): each entry's
+ * `name`, else its plugin's. What a pipeline check needs to know of the reward stage before it exists.
+ */
+export const checkRewardNames = (rewardList: ReadonlyArray<unknown>, where: string, from: string): Effect.Effect<Array<string>, CoreConfig.ConfigError | Plugin.PluginError> =>
+  Effect.flatMap(RewardStage.check({ rewards: rewardList }, { from, prefix: where }), (config) =>
+    Effect.forEach(config.rewards, (entry) =>
+      entry.name !== undefined ? Effect.succeed(entry.name) : Effect.map(Plugin.load(entry.plugin, { kind: "reward", from }), (p) => p.name)))
 
 /** Checks an eval's `accuracy` reward (at `<where>.accuracy`): that the plugin loads and its `config` decodes. */
 export const checkAccuracy = (

@@ -19,8 +19,7 @@
  *   is counted. Dropping such groups (DAPO dynamic sampling) is `DynamicSampling`'s job.
  */
 import { Columns, Stage, Batch } from "@r1flow/core"
-import type { Float32, RecordBatch, Vector } from "apache-arrow"
-import { Schema as ArrowSchema } from "apache-arrow"
+import type { Float32, Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
 
 /** How advantages are scaled after subtracting the group mean. */
@@ -36,7 +35,7 @@ export const Config = Schema.Struct({
 /** Advantage configuration. */
 export type Config = typeof Config.Type
 
-/** Counts that go to the run's metrics. */
+/** The batch's counts, as `compute` found them (the step's metrics count from the batch itself, `Metrics.ofBatch`). */
 export interface Stats {
   readonly rows: number
   readonly groups: number
@@ -54,11 +53,12 @@ export interface Result extends Stats {
   readonly zeroStdGroupIds: ReadonlyArray<number>
 }
 
-interface GroupAcc { n: number; sum: number; sumSq: number; min: number; max: number; mean: number; std: number }
+/** One group's finite rewards: count, sum, sum of squared deviations, range, mean and unbiased std. */
+export interface GroupStats { n: number; sum: number; sumSq: number; min: number; max: number; mean: number; std: number }
 
-/** Per-group mean and unbiased std over the finite rewards of each group. */
-export const groupStats = (rewards: Float32Array, groupIds: Int32Array): Map<number, GroupAcc> => {
-  const groups = new Map<number, GroupAcc>()
+/** Per-group mean and unbiased std over the finite rewards of each group, in order of first appearance. */
+export const groupStats = (rewards: Float32Array, groupIds: Int32Array): Map<number, GroupStats> => {
+  const groups = new Map<number, GroupStats>()
   for (let i = 0; i < rewards.length; i++) {
     let g = groups.get(groupIds[i])
     if (g === undefined) {
@@ -85,7 +85,7 @@ export const groupStats = (rewards: Float32Array, groupIds: Int32Array): Map<num
 }
 
 /** True when a group carries no learning signal: fewer than two finite rewards, or all equal. */
-const isZeroStd = (g: GroupAcc) => g.n < 2 || g.max === g.min
+export const isZeroStd = (g: GroupStats): boolean => g.n < 2 || g.max === g.min
 
 /** Unbiased std of the finite values of `xs`; 0 with fewer than two. */
 const finiteStd = (xs: Float32Array): number => {
@@ -124,24 +124,6 @@ export const compute = (rewards: Float32Array, groupIds: Int32Array, config: Con
   return { advantages, rows: rewards.length, groups: groups.size, nanRewards, zeroStdGroups: zeroStdGroupIds.length, zeroStdGroupIds }
 }
 
-/** Schema metadata keys under which the stage records its counts on the output batch. */
-export const statsKeys = {
-  groups: "r1flow.advantages.groups",
-  nanRewards: "r1flow.advantages.nan_rewards",
-  zeroStdGroups: "r1flow.advantages.zero_std_groups"
-} as const
-
-/** The counts the stage recorded on `batch` (rows from the batch itself). */
-export const statsOf = (batch: RecordBatch): Stats => {
-  const get = (key: string) => Number(batch.schema.metadata.get(key) ?? "0")
-  return {
-    rows: batch.numRows,
-    groups: get(statsKeys.groups),
-    nanRewards: get(statsKeys.nanRewards),
-    zeroStdGroups: get(statsKeys.zeroStdGroups)
-  }
-}
-
 const NAME = "grpo/advantages"
 
 /** A nullable Float32 reward column as values, with null read as NaN (not scored). */
@@ -153,29 +135,14 @@ export const rewardValues = (column: Vector<Float32>): Float32Array => {
   return out
 }
 
-/**
- * The Arrow stage `Scored → Advantages`: adds the `advantage` column and records `Stats` in the
- * output schema's metadata (`statsOf` reads them back). Zero-variance groups are kept (advantage 0).
- */
+/** The Arrow stage `Scored → Advantages`: adds the `advantage` column. Zero-variance groups are kept (advantage 0). */
 export const stage = (config: Config): Stage.Stage<Batch.ScoredType, Batch.AdvantagesType> =>
   Stage.make({
     name: NAME,
     input: Batch.Scored,
     output: Batch.Advantages,
-    transform: (batch) =>
-      Effect.gen(function*() {
-        const rewards = rewardValues(batch.getChild("reward")!)
-        const groupIds = Columns.int32Values(batch.getChild("group_id")!)
-        const result = compute(rewards, groupIds, config)
-        const output = new ArrowSchema(
-          Batch.Advantages.fields,
-          new Map([
-            ...Batch.Advantages.metadata,
-            [statsKeys.groups, String(result.groups)],
-            [statsKeys.nanRewards, String(result.nanRewards)],
-            [statsKeys.zeroStdGroups, String(result.zeroStdGroups)]
-          ])
-        )
-        return yield* Stage.addColumns<Batch.AdvantagesType>(NAME, batch, output, { advantage: Columns.makeFloat32(result.advantages) })
-      })
+    transform: (batch) => {
+      const { advantages } = compute(rewardValues(batch.getChild("reward")!), Columns.int32Values(batch.getChild("group_id")!), config)
+      return Stage.addColumns<Batch.AdvantagesType>(NAME, batch, Batch.Advantages, { advantage: Columns.makeFloat32(advantages) })
+    }
   })

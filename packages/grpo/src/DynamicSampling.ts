@@ -6,10 +6,11 @@
  *   0 < |{o_i | is_equivalent(a, o_i)}| < G
  *
  * (generalised here from accuracy to any reward: the group's finite rewards are not all equal; a group
- * with fewer than two finite rewards is dropped too). The rollout loop belongs to the engine; this module
- * is the decision it calls after scoring each draw: `accept` keeps the informative groups, says whether
- * the batch is full, and fails with `DynamicSamplingError` once `maxDraws` draws did not fill it
- * (DAPO's `max_num_gen_batches`). A full batch is trimmed to exactly `targetGroups` groups, first come first kept.
+ * with fewer than two finite rewards is dropped too). `fill` is the loop: it calls `draw` (rollout and
+ * rewards of fresh prompts) until the batch is full; `accept` is the decision after each draw: it keeps the
+ * informative groups, says whether the batch is full, and fails with `DynamicSamplingError` once `maxDraws`
+ * draws did not fill it (DAPO's `max_num_gen_batches`). A full batch is trimmed to exactly `targetGroups`
+ * groups, first come first kept.
  */
 import { Batch, Columns, Stage } from "@r1flow/core"
 import { makeData, RecordBatch, Struct, vectorFromArray, type Data, type Vector } from "apache-arrow"
@@ -106,6 +107,32 @@ export const accept = (
     }
     return { _tag: "More", state: next } as const
   })
+
+/** A step's scored batch and, when dynamic sampling is on, the groups it dropped on the way. */
+export interface Filled {
+  readonly batch: RecordBatch<Batch.ScoredType>
+  /** `undefined` when dynamic sampling is off (one draw, nothing dropped or counted). */
+  readonly droppedGroups: number | undefined
+}
+
+/**
+ * The step's scored batch: with `config`, draws (`draw(0)`, `draw(1)`, …) until `targetGroups` informative
+ * groups are kept (`accept`); without, the one batch `draw(0)` gives, as it is.
+ */
+export const fill = <E, R>(
+  config: Config | undefined,
+  draw: (attempt: number) => Effect.Effect<RecordBatch<Batch.ScoredType>, E, R>
+): Effect.Effect<Filled, E | DynamicSamplingError | Stage.StageError, R> =>
+  config === undefined
+    ? Effect.map(draw(0), (batch) => ({ batch, droppedGroups: undefined }))
+    : Effect.gen(function*() {
+      let state = empty
+      for (let attempt = 0;; attempt++) {
+        const decision = yield* accept(state, yield* draw(attempt), config)
+        if (decision._tag === "Full") return { batch: decision.batch, droppedGroups: decision.state.droppedGroups }
+        state = decision.state
+      }
+    })
 
 /** One batch of the kept rows, keeping only the first `maxGroups` groups; schema of the first batch. */
 const concatRows = (kept: State["kept"], maxGroups: number): RecordBatch<Batch.ScoredType> => {

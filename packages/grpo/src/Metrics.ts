@@ -1,8 +1,14 @@
 /**
- * Metric names, as TRL's `GRPOTrainer` and verl log them, and the batch-level metrics of a scored batch.
- * Each trainer step returns a `Record<string, number>` under these names; the engine forwards it.
+ * A GRPO step's metrics, computed once per step (`ofStep`) from three sources, each key from exactly one:
+ *
+ *   the batch with advantages  → rewards, group statistics, completions          (`ofBatch`)
+ *   the reward failure counters → rewards/<name>/failed_calls, failed_rows         (`failureCounts`)
+ *   the update's diagnostics    → loss, grad_norm, kl, entropy, clip ratios, …     (`Update.Trainer.step`)
+ *
+ * Names follow TRL's `GRPOTrainer` and verl; docs/metrics.md has every key with its exact definition.
  */
-import { Batch, Columns } from "@r1flow/core"
+import type { Batch, RewardStage } from "@r1flow/core"
+import { Columns } from "@r1flow/core"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import * as Advantages from "./Advantages.js"
 
@@ -10,7 +16,7 @@ import * as Advantages from "./Advantages.js"
 export const loss = "loss"
 /** Mean of the finite total rewards. */
 export const reward = "reward"
-/** Mean over groups of the within-group reward std (TRL's `reward_std`). */
+/** Mean over groups of the within-group (unbiased) std of the total reward (TRL's `reward_std`). */
 export const rewardStd = "reward_std"
 /** Per reward function: `rewards/<name>/mean`, `rewards/<name>/std` (batch std of its finite scores). */
 export const rewardMean = (name: string) => `rewards/${name}/mean`
@@ -20,6 +26,14 @@ export const rewardFnStd = (name: string) => `rewards/${name}/std`
 export const fracRewardZeroStd = "frac_reward_zero_std"
 /** Rows whose total reward is NaN (advantage 0). */
 export const nanRewards = "num_nan_rewards"
+/** Per reward function: the fraction of rows it scored NaN. */
+export const rewardFracNan = (name: string) => `rewards/${name}/frac_nan`
+/** Fraction of rows whose total reward is NaN. */
+export const totalFracNan = "reward_frac_nan"
+/** Per reward function: calls that failed under `onError: "nan"`, since the run's reward stage was made. */
+export const failedCalls = (name: string) => `rewards/${name}/failed_calls`
+/** Per reward function: rows set to NaN by failed calls, since the reward stage was made. */
+export const failedRows = (name: string) => `rewards/${name}/failed_rows`
 export const completionMeanLength = "completions/mean_length"
 export const completionMinLength = "completions/min_length"
 export const completionMaxLength = "completions/max_length"
@@ -43,6 +57,8 @@ export const skippedSteps = "skipped_steps"
 export const numTokens = "num_tokens"
 /** Tokens (prompt + completion, × passes) per second of the update (verl's `perf/throughput`). */
 export const throughput = "perf/throughput"
+/** Groups dynamic sampling dropped (equal rewards) while filling the step's batch (only when it is on). */
+export const droppedGroups = "dynamic_sampling/dropped_groups"
 
 /** A Utf8 column as strings (null as ""). */
 export const strings = (vector: Vector<Utf8>): Array<string> => Array.from(vector as Iterable<string | null>, (s) => s ?? "")
@@ -57,28 +73,27 @@ const finiteMeanStd = (xs: Float32Array): { mean: number; std: number } => {
   return { mean, std: n > 1 ? Math.sqrt(ss / (n - 1)) : 0 }
 }
 
-/** Reward and completion metrics of a scored (or advantages) batch. */
-export const ofBatch = (batch: RecordBatch<Batch.ScoredType> | RecordBatch<Batch.AdvantagesType>): Record<string, number> => {
-  const column = (name: string) => (batch as RecordBatch).getChild(name)!
-  const rewards = Advantages.rewardValues(column("reward") as Vector<Float32>)
-  const groupIds = Columns.int32Values(column("group_id") as Vector<Int32>)
-  const groups = Advantages.compute(rewards, groupIds, { scaling: "none", epsilon: 0 })
-  const stats = [...Advantages.groupStats(rewards, groupIds).values()]
-  const out: Record<string, number> = {
+const fracNan = (xs: Float32Array): number => {
+  let nan = 0
+  for (const x of xs) if (x !== x) nan++
+  return xs.length === 0 ? 0 : nan / xs.length
+}
+
+/** The total reward's group statistics, from one pass of `Advantages.groupStats`. */
+const groupMetrics = (rewards: Float32Array, groupIds: Int32Array): Record<string, number> => {
+  const groups = [...Advantages.groupStats(rewards, groupIds).values()]
+  let nan = 0
+  for (const r of rewards) if (!Number.isFinite(r)) nan++
+  return {
     [reward]: finiteMeanStd(rewards).mean,
-    [rewardStd]: stats.length === 0 ? NaN : stats.reduce((a, g) => a + g.std, 0) / stats.length,
-    [fracRewardZeroStd]: groups.groups === 0 ? 0 : groups.zeroStdGroups / groups.groups,
-    [nanRewards]: groups.nanRewards
+    [rewardStd]: groups.length === 0 ? NaN : groups.reduce((a, g) => a + g.std, 0) / groups.length,
+    [fracRewardZeroStd]: groups.length === 0 ? 0 : groups.filter(Advantages.isZeroStd).length / groups.length,
+    [nanRewards]: nan
   }
-  for (const f of batch.schema.fields) {
-    if (!f.name.startsWith("reward_") || String(f.type) !== "Float32") continue
-    const name = f.name.slice("reward_".length)
-    const { mean, std } = finiteMeanStd(Advantages.rewardValues(column(f.name) as Vector<Float32>))
-    out[rewardMean(name)] = mean
-    out[rewardFnStd(name)] = std
-  }
-  const lengths = Columns.int32Values(column("completion_length") as Vector<Int32>)
-  const finish = strings(column("finish_reason") as Vector<Utf8>)
+}
+
+/** Completion lengths and truncation over the batch's rows. */
+const completionMetrics = (lengths: Int32Array, finish: ReadonlyArray<string>): Record<string, number> => {
   let sum = 0, min = Infinity, max = -Infinity, cut = 0
   for (let i = 0; i < lengths.length; i++) {
     sum += lengths[i]
@@ -87,10 +102,57 @@ export const ofBatch = (batch: RecordBatch<Batch.ScoredType> | RecordBatch<Batch
     if (finish[i] === "length") cut++
   }
   const n = lengths.length
-  out[completionMeanLength] = n === 0 ? 0 : sum / n
-  out[completionMinLength] = n === 0 ? 0 : min
-  out[completionMaxLength] = n === 0 ? 0 : max
-  out[completionClippedRatio] = n === 0 ? 0 : cut / n
-  out[numTokens] = sum
+  return {
+    [completionMeanLength]: n === 0 ? 0 : sum / n,
+    [completionMinLength]: n === 0 ? 0 : min,
+    [completionMaxLength]: n === 0 ? 0 : max,
+    [completionClippedRatio]: n === 0 ? 0 : cut / n,
+    [numTokens]: sum
+  }
+}
+
+/**
+ * Reward, group and completion metrics of a scored batch (or one with advantages). Per reward function
+ * (each `reward_<name>` Float32 column) its mean and unbiased std over its finite scores, and its NaN fraction.
+ */
+export const ofBatch = (batch: RecordBatch<Batch.ScoredType> | RecordBatch<Batch.AdvantagesType>): Record<string, number> => {
+  const column = (name: string) => (batch as RecordBatch).getChild(name)!
+  const total = Advantages.rewardValues(column("reward") as Vector<Float32>)
+  const perReward = batch.schema.fields
+    .filter((f) => f.name.startsWith("reward_") && String(f.type) === "Float32")
+    .map((f) => [f.name.slice("reward_".length), Advantages.rewardValues(column(f.name) as Vector<Float32>)] as const)
+  const out = groupMetrics(total, Columns.int32Values(column("group_id") as Vector<Int32>))
+  for (const [name, values] of perReward) {
+    const { mean, std } = finiteMeanStd(values)
+    out[rewardMean(name)] = mean
+    out[rewardFnStd(name)] = std
+  }
+  Object.assign(out, completionMetrics(Columns.int32Values(column("completion_length") as Vector<Int32>), strings(column("finish_reason") as Vector<Utf8>)))
+  // After the completions: metrics.jsonl has always listed the NaN fractions here.
+  for (const [name, values] of perReward) out[rewardFracNan(name)] = fracNan(values)
+  out[totalFracNan] = fracNan(total)
   return out
 }
+
+/** The reward stage's failure counters (`RewardStage.failures()`), per reward in order. */
+export const failureCounts = (failures: Readonly<Record<string, RewardStage.Failures>>): Record<string, number> => {
+  const out: Record<string, number> = {}
+  for (const [name, f] of Object.entries(failures)) {
+    out[failedCalls(name)] = f.calls
+    out[failedRows(name)] = f.rows
+  }
+  return out
+}
+
+/** A step's metrics: each key from one source (the batch, the failure counters, the update, dynamic sampling). */
+export const ofStep = (step: {
+  readonly batch: RecordBatch<Batch.AdvantagesType>
+  readonly failures: Readonly<Record<string, RewardStage.Failures>>
+  readonly update: Readonly<Record<string, number>>
+  readonly droppedGroups: number | undefined
+}): Record<string, number> => ({
+  ...ofBatch(step.batch),
+  ...failureCounts(step.failures),
+  ...step.update,
+  ...(step.droppedGroups === undefined ? {} : { [droppedGroups]: step.droppedGroups })
+})

@@ -73,11 +73,15 @@ export interface Trainer {
   readonly guard: Guard.Guard
   /** Rollout batches trained on so far. */
   readonly steps: () => number
-  /** One policy update on a rollout batch with advantages; the step's metrics (`Metrics` names). */
   /** Everything besides the weights a resumed run needs: optimizer moments and step, counters, guard. */
   readonly exportState: () => Train.TrainerState
   /** Restores `exportState`'s result (the weights are restored separately). */
   readonly importState: (state: Train.TrainerState) => Effect.Effect<void, Optimizer.StateError>
+  /**
+   * One policy update on a rollout batch with advantages; its diagnostics as metrics (`Metrics` names: loss,
+   * grad_norm, learning_rate, kl, entropy, clip ratios, optimizer/skipped steps, throughput). The batch's own
+   * metrics (rewards, lengths) are not the update's: `Metrics.ofStep` adds them.
+   */
   readonly step: (batch: RecordBatch<Batch.AdvantagesType>) => Effect.Effect<Record<string, number>, Stage.StageError | Guard.NonFiniteError>
 }
 
@@ -94,6 +98,149 @@ const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<Array<A>> => {
   const out: Array<Array<A>> = []
   for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size))
   return out
+}
+
+/** A rollout batch as the update reads it: flat arrays, truncated rows masked when `maskTruncated`. */
+interface Prepared {
+  /** `ids` `[B, T]`; `oldLogprobs` (π_old) `[B, W]`, W = T − 1. */
+  readonly data: LogProbs.CompletionBatch
+  readonly temperature: number
+  readonly advantages: Float32Array // [B]
+  readonly mask: Float32Array // [B, W]
+  readonly B: number
+  readonly W: number
+  /** Prompt + completion tokens of the batch, for the throughput. */
+  readonly tokens: number
+}
+
+const sum = (xs: Int32Array) => xs.reduce((a, b) => a + b, 0)
+
+const prepare = (input: RecordBatch<Batch.AdvantagesType>, config: Config): Effect.Effect<Prepared, Stage.StageError> =>
+  Effect.flatMap(Stage.check(NAME, Batch.Advantages, input), (batch) =>
+    Effect.try({
+      try: () => {
+        const data = LogProbs.completionBatch(batch, config.padId)
+        const W = data.time - 1
+        const mask = config.maskTruncated ? Float32Array.from(data.mask) : data.mask
+        if (config.maskTruncated) Metrics.strings(batch.getChild("finish_reason")!).forEach((f, b) => f === "length" && mask.fill(0, b * W, (b + 1) * W))
+        const advantages = Columns.float32Values(batch.getChild("advantage")!)
+        const tokens = sum(Columns.int32Values(batch.getChild("prompt_length")!)) + sum(Columns.int32Values(batch.getChild("completion_length")!))
+        return { data, temperature: Batch.logprobTemperature(batch.schema), advantages, mask, B: data.batch, W, tokens }
+      },
+      catch: (cause) => new Stage.StageError({ stage: NAME, message: cause instanceof Error ? cause.message : String(cause), cause })
+    }))
+
+/** `logprobs` and `entropy` `[rows, W]` under `model`; the rows share the template and often the question, so their common prefix runs once. */
+const logProbsOf = (p: Prepared, model: Transformer.Model, rows: ArrayLike<number>) => {
+  const ids = takeRows(p.data.ids, p.data.time, rows)
+  const shared = LogProbs.commonPrefixLength(ids, rows.length, p.data.time)
+  return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, p.data.time], "int32"), p.temperature, shared)
+}
+
+/** π_ref ← π_θ before every `refSyncSteps`-th rollout batch (R1 refreshed its reference this way). */
+const syncReference = (policy: Transformer.Model, reference: Transformer.Model | null, config: Config, steps: number) => {
+  if (reference !== null && config.refSyncSteps > 0 && steps > 0 && steps % config.refSyncSteps === 0) Transformer.copyWeights(policy, reference)
+}
+
+/** log π_ref `[B, W]`, once per rollout batch, micro-batch by micro-batch, kept as plain floats; `null` when β = 0. */
+const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Float32Array | null => {
+  if (reference === null) return null
+  const ref = new Float32Array(p.B * p.W)
+  for (const rows of chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
+    const lp = tf.tidy(() => logProbsOf(p, reference, rows).logprobs)
+    ref.set(lp.dataSync(), rows[0] * p.W)
+    lp.dispose()
+  }
+  return ref
+}
+
+/** The optimizer steps of one update: μ passes over the rows, each in a fresh order (when minibatches are smaller than B) cut into minibatches. */
+const schedule = (B: number, config: Config, rng: Rng.Stream): Array<Array<number>> => {
+  const miniSize = config.miniBatchSize ?? B
+  const out: Array<Array<number>> = []
+  for (let it = 0; it < config.iterations; it++) {
+    const order = Array.from({ length: B }, (_, i) => i)
+    if (miniSize < B) rng.shuffle(order)
+    out.push(...chunks(order, miniSize))
+  }
+  return out
+}
+
+/** The loss normaliser of one minibatch (`Loss.Normalizer`): N, its completion tokens, K. */
+const normalizerOf = (p: Prepared, mini: ReadonlyArray<number>, micro: number): Loss.Normalizer => {
+  let tokens = 0
+  for (const r of mini) for (let t = 0; t < p.W; t++) tokens += p.mask[r * p.W + t]
+  return { sequences: mini.length, tokens, microBatches: Math.ceil(mini.length / micro) }
+}
+
+/** Token-weighted sums of `Loss.Output`'s token means over an update's micro-batches, and Σ entropy · m. */
+interface Diagnostics { tokens: number; kl: number; clipLow: number; clipHigh: number; clipRegion: number; entropy: number }
+
+const emptyDiagnostics = (): Diagnostics => ({ kl: 0, clipLow: 0, clipHigh: 0, clipRegion: 0, entropy: 0, tokens: 0 })
+
+/** Adds one micro-batch: its token means weighted by its tokens; `entropy` is already a sum over tokens. */
+const addDiagnostics = (d: Diagnostics, m: Readonly<Diagnostics>) => {
+  d.tokens += m.tokens
+  d.kl += m.kl * m.tokens
+  d.clipLow += m.clipLow * m.tokens
+  d.clipHigh += m.clipHigh * m.tokens
+  d.clipRegion += m.clipRegion * m.tokens
+  d.entropy += m.entropy
+}
+
+/** Named scalars read back with one device read, not one per scalar. */
+const readScalars = <K extends string>(scalars: Record<K, tf.Tensor>): Record<K, number> => {
+  const keys = Object.keys(scalars) as Array<K>
+  const values = tf.stack(keys.map((k) => scalars[k])).dataSync()
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as Record<K, number>
+}
+
+/** The loss of micro-batch `rows` (`Loss.compute` with the minibatch's normaliser); adds its diagnostics to `diagnostics`. */
+const microLoss = (
+  p: Prepared,
+  policy: Transformer.Model,
+  ref: Float32Array | null,
+  config: Config,
+  normalizer: Loss.Normalizer,
+  diagnostics: Diagnostics
+) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
+  const { W } = p
+  const mask = tf.tensor2d(takeRows(p.mask, W, rows), [rows.length, W])
+  const { logprobs, entropy } = logProbsOf(p, policy, rows)
+  const out = Loss.compute({
+    logprobs,
+    oldLogprobs: tf.tensor2d(takeRows(p.data.oldLogprobs, W, rows), [rows.length, W]),
+    refLogprobs: ref === null ? null : tf.tensor2d(takeRows(ref, W, rows), [rows.length, W]),
+    advantages: tf.tensor1d(takeRows(p.advantages, 1, rows)),
+    mask
+  }, config.loss, normalizer)
+  const tokens = tf.sum(mask)
+  addDiagnostics(diagnostics, readScalars({ tokens, kl: out.kl, clipLow: out.clipLow, clipHigh: out.clipHigh, clipRegion: out.clipRegion, entropy: tf.sum(tf.mul(entropy, mask)) }))
+  return out.loss
+}
+
+/** The update's metrics: means over its applied optimizer steps, token means of the diagnostics, throughput. */
+const metricsOf = (
+  p: Prepared,
+  d: Diagnostics,
+  applied: ReadonlyArray<Train.StepResult>,
+  t: { readonly optimizer: Optimizer.AdamW; readonly guard: Guard.Guard; readonly kl: boolean; readonly iterations: number; readonly seconds: number }
+): Record<string, number> => {
+  const mean = (xs: Array<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
+  const perToken = (x: number) => (d.tokens > 0 ? x / d.tokens : 0)
+  return {
+    [Metrics.loss]: mean(applied.map((r) => r.loss)),
+    [Metrics.gradNorm]: mean(applied.map((r) => r.gradNorm)),
+    [Metrics.learningRate]: applied.length > 0 ? applied[applied.length - 1].learningRate : t.optimizer.currentLearningRate(),
+    ...(t.kl ? { [Metrics.kl]: perToken(d.kl) } : {}),
+    [Metrics.entropy]: perToken(d.entropy),
+    [Metrics.clipLow]: perToken(d.clipLow),
+    [Metrics.clipHigh]: perToken(d.clipHigh),
+    [Metrics.clipRegion]: perToken(d.clipRegion),
+    [Metrics.optimizerSteps]: applied.length,
+    [Metrics.skippedSteps]: t.guard.skipped(),
+    [Metrics.throughput]: (p.tokens * t.iterations) / t.seconds
+  }
 }
 
 /**
@@ -119,105 +266,24 @@ export const make = (
     const step = (input: RecordBatch<Batch.AdvantagesType>) =>
       Effect.gen(function*() {
         const t0 = performance.now()
-        const batch = yield* Stage.check(NAME, Batch.Advantages, input)
-        const { data, temperature } = yield* Effect.try({
-          try: () => ({ data: LogProbs.completionBatch(batch, config.padId), temperature: Batch.logprobTemperature(batch.schema) }),
-          catch: (cause) => new Stage.StageError({ stage: NAME, message: cause instanceof Error ? cause.message : String(cause), cause })
-        })
-        const B = data.batch
-        const W = data.time - 1
-        const advantages = Columns.float32Values(batch.getChild("advantage")!)
-        const finish = Metrics.strings(batch.getChild("finish_reason")!)
-        const truncated = finish.map((f) => f === "length")
-        const mask = config.maskTruncated ? Float32Array.from(data.mask) : data.mask
-        if (config.maskTruncated) truncated.forEach((t, b) => t && mask.fill(0, b * W, (b + 1) * W))
-        const micro = Math.min(config.microBatchSize ?? config.miniBatchSize ?? B, config.miniBatchSize ?? B)
-        // Rows share the template and often the question: their common prefix runs once per micro-batch.
-        const logProbsOf = (model: Transformer.Model, rows: ArrayLike<number>) => {
-          const ids = takeRows(data.ids, data.time, rows)
-          const shared = LogProbs.commonPrefixLength(ids, rows.length, data.time)
-          return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, data.time], "int32"), temperature, shared)
-        }
-
-        if (reference !== null && config.refSyncSteps > 0 && steps > 0 && steps % config.refSyncSteps === 0) {
-          Transformer.copyWeights(policy, reference)
-        }
-        // π_ref once per rollout batch, micro-batch by micro-batch, kept as plain floats.
-        let ref: Float32Array | null = null
-        if (reference !== null) {
-          ref = new Float32Array(B * W)
-          const all = Array.from({ length: B }, (_, i) => i)
-          for (const rows of chunks(all, micro)) {
-            const lp = tf.tidy(() => logProbsOf(reference, rows).logprobs)
-            ref.set(lp.dataSync(), rows[0] * W)
-            lp.dispose()
-          }
-        }
-
-        // token-weighted sums for the diagnostics
-        const sums = { kl: 0, clipLow: 0, clipHigh: 0, clipRegion: 0, entropy: 0, tokens: 0 }
+        const p = yield* prepare(input, config)
+        const micro = Math.min(config.microBatchSize ?? config.miniBatchSize ?? p.B, config.miniBatchSize ?? p.B)
+        syncReference(policy, reference, config, steps)
+        const ref = referenceLogProbs(p, reference, micro)
+        const diagnostics = emptyDiagnostics()
         const applied: Array<Train.StepResult> = []
-        const miniSize = config.miniBatchSize ?? B
-        for (let it = 0; it < config.iterations; it++) {
-          const order = Array.from({ length: B }, (_, i) => i)
-          if (miniSize < B) rng.shuffle(order)
-          for (const mini of chunks(order, miniSize)) {
-            let stepTokens = 0
-            for (const r of mini) for (let t = 0; t < W; t++) stepTokens += mask[r * W + t]
-            const normalizer: Loss.Normalizer = { sequences: mini.length, tokens: stepTokens, microBatches: Math.ceil(mini.length / micro) }
-            const losses = chunks(mini, micro).map((rows): Train.MicroLoss => () => {
-              const m = tf.tensor2d(takeRows(mask, W, rows), [rows.length, W])
-              const { logprobs, entropy } = logProbsOf(policy, rows)
-              const out = Loss.compute({
-                logprobs,
-                oldLogprobs: tf.tensor2d(takeRows(data.oldLogprobs, W, rows), [rows.length, W]),
-                refLogprobs: ref === null ? null : tf.tensor2d(takeRows(ref, W, rows), [rows.length, W]),
-                advantages: tf.tensor1d(takeRows(advantages, 1, rows)),
-                mask: m
-              }, config.loss, normalizer)
-              const tokens = tf.sum(m)
-              // one read per micro-batch: [tokens, kl, clipLow, clipHigh, clipRegion, Σ entropy·m]
-              const diag = tf.stack([tokens, out.kl, out.clipLow, out.clipHigh, out.clipRegion, tf.sum(tf.mul(entropy, m))])
-              const d = diag.dataSync()
-              sums.tokens += d[0]
-              sums.kl += d[1] * d[0]
-              sums.clipLow += d[2] * d[0]
-              sums.clipHigh += d[3] * d[0]
-              sums.clipRegion += d[4] * d[0]
-              sums.entropy += d[5]
-              return out.loss
-            })
-            const result = yield* Train.optimizerStep(optimizer, guard, updates, losses)
-            updates++
-            if (result.applied) {
-              applied.push(result)
-              guard.good(updates - 1, { [Metrics.loss]: result.loss, [Metrics.gradNorm]: result.gradNorm, [Metrics.learningRate]: result.learningRate })
-            }
+        for (const mini of schedule(p.B, config, rng)) {
+          const loss = microLoss(p, policy, ref, config, normalizerOf(p, mini, micro), diagnostics)
+          const result = yield* Train.optimizerStep(optimizer, guard, updates, chunks(mini, micro).map(loss))
+          if (result.applied) {
+            applied.push(result)
+            guard.good(updates, { [Metrics.loss]: result.loss, [Metrics.gradNorm]: result.gradNorm, [Metrics.learningRate]: result.learningRate })
           }
+          updates++
         }
         steps++
         const seconds = (performance.now() - t0) / 1000
-        const mean = (xs: Array<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
-        const perToken = (x: number) => (sums.tokens > 0 ? x / sums.tokens : 0)
-        const promptLengths = Columns.int32Values(batch.getChild("prompt_length")!)
-        let processed = 0
-        for (let b = 0; b < B; b++) processed += promptLengths[b]
-        const completionLengths = Columns.int32Values(batch.getChild("completion_length")!)
-        for (let b = 0; b < B; b++) processed += completionLengths[b]
-        return {
-          ...Metrics.ofBatch(batch),
-          [Metrics.loss]: mean(applied.map((r) => r.loss)),
-          [Metrics.gradNorm]: mean(applied.map((r) => r.gradNorm)),
-          [Metrics.learningRate]: applied.length > 0 ? applied[applied.length - 1].learningRate : optimizer.currentLearningRate(),
-          ...(reference !== null ? { [Metrics.kl]: perToken(sums.kl) } : {}),
-          [Metrics.entropy]: perToken(sums.entropy),
-          [Metrics.clipLow]: perToken(sums.clipLow),
-          [Metrics.clipHigh]: perToken(sums.clipHigh),
-          [Metrics.clipRegion]: perToken(sums.clipRegion),
-          [Metrics.optimizerSteps]: applied.length,
-          [Metrics.skippedSteps]: guard.skipped(),
-          [Metrics.throughput]: (processed * config.iterations) / seconds
-        }
+        return metricsOf(p, diagnostics, applied, { optimizer, guard, kl: reference !== null, iterations: config.iterations, seconds })
       })
 
     return {

@@ -1,4 +1,4 @@
-/** @r1flow/grpo: GRPO advantages, losses and policy update; AdamW; the SFT trainer. */
+/** @r1flow/grpo: the GRPO step (rollout → rewards → dynamic sampling → advantages → update), its losses and metrics; AdamW; the SFT trainer. */
 export * as Advantages from "./Advantages.js"
 export * as Guard from "./Guard.js"
 export * as Loss from "./Loss.js"
@@ -6,5 +6,6 @@ export * as Optimizer from "./Optimizer.js"
 export * as DynamicSampling from "./DynamicSampling.js"
 export * as Metrics from "./Metrics.js"
 export * as Sft from "./Sft.js"
+export * as Step from "./Step.js"
 export * as Train from "./Train.js"
 export * as Update from "./Update.js"

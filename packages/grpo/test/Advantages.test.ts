@@ -2,7 +2,7 @@ import { Batch, Columns } from "@r1flow/core"
 import { scored } from "./fixtures.js"
 import { Effect, Schema } from "effect"
 import { describe, expect, it } from "vitest"
-import { Advantages } from "../src/index.js"
+import { Advantages, Metrics } from "../src/index.js"
 
 const config = (c: Partial<Advantages.Config> = {}) => Schema.decodeUnknownSync(Advantages.Config)(c)
 const std3 = Math.sqrt(1 / 3) // unbiased std of {1, 0, 1, 0} and of {1, 0, 0}
@@ -49,11 +49,14 @@ describe("Advantages.compute", () => {
 })
 
 describe("Advantages.stage", () => {
-  it("adds the advantage column, keeps the input's columns and records the counts", async () => {
+  it("adds the advantage column and keeps the input's columns; the step's metrics count from the batch", async () => {
     const out = await Effect.runPromise(Advantages.stage(config()).run(scored(rewards, groups)))
     expect(out.schema.fields.map((f) => f.name)).toEqual(Batch.Advantages.fields.map((f) => f.name))
     expect(Columns.float32Values(out.getChild("advantage")!)[0]).toBeCloseTo(0.5 / (std3 + 1e-4), 5)
-    expect(Advantages.statsOf(out)).toEqual({ rows: 12, groups: 3, nanRewards: 1, zeroStdGroups: 1 })
+    // No counts ride in the schema metadata: Metrics.ofBatch reads them from the batch itself.
+    expect([...out.schema.metadata.keys()].filter((k) => k.startsWith("r1flow.advantages"))).toEqual([])
+    const m = Metrics.ofBatch(out)
+    expect([m[Metrics.nanRewards], m[Metrics.fracRewardZeroStd]]).toEqual([1, 1 / 3])
   })
 
   it("rejects a batch without rewards, naming the column", async () => {

@@ -39,3 +39,30 @@ describe("DynamicSampling.accept", () => {
     expect(err.message).toContain("group id 7")
   })
 })
+
+describe("DynamicSampling.fill", () => {
+  it("off: the one draw as it is, nothing counted", async () => {
+    const attempts: Array<number> = []
+    const batch = draw([[0, [1, 1]]])
+    const filled = await Effect.runPromise(DynamicSampling.fill(undefined, (a) => Effect.sync(() => { attempts.push(a); return batch })))
+    expect(attempts).toEqual([0])
+    expect(filled.batch).toBe(batch)
+    expect(filled.droppedGroups).toBeUndefined()
+  })
+
+  it("on: draws attempt 0, 1, … until targetGroups informative groups, counting the dropped ones", async () => {
+    const draws = [draw([[0, [1, 1]], [1, [0, 1]]]), draw([[2, [3, 3]]]), draw([[4, [0, 2]], [5, [1, 0]]])]
+    const attempts: Array<number> = []
+    const filled = await Effect.runPromise(DynamicSampling.fill({ targetGroups: 2, maxDraws: 5 }, (a) => Effect.sync(() => { attempts.push(a); return draws[a] })))
+    expect(attempts).toEqual([0, 1, 2])
+    expect(Array.from(Columns.int32Values(filled.batch.getChild("group_id")!))).toEqual([1, 1, 4, 4])
+    expect(filled.droppedGroups).toBe(2)
+  })
+
+  it("on: stops at maxDraws with DynamicSamplingError, and a draw's own failure passes through", async () => {
+    const err = await Effect.runPromise(Effect.flip(DynamicSampling.fill({ targetGroups: 1, maxDraws: 2 }, () => Effect.succeed(draw([[0, [1, 1]]])))))
+    expect(err._tag).toBe("DynamicSamplingError")
+    const own = await Effect.runPromise(Effect.flip(DynamicSampling.fill({ targetGroups: 1, maxDraws: 2 }, () => Effect.fail("rollout broke" as const))))
+    expect(own).toBe("rollout broke")
+  })
+})

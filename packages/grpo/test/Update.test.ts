@@ -29,10 +29,13 @@ describe("Update", () => {
     expect(m[Metrics.kl]).toBeCloseTo(0, 6)
     expect(m[Metrics.optimizerSteps]).toBe(1)
     expect(m[Metrics.gradNorm]).toBeGreaterThan(0)
-    expect(m[Metrics.reward]).toBe(0.5)
-    expect(m[Metrics.completionClippedRatio]).toBe(3 / 8)
-    expect([m[Metrics.completionMinLength], m[Metrics.completionMaxLength], m[Metrics.completionMeanLength]]).toEqual([1, 3, 17 / 8])
     expect(m[Metrics.entropy]).toBeGreaterThan(1.5) // near-uniform fresh policy: ln 8 ≈ 2.08
+    // The update reports its own diagnostics only; the batch's metrics are Metrics.ofBatch's.
+    expect(m[Metrics.reward]).toBeUndefined()
+    const b = Metrics.ofBatch(batch)
+    expect(b[Metrics.reward]).toBe(0.5)
+    expect(b[Metrics.completionClippedRatio]).toBe(3 / 8)
+    expect([b[Metrics.completionMinLength], b[Metrics.completionMaxLength], b[Metrics.completionMeanLength]]).toEqual([1, 3, 17 / 8])
     policy.dispose()
   })
 
@@ -135,7 +138,7 @@ describe("Update", () => {
       return yield* t.step(batch)
     }))
     expect(m[Metrics.loss]).toBe(0)
-    expect(m[Metrics.completionClippedRatio]).toBe(1)
+    expect(Metrics.ofBatch(batch)[Metrics.completionClippedRatio]).toBe(1)
     expect(maxAbsDiff(snapshot(policy), before)).toBe(0)
     policy.dispose()
   })

@@ -93,8 +93,8 @@ describe("GRPO learning", () => {
         const prompts = Array.from({ length: PROMPTS_PER_STEP }, () => Int32Array.from({ length: PROMPT }, () => 2 + data.nextInt(V - 2)))
         const { tokens, logprobs } = sample(policy, prompts, sampling)
         const batch = yield* stage.run(scoredBatch(prompts, tokens, logprobs, step))
-        const metrics = yield* trainer.step(batch)
-        history.push(metrics[Metrics.reward])
+        yield* trainer.step(batch)
+        history.push(Metrics.ofBatch(batch)[Metrics.reward])
         const recent = history.slice(-3)
         if (recent.length === 3 && recent.reduce((a, b) => a + b) / 3 >= 0.9) break
       }

@@ -62,6 +62,9 @@ export const run = (model: Transformer.Model, options: Options, prompts: RecordB
   })
 }
 
+/** The stage's name and schemas: what a pipeline is checked against before there is a policy to sample from. */
+export const signature: Stage.Signature = { name: NAME, input: Batch.Prompts, output: Batch.Rollouts }
+
 /** The rollout stage over `model` (a core `Stage` from `Batch.Prompts` to `Batch.Rollouts`). */
 export const stage = (model: Transformer.Model, options: Options): Stage.Stage<Batch.PromptsType, Batch.RolloutsType> =>
   Stage.make({

@@ -1,16 +1,15 @@
 /**
- * `grpo`: the R1 reinforcement-learning stage. Each step draws prompts, samples G completions per
- * prompt from the current policy, scores them with the configured reward plugins, turns rewards into
- * group-relative advantages and updates the policy (clipped ratio objective, β·KL to a reference).
- * Every step's rollouts are written to `rollouts/step-NNNNNN.arrow`; held-out evaluations can run
- * every `evalEvery` steps.
+ * `grpo`: the R1 reinforcement-learning stage. The step itself (rollout → rewards → dynamic sampling →
+ * advantages → update, and its metrics) is `@r1flow/grpo`'s `Step`; this stage gives it its parts (the
+ * rollout over the run's policy and tokenizer, the reward plugins, the user's stages, the trainer), resumes
+ * the trainer, and runs the schedule: draw prompts at the data cursor, step, record, write the step's
+ * rollouts to `rollouts/step-NNNNNN.arrow`, evaluate every `evalEvery` steps, checkpoint.
  */
-import { Batch, Columns, Config as CoreConfig, type RewardStage } from "@r1flow/core"
-import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Update } from "@r1flow/grpo"
-import { Transformer } from "@r1flow/model"
-import type { RecordBatch, Vector, Float32 } from "apache-arrow"
+import { Batch, Config as CoreConfig, UserStage } from "@r1flow/core"
+import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Step, Update } from "@r1flow/grpo"
+import { Rollout, Transformer } from "@r1flow/model"
 import { Effect, Schema } from "effect"
-import { Run, splitPerf, StageRunError } from "../Context.js"
+import { Run, splitPerf, StageRunError, type RunContext } from "../Context.js"
 import * as Evaluate from "../Evaluate.js"
 import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
@@ -32,6 +31,12 @@ export const Config = Schema.Struct({
   update: Schema.Unknown.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** DAPO dynamic sampling: keep drawing until `targetGroups` groups have reward variance. */
   dynamicSampling: Schema.optionalKey(DynamicSampling.Config),
+  /** User stages (`UserStage`) after the rollout, e.g. a filter; they run on every draw, before the rewards. */
+  afterRollout: Schema.optionalKey(Schema.Array(UserStage.Entry)),
+  /** User stages after the rewards, e.g. a reward shaper; dynamic sampling judges what they leave. */
+  afterRewards: Schema.optionalKey(Schema.Array(UserStage.Entry)),
+  /** User stages after the advantages, e.g. an advantage estimator; the update trains on what they leave. */
+  afterAdvantages: Schema.optionalKey(Schema.Array(UserStage.Entry)),
   evalEvery: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   eval: Schema.optionalKey(Evaluate.Config),
   saveRollouts: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
@@ -60,13 +65,77 @@ export const updateConfig = (label: string, config: Config, padId: number): Effe
     })
   )
 
-/** Before the run: the rewards (plugins and their configs), `update` and the eval's accuracy reward, unknown keys refused. */
-const check = (config: Config, { where, from }: RecipeStage.CheckContext) =>
-  Effect.all([
-    Sampling.checkRewards(config.rewards, where, from),
-    CoreConfig.decode(Update.Config, config.update, { source: "plugin grpo", prefix: `${where}.update` }),
-    Sampling.checkAccuracy(config.eval?.accuracy, `${where}.eval`, from)
-  ], { discard: true })
+/** The user stages of `config`, loaded from `from` (errors at `<where>.afterRollout[i]…`). */
+const userStages = (config: Config, where: string, from: string) =>
+  Effect.all({
+    afterRollout: UserStage.loadAll(config.afterRollout, { from, where: `${where}.afterRollout` }),
+    afterRewards: UserStage.loadAll(config.afterRewards, { from, where: `${where}.afterRewards` }),
+    afterAdvantages: UserStage.loadAll(config.afterAdvantages, { from, where: `${where}.afterAdvantages` })
+  })
+
+/**
+ * The step's pipeline, from the prompts to the update, checked on its stages' schemas before the run: the
+ * rollout's, the reward stage's (a `reward_<name>` column per reward) and the user stages' as they load.
+ */
+const checkPipeline = (config: Config, rewardNames: ReadonlyArray<string>, { where, from }: RecipeStage.CheckContext) =>
+  Effect.flatMap(userStages(config, where, from), (user) =>
+    Step.check({
+      rollout: Rollout.signature,
+      rewards: { name: "rewards", input: Batch.Rollouts, output: Batch.scoredWith(rewardNames) },
+      ...user,
+      advantages: config.advantages
+    }).pipe(Effect.mapError((e) => new CoreConfig.ConfigError({ source: "pipeline", problems: e.message.split("\n").map((line) => `${where}: ${line}`) }))))
+
+/** Before the run: the rewards (plugins and their configs), `update`, the eval's accuracy reward, unknown keys refused, and the pipeline. */
+const check = (config: Config, at: RecipeStage.CheckContext) =>
+  Effect.gen(function*() {
+    const rewardNames = yield* Sampling.checkRewardNames(config.rewards, at.where, at.from)
+    yield* CoreConfig.decode(Update.Config, config.update, { source: "plugin grpo", prefix: `${at.where}.update` })
+    yield* Sampling.checkAccuracy(config.eval?.accuracy, `${at.where}.eval`, at.from)
+    yield* checkPipeline(config, rewardNames, at)
+  })
+
+/** The step over this run's parts: rewards, user stages, trainer, then the rollout (its stream opens after the trainer's, as it always has). */
+const makeStep = (label: string, config: Config, ctx: RunContext) =>
+  Effect.gen(function*() {
+    const rewards = yield* Sampling.loadRewards(label, config.rewards)
+    const user = yield* userStages(config, label, ctx.recipeDir).pipe(Effect.mapError(fail(label)))
+    const update = yield* updateConfig(label, config, ctx.tokenizer.specialIds.eot)
+    const trainer = yield* Update.make(ctx.policy, update, ctx.rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
+    const rollout = Sampling.rolloutStage(ctx, { ...config.sampling, groupSize: config.groupSize, stream: `${label}/rollout` })
+    const step = yield* Step.make({ rollout, rewards, ...user, advantages: config.advantages, dynamicSampling: config.dynamicSampling, trainer }).pipe(
+      Effect.mapError(fail(label))
+    )
+    return { step, rewardNames: rewards.names }
+  })
+
+/** Hands the trainer what a resumed run saved of it (once: the slot is cleared). */
+const resume = (label: string, ctx: RunContext, trainer: Update.Trainer) =>
+  Effect.gen(function*() {
+    const saved = ctx.resume
+    if (saved === null) return
+    ctx.resume = null
+    if (saved.trainer !== null) yield* trainer.importState(saved.trainer).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `resuming: ${e.message}` })))
+    const ref = trainer.reference()
+    if (saved.reference !== null && ref !== null) Transformer.copyWeights(saved.reference, ref)
+    saved.reference?.dispose()
+  })
+
+/**
+ * A step's prompts: the next `promptsPerStep` rows at the data cursor (moved on, so a resumed run draws the
+ * same rows), group ids numbered per attempt so that dynamic sampling's draws never share one.
+ */
+const promptSource = (ctx: RunContext, config: Config, label: string) => {
+  const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
+  return (attempt: number) => {
+    const rows = draw(ctx.progress.cursor, config.promptsPerStep)
+    ctx.progress.cursor += config.promptsPerStep
+    return Prompts.batch(ctx, rows, attempt * config.promptsPerStep)
+  }
+}
+
+const stepError = (label: string) => (e: Step.StepError) =>
+  new StageRunError({ stage: label, message: e._tag === "StageError" ? `${e.stage}: ${e.message}` : e.message, cause: e })
 
 const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   name: "grpo",
@@ -80,95 +149,28 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
       Effect.scoped(
         Effect.gen(function*() {
           const ctx = yield* Run
-          const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
-          const trainer = yield* Update.make(ctx.policy, yield* updateConfig(label, config, ctx.tokenizer.specialIds.eot), ctx.rng.stream(`${label}/minibatch`)).pipe(
-            Effect.mapError(fail(label))
-          )
-          if (ctx.resume !== null) {
-            const saved = ctx.resume
-            ctx.resume = null
-            if (saved.trainer !== null) yield* trainer.importState(saved.trainer).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `resuming: ${e.message}` })))
-            const ref = trainer.reference()
-            if (saved.reference !== null && ref !== null) Transformer.copyWeights(saved.reference, ref)
-            saved.reference?.dispose()
-          }
-          const advantages = Advantages.stage(config.advantages)
-          const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
+          const { step, rewardNames } = yield* makeStep(label, config, ctx)
+          yield* resume(label, ctx, step.trainer)
+          const prompts = promptSource(ctx, config, label)
           const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
           let tokens = 0
-
-          const sample = (attempt: number) =>
-            Effect.gen(function*() {
-              const rows = draw(ctx.progress.cursor, config.promptsPerStep)
-              ctx.progress.cursor += config.promptsPerStep
-              const rollouts = yield* Sampling.rollouts(ctx, rows, {
-                ...config.sampling,
-                groupSize: config.groupSize,
-                stream: `${label}/rollout`,
-                firstGroup: attempt * config.promptsPerStep,
-                stage: label
-              })
-              return yield* Sampling.score(label, rewardStage, rollouts)
-            })
-
           for (let s = ctx.progress.stageStep; s < config.steps; s++) {
-            let scored: RecordBatch<RewardStage.ScoredType>
-            let dropped = 0
-            if (config.dynamicSampling === undefined) {
-              scored = yield* sample(0)
-            } else {
-              let state = DynamicSampling.empty
-              let attempt = 0
-              for (;;) {
-                const draw = yield* sample(attempt++)
-                const decision = yield* DynamicSampling.accept(state, draw as RecordBatch<Batch.ScoredType>, config.dynamicSampling).pipe(Effect.mapError(fail(label)))
-                state = decision.state
-                if (decision._tag === "Full") {
-                  scored = decision.batch as RecordBatch<RewardStage.ScoredType>
-                  dropped = state.droppedGroups
-                  break
-                }
-              }
-            }
-            const withAdvantages = yield* advantages.run(scored as unknown as RecordBatch<Batch.ScoredType>).pipe(Effect.mapError(fail(label)))
-            const update = yield* trainer.step(withAdvantages).pipe(Effect.mapError(fail(label)))
+            const { batch, metrics } = yield* step.run(prompts).pipe(Effect.mapError(stepError(label)))
             ctx.progress.stageStep = s + 1
             ctx.progress.step++
-            tokens += update[GrpoMetrics.numTokens] ?? 0
-            const step = ctx.progress.step
-            const all: Record<string, number> = {
-              ...GrpoMetrics.ofBatch(withAdvantages),
-              ...rewardStage.metrics(scored),
-              ...update,
-              ...(config.dynamicSampling !== undefined ? { "dynamic_sampling/dropped_groups": dropped } : {})
-            }
-            const { metrics: values, perf } = splitPerf(all)
-            yield* ctx.metrics.record(step, values)
-            ctx.perf(step, perf)
-            if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, step, withAdvantages).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
-            const accuracy = scored.getChild(Batch.rewardColumn(rewardStage.names[0])) as Vector<Float32> | null
-            report(s, [
-              ["reward", values.reward],
-              [rewardStage.names[0], accuracy === null ? undefined : mean(Columns.float32Values(accuracy))],
-              ["kl", values.kl],
-              ["len", values["completions/mean_length"]]
-            ], tokens)
-            if (config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0 && s + 1 < config.steps) {
-              yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
-            }
-            if (ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0 && s + 1 < config.steps) {
-              yield* ctx.checkpoint({ trainer: trainer.exportState(), reference: trainer.reference() })
-            }
+            tokens += metrics[GrpoMetrics.numTokens] ?? 0
+            const { metrics: values, perf } = splitPerf(metrics)
+            yield* ctx.metrics.record(ctx.progress.step, values)
+            ctx.perf(ctx.progress.step, perf)
+            if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, ctx.progress.step, batch).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
+            report(s, [["reward", values.reward], [rewardNames[0], values[GrpoMetrics.rewardMean(rewardNames[0])]], ["kl", values.kl], ["len", values[GrpoMetrics.completionMeanLength]]], tokens)
+            const more = s + 1 < config.steps
+            if (more && config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0) yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
+            if (more && ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0) yield* ctx.checkpoint({ trainer: step.trainer.exportState(), reference: step.trainer.reference() })
           }
         })
       )
   })
 })
-
-const mean = (xs: Float32Array) => {
-  let n = 0, sum = 0
-  for (const x of xs) if (x === x) { n++; sum += x }
-  return n > 0 ? sum / n : NaN
-}
 
 export default plugin

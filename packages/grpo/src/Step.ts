@@ -1,0 +1,92 @@
+/**
+ * One GRPO step (DeepSeekMath Algorithm 1, one iteration of its outer loop; DeepSeek-R1 §2.2), as two
+ * pipelines of stages, each stage's output schema the next one's input:
+ *
+ *   draw:   prompts ─► rollout ─► afterRollout… ─► rewards ─► afterRewards…      Prompts → Scored
+ *   fill:   DynamicSampling.fill: draws again until the batch is full (DAPO), one draw when off
+ *   train:  advantages ─► afterAdvantages…                                         Scored → Advantages
+ *   update: Update: μ passes of the clipped objective with β·KL (Loss) over minibatches
+ *   metrics = Metrics.ofStep(batch, reward failure counters, update diagnostics)    once, one source per key
+ *
+ * `…` are the user's stages at that point (`UserStage`: a filter, a reward shaper, an advantage estimator).
+ * Both pipelines are checked when the step is built (`Pipeline.make`), before any prompt is sampled: a
+ * stage that reads a column nothing before it writes is refused, naming both. `check` is the same check on
+ * the stages' signatures alone, for a config that is not running yet.
+ *
+ * The stages come in made: the rollout (policy, sampler, tokenizer) and the rewards (plugins) are the
+ * engine's to build; this page composes them and owns only advantages, dynamic sampling and the update.
+ */
+import { Batch, Pipeline, type RewardStage, type Stage, type UserStage } from "@r1flow/core"
+import type { RecordBatch, Schema as ArrowSchema } from "apache-arrow"
+import { Effect } from "effect"
+import * as Advantages from "./Advantages.js"
+import * as DynamicSampling from "./DynamicSampling.js"
+import type * as Guard from "./Guard.js"
+import * as Metrics from "./Metrics.js"
+import type * as Update from "./Update.js"
+
+/** Where the stages of a step sit; `S` is a made stage, or only its signature (`check`). */
+export interface Layout<S extends Stage.Signature> {
+  /** Prompts → Rollouts: G completions per prompt from the current policy. */
+  readonly rollout: S
+  /** Rollouts → Scored: `reward_<name>` per reward and the weighted total `reward`. */
+  readonly rewards: S
+  readonly afterRollout: ReadonlyArray<S>
+  readonly afterRewards: ReadonlyArray<S>
+  readonly afterAdvantages: ReadonlyArray<S>
+  readonly advantages: Advantages.Config
+}
+
+/** What a step is made of. */
+export interface Parts extends Layout<UserStage.UserStage> {
+  /** The reward stage, whose failure counters go to the metrics. */
+  readonly rewards: UserStage.UserStage & Pick<RewardStage.RewardStage, "failures">
+  /** DAPO dynamic sampling; `undefined` is off. */
+  readonly dynamicSampling: DynamicSampling.Config | undefined
+  readonly trainer: Update.Trainer
+}
+
+/** A step's batch with advantages (what it trained on) and its metrics. */
+export interface Result {
+  readonly batch: RecordBatch<Batch.AdvantagesType>
+  readonly metrics: Record<string, number>
+}
+
+/** A step's failure: a stage's, dynamic sampling's (too many draws), or the update's guard's. */
+export type StepError = Stage.StageError | DynamicSampling.DynamicSamplingError | Guard.NonFiniteError
+
+/** GRPO steps over made stages. */
+export interface Step {
+  readonly trainer: Update.Trainer
+  /** One step; `prompts(attempt)` gives attempt's fresh prompts (attempts > 0 only under dynamic sampling). */
+  readonly run: (prompts: (attempt: number) => RecordBatch<Batch.PromptsType>) => Effect.Effect<Result, StepError>
+}
+
+/** Dynamic sampling reads the draw's total reward and group ids. */
+const fillSink: Pipeline.Sink = { name: "grpo/dynamic-sampling", input: Batch.Scored }
+/** The update reads the batch with advantages. */
+const updateSink: Pipeline.Sink = { name: "grpo/update", input: Batch.Advantages }
+
+const drawStages = <S extends Stage.Signature>(l: Layout<S>) => [l.rollout, ...l.afterRollout, l.rewards, ...l.afterRewards]
+const trainStages = <S extends Stage.Signature>(l: Layout<S>) => [Advantages.stage(l.advantages), ...l.afterAdvantages]
+
+/** The step's schemas, end to end from the prompts to the update, checked on signatures alone. */
+export const check = (layout: Layout<Stage.Signature>): Effect.Effect<void, Pipeline.PipelineError> =>
+  Effect.flatMap(Pipeline.validate(drawStages(layout), Batch.Prompts, fillSink), (scored: ArrowSchema) =>
+    Effect.asVoid(Pipeline.validate(trainStages(layout), scored, updateSink)))
+
+/** Builds the step: both pipelines are checked here, before any batch flows. */
+export const make = (parts: Parts): Effect.Effect<Step, Pipeline.PipelineError> =>
+  Effect.gen(function*() {
+    const draw = yield* Pipeline.make(drawStages(parts), { source: Batch.Prompts, sink: { ...fillSink, input: Batch.Scored } })
+    const train = yield* Pipeline.make(trainStages(parts), { source: draw.output, sink: { ...updateSink, input: Batch.Advantages } })
+    const run = (prompts: (attempt: number) => RecordBatch<Batch.PromptsType>) =>
+      Effect.gen(function*() {
+        const scored = yield* DynamicSampling.fill(parts.dynamicSampling, (attempt) => Effect.suspend(() => Pipeline.runBatch(draw, prompts(attempt))))
+        const batch = yield* Pipeline.runBatch(train, scored.batch)
+        const update = yield* parts.trainer.step(batch)
+        const metrics = Metrics.ofStep({ batch, failures: parts.rewards.failures(), update, droppedGroups: scored.droppedGroups })
+        return { batch, metrics }
+      })
+    return { trainer: parts.trainer, run }
+  })
