@@ -5,9 +5,9 @@
  * where the caller's `save` puts them), the metrics stream, and the terminal.
  */
 import { Batch, Columns, MathAnswer } from "@r1flow/core"
-import { Countdown } from "@r1flow/datasets"
+import { Countdown, type Task } from "@r1flow/datasets"
 import { Effect, Schema } from "effect"
-import type { Vector, Float32, Utf8 } from "apache-arrow"
+import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import { Run, StageRunError, type RunContext } from "./Context.js"
 import type * as Recipe from "./Recipe.js"
 import type { EvalRecord } from "./Report.js"
@@ -78,6 +78,44 @@ export const consensus = (completions: ReadonlyArray<string>, correct: ReadonlyA
 
 const strings = (v: Vector<Utf8>) => Array.from(v as Iterable<string | null>, (s) => s ?? "")
 
+/** Counts over the evaluated completions (and problems, for cons@k), and the first 12 samples for the report. */
+interface Tally {
+  correct: number
+  formatted: number
+  length: number
+  n: number
+  consCorrect: number
+  readonly samples: Array<EvalRecord["samples"][number]>
+}
+
+const emptyTally = (): Tally => ({ correct: 0, formatted: 0, length: 0, n: 0, consCorrect: 0, samples: [] })
+
+/** Adds one scored chunk (`chunk`'s problems × k samples each, in order) to the tally. */
+const addChunk = (t: Tally, scored: RecordBatch, chunk: ReadonlyArray<Task.Row>, k: number, key: VoteKey) => {
+  const acc = Columns.float32Values(scored.getChild(Batch.rewardColumn("accuracy")) as Vector<Float32>)
+  const fmt = Columns.float32Values(scored.getChild(Batch.rewardColumn("format")) as Vector<Float32>)
+  const lens = Columns.int32Values(scored.getChild("completion_length") as Vector<Int32>)
+  const completions = strings(scored.getChild("completion") as Vector<Utf8>)
+  for (let i = 0; i < scored.numRows; i++) {
+    t.correct += acc[i] >= 1 ? 1 : 0
+    t.formatted += fmt[i] >= 1 ? 1 : 0
+    t.length += lens[i]
+    t.n++
+  }
+  for (let p = 0; p < chunk.length; p++) {
+    const at = p * k
+    const judged = Array.from(acc.subarray(at, at + k), (a) => a >= 1)
+    t.consCorrect += consensus(completions.slice(at, at + k), judged, key) ? 1 : 0
+    if (t.samples.length < 12) t.samples.push({ prompt: chunk[p].question, completion: completions[at], answer: chunk[p].answer, reward: acc[at] })
+  }
+}
+
+/** The line an evaluation prints. */
+const summaryLine = (label: string, k: number, record: EvalRecord) =>
+  `[${label}] held-out accuracy (pass@1 over ${k} sample${k > 1 ? "s" : ""}): ${(100 * record.accuracy).toFixed(1)} %` +
+  (k > 1 ? `   cons@${k} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
+  `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${record.problems} problems, ${(record.seconds as number).toFixed(1)} s)`
+
 /** Writes an evaluation's record somewhere and returns the path. */
 export type Save = (ctx: RunContext, record: EvalRecord) => Effect.Effect<string, RunDir.RunDirError>
 
@@ -104,32 +142,14 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },
         { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
       ])
-      let correct = 0, formatted = 0, length = 0, n = 0, consCorrect = 0
+      const t = emptyTally()
       const key = voteKey(ctx.recipe.task.kind)
-      const samples: Array<EvalRecord["samples"][number]> = []
       for (let start = 0; start < rows.length; start += config.batchSize) {
         const chunk = rows.slice(start, start + config.batchSize)
         const batch = yield* Sampling.rollouts(ctx, chunk, { ...config.sampling, groupSize: config.samples, stream: `eval/${label}`, firstGroup: start, stage: where })
-        const scored = yield* Sampling.score(where, rewardStage, batch)
-        const acc = Columns.float32Values(scored.getChild(Batch.rewardColumn("accuracy")) as Vector<Float32>)
-        const fmt = Columns.float32Values(scored.getChild(Batch.rewardColumn("format")) as Vector<Float32>)
-        const lens = Columns.int32Values(scored.getChild("completion_length")!)
-        const completions = strings(scored.getChild("completion")!)
-        for (let i = 0; i < scored.numRows; i++) {
-          correct += acc[i] >= 1 ? 1 : 0
-          formatted += fmt[i] >= 1 ? 1 : 0
-          length += lens[i]
-          n++
-        }
-        for (let p = 0; p < chunk.length; p++) {
-          const at = p * config.samples
-          const judged = Array.from(acc.subarray(at, at + config.samples), (a) => a >= 1)
-          consCorrect += consensus(completions.slice(at, at + config.samples), judged, key) ? 1 : 0
-          if (samples.length < 12) {
-            samples.push({ prompt: chunk[p].question, completion: completions[p * config.samples], answer: chunk[p].answer, reward: acc[p * config.samples] })
-          }
-        }
+        addChunk(t, yield* Sampling.score(where, rewardStage, batch), chunk, config.samples, key)
       }
+      const { correct, formatted, length, n, consCorrect, samples } = t
       const record: EvalRecord = {
         name: label,
         step: ctx.progress.step,
@@ -151,11 +171,7 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         [`eval/${label}/format_rate`]: record.formatRate,
         [`eval/${label}/mean_length`]: record.meanLength
       })
-      ctx.log(
-        `[${label}] held-out accuracy (pass@1 over ${config.samples} sample${config.samples > 1 ? "s" : ""}): ${(100 * record.accuracy).toFixed(1)} %` +
-          (config.samples > 1 ? `   cons@${config.samples} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
-          `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${rows.length} problems, ${(record.seconds as number).toFixed(1)} s)`
-      )
+      ctx.log(summaryLine(label, config.samples, record))
       return { ...record, file }
     })
   )

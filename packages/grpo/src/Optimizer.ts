@@ -94,6 +94,28 @@ export interface AdamW {
   readonly dispose: () => void
 }
 
+/** Puts `state` into the moments `m`, `v` of `weights` after checking it fits them; returns its step. */
+const restore = (weights: ReadonlyArray<Weight>, m: ReadonlyArray<tf.Variable>, v: ReadonlyArray<tf.Variable>, state: State): Effect.Effect<number, StateError> =>
+  Effect.gen(function*() {
+    if (!Number.isInteger(state.step) || state.step < 0) return yield* new StateError({ message: `step must be a non-negative integer, got ${state.step}` })
+    if (state.names.length !== weights.length || state.m.length !== weights.length || state.v.length !== weights.length) {
+      return yield* new StateError({ message: `state has ${state.names.length} weights (${state.m.length} m, ${state.v.length} v), the model has ${weights.length}` })
+    }
+    for (const [i, w] of weights.entries()) {
+      if (state.names[i] !== w.name) return yield* new StateError({ message: `weight ${i} is "${state.names[i]}" in the state, "${w.name}" in the model` })
+      if (state.m[i].length !== w.variable.size || state.v[i].length !== w.variable.size) {
+        return yield* new StateError({ message: `weight "${w.name}" has ${w.variable.size} values, the state has m ${state.m[i].length}, v ${state.v[i].length}` })
+      }
+    }
+    tf.tidy(() => {
+      weights.forEach((w, i) => {
+        m[i].assign(tf.tensor(state.m[i], w.variable.shape))
+        v[i].assign(tf.tensor(state.v[i], w.variable.shape))
+      })
+    })
+    return state.step
+  })
+
 /** Builds AdamW for `weights` (zero moments, step 0). */
 export const make = (weights: ReadonlyArray<Weight>, config: Config): AdamW => {
   // Unnamed: tfjs variable names are global, and two optimizers may cover the same model.
@@ -133,26 +155,7 @@ export const make = (weights: ReadonlyArray<Weight>, config: Config): AdamW => {
       m: m.map((x) => x.dataSync() as Float32Array).map((a) => Float32Array.from(a)),
       v: v.map((x) => x.dataSync() as Float32Array).map((a) => Float32Array.from(a))
     }),
-    importState: (state) =>
-      Effect.gen(function*() {
-        if (!Number.isInteger(state.step) || state.step < 0) return yield* new StateError({ message: `step must be a non-negative integer, got ${state.step}` })
-        if (state.names.length !== weights.length || state.m.length !== weights.length || state.v.length !== weights.length) {
-          return yield* new StateError({ message: `state has ${state.names.length} weights (${state.m.length} m, ${state.v.length} v), the model has ${weights.length}` })
-        }
-        for (const [i, w] of weights.entries()) {
-          if (state.names[i] !== w.name) return yield* new StateError({ message: `weight ${i} is "${state.names[i]}" in the state, "${w.name}" in the model` })
-          if (state.m[i].length !== w.variable.size || state.v[i].length !== w.variable.size) {
-            return yield* new StateError({ message: `weight "${w.name}" has ${w.variable.size} values, the state has m ${state.m[i].length}, v ${state.v[i].length}` })
-          }
-        }
-        tf.tidy(() => {
-          weights.forEach((w, i) => {
-            m[i].assign(tf.tensor(state.m[i], w.variable.shape))
-            v[i].assign(tf.tensor(state.v[i], w.variable.shape))
-          })
-        })
-        t = state.step
-      }),
+    importState: (state) => Effect.map(restore(weights, m, v, state), (step) => { t = step }),
     dispose: () => {
       for (const x of [...m, ...v]) x.dispose()
     }

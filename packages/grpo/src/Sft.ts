@@ -90,6 +90,36 @@ const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<Array<A>> => {
   return out
 }
 
+/** The loss of micro-batch `rows`: −Σ m · log π_θ over its tokens, divided by the minibatch's tokens (so micro-batches sum to the token mean). */
+const microLoss = (policy: Transformer.Model, data: Tokens, stepTokens: number) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
+  const { time } = data
+  const W = time - 1
+  const ids = new Int32Array(rows.length * time)
+  const mask = new Float32Array(rows.length * W)
+  rows.forEach((r, i) => {
+    ids.set(data.ids.subarray(r * time, (r + 1) * time), i * time)
+    mask.set(data.mask.subarray(r * W, (r + 1) * W), i * W)
+  })
+  // Rows share the prompt template: their common prefix runs once per micro-batch.
+  const sharedPrefix = LogProbs.commonPrefixLength(ids, rows.length, time)
+  const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"), { sharedPrefix })
+  return tf.div(tf.neg(tf.sum(tf.mul(logprobs, tf.tensor2d(mask, [rows.length, W])))), Math.max(stepTokens, 1)) as tf.Scalar
+}
+
+/** The step's metrics: means over its applied optimizer steps, tokens trained on, throughput. */
+const metricsOf = (applied: ReadonlyArray<Train.StepResult>, t: { readonly optimizer: Optimizer.AdamW; readonly guard: Guard.Guard; readonly trained: number; readonly throughput: number }) => {
+  const mean = (xs: Array<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
+  return {
+    [Metrics.loss]: mean(applied.map((r) => r.loss)),
+    [Metrics.gradNorm]: mean(applied.map((r) => r.gradNorm)),
+    [Metrics.learningRate]: applied.length > 0 ? applied[applied.length - 1].learningRate : t.optimizer.currentLearningRate(),
+    [Metrics.optimizerSteps]: applied.length,
+    [Metrics.skippedSteps]: t.guard.skipped(),
+    [Metrics.numTokens]: t.trained,
+    [Metrics.throughput]: t.throughput
+  }
+}
+
 /** Builds the SFT trainer around `policy` (trained in place); AdamW is freed with the scope. `rng` shuffles rows into minibatches. */
 export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream): Effect.Effect<Trainer, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -116,18 +146,7 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
           let stepTokens = 0
           for (const r of mini) for (let t = 0; t < W; t++) stepTokens += data.mask[r * W + t]
           trained += stepTokens
-          const losses = chunks(mini, micro).map((rows): Train.MicroLoss => () => {
-            const ids = new Int32Array(rows.length * time)
-            const mask = new Float32Array(rows.length * W)
-            rows.forEach((r, i) => {
-              ids.set(data.ids.subarray(r * time, (r + 1) * time), i * time)
-              mask.set(data.mask.subarray(r * W, (r + 1) * W), i * W)
-            })
-            // Rows share the prompt template: their common prefix runs once per micro-batch.
-            const sharedPrefix = LogProbs.commonPrefixLength(ids, rows.length, time)
-            const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"), { sharedPrefix })
-            return tf.div(tf.neg(tf.sum(tf.mul(logprobs, tf.tensor2d(mask, [rows.length, W])))), Math.max(stepTokens, 1)) as tf.Scalar
-          })
+          const losses = chunks(mini, micro).map(microLoss(policy, data, stepTokens))
           const result = yield* Train.optimizerStep(optimizer, guard, updates, losses)
           updates++
           if (result.applied) {
@@ -136,16 +155,7 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
           }
         }
         const seconds = (performance.now() - t0) / 1000
-        const mean = (xs: Array<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
-        return {
-          [Metrics.loss]: mean(applied.map((r) => r.loss)),
-          [Metrics.gradNorm]: mean(applied.map((r) => r.gradNorm)),
-          [Metrics.learningRate]: applied.length > 0 ? applied[applied.length - 1].learningRate : optimizer.currentLearningRate(),
-          [Metrics.optimizerSteps]: applied.length,
-          [Metrics.skippedSteps]: guard.skipped(),
-          [Metrics.numTokens]: trained,
-          [Metrics.throughput]: (B * time) / seconds
-        }
+        return metricsOf(applied, { optimizer, guard, trained, throughput: (B * time) / seconds })
       })
     return {
       config,
