@@ -79,7 +79,8 @@ export default { kind: "stage", name: "mark", version: "1.0.0", description: "re
     const err = await runFail(Run.run(recipe(root, train, test), { log: () => {} }))
     expect((globalThis as { __r1flowDataCheckRan?: boolean }).__r1flowDataCheckRan).toBe(false)
     expect(err.message).toMatch(new RegExp(`${test}:2: row "p1": its prompt is \\d+ tokens .*maxSeqLen 512`))
-    expect(existsSync(join(root, "runs"))).toBe(true)
+    // Refused before the run directory is made (nothing is created until every up-front check passes).
+    expect(existsSync(join(root, "runs"))).toBe(false)
   }, 120_000)
 
   it("an absurd row (600 KB) is refused by its size, without tokenizing it", async () => {
