@@ -84,12 +84,6 @@ export interface Trainer {
 
 const NAME = "grpo/sft"
 
-const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<Array<A>> => {
-  const out: Array<Array<A>> = []
-  for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size))
-  return out
-}
-
 /** The loss of micro-batch `rows`: −Σ m · log π_θ over its tokens, divided by the minibatch's tokens (so micro-batches sum to the token mean). */
 const microLoss = (policy: Transformer.Model, data: Tokens, stepTokens: number) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
   const { time } = data
@@ -142,11 +136,11 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
         if (miniSize < B) rng.shuffle(order)
         const applied: Array<Train.StepResult> = []
         let trained = 0
-        for (const mini of chunks(order, miniSize)) {
+        for (const mini of Train.chunks(order, miniSize)) {
           let stepTokens = 0
           for (const r of mini) for (let t = 0; t < W; t++) stepTokens += data.mask[r * W + t]
           trained += stepTokens
-          const losses = chunks(mini, micro).map(microLoss(policy, data, stepTokens))
+          const losses = Train.chunks(mini, micro).map(microLoss(policy, data, stepTokens))
           const result = yield* Train.optimizerStep(optimizer, guard, updates, losses)
           updates++
           if (result.applied) {

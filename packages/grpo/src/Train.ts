@@ -70,3 +70,10 @@ export interface TrainerState {
   readonly updates: number
   readonly guard: Guard.State
 }
+
+/** `xs` cut into consecutive pieces of `size` (the last may be shorter): mini- and micro-batches of row indices. */
+export const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<Array<A>> => {
+  const out: Array<Array<A>> = []
+  for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size))
+  return out
+}

@@ -94,12 +94,6 @@ const takeRows = <A extends Float32Array | Int32Array>(src: A, width: number, ro
   return out
 }
 
-const chunks = <A>(xs: ReadonlyArray<A>, size: number): Array<Array<A>> => {
-  const out: Array<Array<A>> = []
-  for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size))
-  return out
-}
-
 /** A rollout batch as the update reads it: flat arrays, truncated rows masked when `maskTruncated`. */
 interface Prepared {
   /** `ids` `[B, T]`; `oldLogprobs` (π_old) `[B, W]`, W = T − 1. */
@@ -146,7 +140,7 @@ const syncReference = (policy: Transformer.Model, reference: Transformer.Model |
 const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Float32Array | null => {
   if (reference === null) return null
   const ref = new Float32Array(p.B * p.W)
-  for (const rows of chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
+  for (const rows of Train.chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
     const lp = tf.tidy(() => logProbsOf(p, reference, rows).logprobs)
     ref.set(lp.dataSync(), rows[0] * p.W)
     lp.dispose()
@@ -161,7 +155,7 @@ const schedule = (B: number, config: Config, rng: Rng.Stream): Array<Array<numbe
   for (let it = 0; it < config.iterations; it++) {
     const order = Array.from({ length: B }, (_, i) => i)
     if (miniSize < B) rng.shuffle(order)
-    out.push(...chunks(order, miniSize))
+    out.push(...Train.chunks(order, miniSize))
   }
   return out
 }
@@ -274,7 +268,7 @@ export const make = (
         const applied: Array<Train.StepResult> = []
         for (const mini of schedule(p.B, config, rng)) {
           const loss = microLoss(p, policy, ref, config, normalizerOf(p, mini, micro), diagnostics)
-          const result = yield* Train.optimizerStep(optimizer, guard, updates, chunks(mini, micro).map(loss))
+          const result = yield* Train.optimizerStep(optimizer, guard, updates, Train.chunks(mini, micro).map(loss))
           if (result.applied) {
             applied.push(result)
             guard.good(updates, { [Metrics.loss]: result.loss, [Metrics.gradNorm]: result.gradNorm, [Metrics.learningRate]: result.learningRate })
