@@ -3,14 +3,18 @@
  *
  *   the batch with advantages  → rewards, group statistics, completions          (`ofBatch`)
  *   the reward failure counters → rewards/<name>/failed_calls, failed_rows         (`failureCounts`)
- *   the update's diagnostics    → loss, grad_norm, kl, entropy, clip ratios, …     (`Update.Trainer.step`)
+ *   the update's diagnostics    → loss, grad_norm, kl, entropy, clip ratios, …     (`ofUpdate`)
  *
  * Names follow TRL's `GRPOTrainer` and verl; docs/metrics.md has every key with its exact definition.
  */
 import type { Batch, RewardStage } from "@r1flow/core"
 import { Columns } from "@r1flow/core"
+import * as tf from "@tensorflow/tfjs"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import * as Advantages from "./Advantages.js"
+import type * as Guard from "./Guard.js"
+import type * as Optimizer from "./Optimizer.js"
+import type * as Train from "./Train.js"
 
 /** The step's loss (mean over its applied optimizer steps). */
 export const loss = "loss"
@@ -142,6 +146,59 @@ export const failureCounts = (failures: Readonly<Record<string, RewardStage.Fail
     out[failedRows(name)] = f.rows
   }
   return out
+}
+
+/** Token-weighted sums of `Loss.Output`'s token means over an update's micro-batches, and Σ entropy · m. */
+export interface Diagnostics { tokens: number; kl: number; clipLow: number; clipHigh: number; clipRegion: number; entropy: number }
+
+/** An empty accumulator, one per update. */
+export const emptyDiagnostics = (): Diagnostics => ({ kl: 0, clipLow: 0, clipHigh: 0, clipRegion: 0, entropy: 0, tokens: 0 })
+
+/** Adds one micro-batch: its token means weighted by its tokens; `entropy` is already a sum over tokens. */
+export const addDiagnostics = (d: Diagnostics, m: Readonly<Diagnostics>): void => {
+  d.tokens += m.tokens
+  d.kl += m.kl * m.tokens
+  d.clipLow += m.clipLow * m.tokens
+  d.clipHigh += m.clipHigh * m.tokens
+  d.clipRegion += m.clipRegion * m.tokens
+  d.entropy += m.entropy
+}
+
+/** Named scalars read back with one device read, not one per scalar. */
+export const readScalars = <K extends string>(scalars: Record<K, tf.Tensor>): Record<K, number> => {
+  const keys = Object.keys(scalars) as Array<K>
+  const values = tf.stack(keys.map((k) => scalars[k])).dataSync()
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as Record<K, number>
+}
+
+/** What an update ran with, besides its diagnostics, for its metrics. */
+export interface UpdateRun {
+  readonly optimizer: Optimizer.AdamW
+  readonly guard: Guard.Guard
+  /** Whether a reference was scored (β > 0): only then is `kl` logged. */
+  readonly kl: boolean
+  /** Prompt + completion tokens of the batch, times μ, over `seconds`: the throughput. */
+  readonly tokens: number
+  readonly seconds: number
+}
+
+/** The update's metrics: means over its applied optimizer steps, token means of the diagnostics, throughput. */
+export const ofUpdate = (d: Diagnostics, applied: ReadonlyArray<Train.StepResult>, t: UpdateRun): Record<string, number> => {
+  const mean = (xs: Array<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
+  const perToken = (x: number) => (d.tokens > 0 ? x / d.tokens : 0)
+  return {
+    [loss]: mean(applied.map((r) => r.loss)),
+    [gradNorm]: mean(applied.map((r) => r.gradNorm)),
+    [learningRate]: applied.length > 0 ? applied[applied.length - 1].learningRate : t.optimizer.currentLearningRate(),
+    ...(t.kl ? { [kl]: perToken(d.kl) } : {}),
+    [entropy]: perToken(d.entropy),
+    [clipLow]: perToken(d.clipLow),
+    [clipHigh]: perToken(d.clipHigh),
+    [clipRegion]: perToken(d.clipRegion),
+    [optimizerSteps]: applied.length,
+    [skippedSteps]: t.guard.skipped(),
+    [throughput]: t.tokens / t.seconds
+  }
 }
 
 /** A step's metrics: each key from one source (the batch, the failure counters, the update, dynamic sampling). */

@@ -5,8 +5,24 @@
  *   draw:   prompts ─► rollout ─► afterRollout… ─► rewards ─► afterRewards…      Prompts → Scored
  *   fill:   DynamicSampling.fill: draws again until the batch is full (DAPO), one draw when off
  *   train:  advantages ─► afterAdvantages…                                         Scored → Advantages
- *   update: Update: μ passes of the clipped objective with β·KL (Loss) over minibatches
+ *   update: `update` below: μ passes of the clipped objective with β·KL (`Loss`) over minibatches
  *   metrics = Metrics.ofStep(batch, reward failure counters, update diagnostics)    once, one source per key
+ *
+ * The update (DeepSeekMath Algorithm 1, inner loop), for one rollout batch with advantages:
+ *
+ *   π_ref log-probs  ← once per rollout batch (β > 0 only)
+ *   for μ iterations:  for each minibatch (an optimizer step):  for each micro-batch:  g += ∇ L_micro
+ *                      clip, guard, AdamW
+ *   every `refSyncSteps` rollout batches: π_ref ← π_θ (R1 refreshed the reference this way)
+ *
+ * π_old is the rollout's own sampling log-probs (the `logprobs` column), never a second forward pass. With
+ * μ = 1 this is on-policy: ρ = π_θ / π_old = 1 up to sampler-vs-trainer float differences, so nothing is
+ * clipped and the gradient is exactly Â ∇ log π_θ (plus the KL term); with μ > 1 later iterations see ρ ≠ 1
+ * and the clip does its job. π_θ and π_ref are log softmax(logits / τ) at the temperature τ the batch's
+ * `logprobs` were recorded at (`Batch.logprobTemperature`), as TRL does; top-k/top-p truncation at sampling
+ * time is not modelled in π_θ (as in TRL and verl). Departures from the paper: the loss aggregation is
+ * selectable (`Loss`); the reference is optional; truncated completions can be masked out of the loss
+ * (`maskTruncated`, DAPO's overlong filtering).
  *
  * `…` are the user's stages at that point (`UserStage`: a filter, a reward shaper, an advantage estimator).
  * Both pipelines are checked when the step is built (`Pipeline.make`), before any prompt is sampled: a
@@ -23,7 +39,9 @@ import * as Advantages from "./Advantages.js"
 import * as DynamicSampling from "./DynamicSampling.js"
 import type * as Guard from "./Guard.js"
 import * as Metrics from "./Metrics.js"
+import * as Train from "./Train.js"
 import type * as Update from "./Update.js"
+import * as UpdateBatch from "./UpdateBatch.js"
 
 /** Where the stages of a step sit; `S` is a made stage, or only its signature (`check`). */
 export interface Layout<S extends Stage.Signature> {
@@ -61,6 +79,30 @@ export interface Step {
   /** One step; `prompts(attempt)` gives attempt's fresh prompts (attempts > 0 only under dynamic sampling). */
   readonly run: (prompts: (attempt: number) => RecordBatch<Batch.PromptsType>) => Effect.Effect<Result, StepError>
 }
+
+/** One policy update of `t` on a rollout batch with advantages; its diagnostics as metrics (`Metrics.ofUpdate`). */
+export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesType>) =>
+  Effect.gen(function*() {
+    const t0 = performance.now()
+    const p = yield* UpdateBatch.prepare(input, t.config) // ids [B, T], π_old and mask [B, W], Â [B]
+    const micro = UpdateBatch.microSize(p.B, t.config)
+    UpdateBatch.syncReference(t)
+    const ref = UpdateBatch.referenceLogProbs(p, t.reference(), micro) // [B, W], null when β = 0
+    const diagnostics = Metrics.emptyDiagnostics()
+    const applied: Array<Train.StepResult> = []
+    for (const mini of UpdateBatch.schedule(p.B, t.config, t.rng)) {
+      const loss = UpdateBatch.microLoss(p, t.policy, ref, t.config.loss, UpdateBatch.normalizer(p, mini, micro), diagnostics)
+      const index = t.progress.updates
+      const result = yield* Train.optimizerStep(t.optimizer, t.guard, index, Train.chunks(mini, micro).map(loss))
+      t.progress.updates++
+      if (!result.applied) continue
+      applied.push(result)
+      t.guard.good(index, { [Metrics.loss]: result.loss, [Metrics.gradNorm]: result.gradNorm, [Metrics.learningRate]: result.learningRate })
+    }
+    t.progress.steps++
+    const seconds = (performance.now() - t0) / 1000
+    return Metrics.ofUpdate(diagnostics, applied, { optimizer: t.optimizer, guard: t.guard, kl: ref !== null, tokens: p.tokens * t.config.iterations, seconds })
+  })
 
 /** Dynamic sampling reads the draw's total reward and group ids. */
 const fillSink: Pipeline.Sink = { name: "grpo/dynamic-sampling", input: Batch.Scored }

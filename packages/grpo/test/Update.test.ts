@@ -4,7 +4,7 @@ import { LogProbs, Rollout } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
-import { Advantages, Metrics, Update } from "../src/index.js"
+import { Advantages, Metrics, Update, UpdateBatch } from "../src/index.js"
 import { advantages, advantagesBatch, maxAbsDiff, rows, snapshot, tiny } from "./model.js"
 
 const config = (c: Record<string, unknown>) => Schema.decodeUnknownSync(Update.Config)(c)
@@ -57,7 +57,7 @@ describe("Update", () => {
       const batch = yield* Advantages.stage(Schema.decodeUnknownSync(Advantages.Config)({})).run(scored)
       // ρ − 1 token by token: π_θ at the sampling temperature against the recorded π_old.
       const data = LogProbs.completionBatch(batch, 0)
-      const lp = tf.tidy(() => Update.tokenLogProbs(policy, tf.tensor2d(data.ids, [data.batch, data.time], "int32"), T).logprobs.dataSync() as Float32Array)
+      const lp = tf.tidy(() => UpdateBatch.tokenLogProbs(policy, tf.tensor2d(data.ids, [data.batch, data.time], "int32"), T).logprobs.dataSync() as Float32Array)
       let worst = 0
       for (let i = 0; i < lp.length; i++) if (data.mask[i] === 1) worst = Math.max(worst, Math.abs(Math.exp(lp[i] - data.oldLogprobs[i]) - 1))
       expect(worst).toBeLessThan(1e-5)
