@@ -1,0 +1,2 @@
+/** @r1flow/distributed: rollout workers on NATS JetStream. */
+export {}
