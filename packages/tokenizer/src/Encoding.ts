@@ -45,8 +45,18 @@ export const CONTROL = {
 /** Which control token. */
 export type ControlName = keyof typeof CONTROL
 
-/** The id of each control token in one tokenizer. */
-export type SpecialIds = { readonly [K in ControlName]: number }
+/** The control tokens every tokenizer has as one id: padding and end of turn (the stop token). */
+export type RequiredControl = "pad" | "eot"
+
+/**
+ * The id of each control token in one tokenizer. Standard and compact tokenizers have all of them;
+ * a Hugging Face tokenizer has `pad` and `eot` (mapped from its own tokens, see `HfTokenizer`) and
+ * the others only where its file has that exact text as an added token (Qwen3 has `<think>`, Llama 3
+ * does not): a tag without an id is ordinary text, in trusted text too.
+ */
+export type SpecialIds =
+  & { readonly [K in RequiredControl]: number }
+  & { readonly [K in Exclude<ControlName, RequiredControl>]?: number }
 
 /** Control token texts in a fixed order (the order compact vocabularies number them in). */
 export const CONTROL_TEXTS: ReadonlyArray<string> = Object.values(CONTROL)

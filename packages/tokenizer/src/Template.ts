@@ -14,7 +14,8 @@
  * Chat (ChatML turns): `<|im_start|>` role `\n` content `<|im_end|>` `\n`, ending with the
  * assistant's opening `<|im_start|>assistant\n`.
  */
-import { CONTROL } from "./Encoding.js"
+import * as ChatTemplate from "./ChatTemplate.js"
+import { CONTROL, type ControlName } from "./Encoding.js"
 import type { Codec } from "./Tokenizer.js"
 
 /** The R1-Zero instruction, verbatim from the paper. */
@@ -25,8 +26,8 @@ export const R1_ZERO_INSTRUCTION =
 export const SYSTEM_PROMPT =
   "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
 
-/** Which prompt format. */
-export type Name = "r1-zero" | "chat"
+/** Which prompt format: the paper's R1-Zero text, ChatML turns, or the model's own chat template (`codec.chat`). */
+export type Name = "r1-zero" | "chat" | "model"
 
 /** One chat turn. */
 export interface Message {
@@ -66,13 +67,20 @@ export const concat = (parts: ReadonlyArray<Int32Array | number>): Int32Array =>
 /** The R1-Zero prompt as text (all of it data). */
 export const r1ZeroText = (question: string): string => `${R1_ZERO_INSTRUCTION} User: ${question}. Assistant:`
 
+/**
+ * A control tag as ids: its control id, or, in a tokenizer that has no such token (a Hugging Face
+ * tokenizer without `<think>`), the tag's text encoded as ordinary text.
+ */
+export const control = (codec: Codec, name: ControlName): Int32Array | number => codec.specialIds[name] ?? codec.encode(CONTROL[name])
+
 /** R1-Zero prompt ids, ending with `Assistant:` (and `<think>` when `startThink`). */
 export const r1Zero = (codec: Codec, question: string, options: PromptOptions = {}): Int32Array =>
-  concat(options.startThink === true ? [codec.encode(r1ZeroText(question)), codec.specialIds.think] : [codec.encode(r1ZeroText(question))])
+  concat(options.startThink === true ? [codec.encode(r1ZeroText(question)), control(codec, "think")] : [codec.encode(r1ZeroText(question))])
 
 /** Chat prompt ids: each message as a ChatML turn, then the assistant's opening (and `<think>` when `startThink`). */
 export const chat = (codec: Codec, messages: ReadonlyArray<Message>, options: PromptOptions = {}): Int32Array => {
-  const { imStart, eot, think } = codec.specialIds
+  const imStart = control(codec, "imStart"), think = control(codec, "think")
+  const eot = codec.specialIds.eot
   const newline = codec.encode("\n")
   const parts: Array<Int32Array | number> = []
   for (const m of messages) parts.push(imStart, codec.encode(`${m.role}\n${m.content}`), eot, newline)
@@ -81,11 +89,26 @@ export const chat = (codec: Codec, messages: ReadonlyArray<Message>, options: Pr
   return concat(parts)
 }
 
-/** Prompt ids for one task question in the named format (chat: the R1 system turn, then the question as the user turn). */
+const modelChat = (codec: Codec): ChatTemplate.Chat => {
+  if (codec.chat === undefined) throw new Error(`tokenizer ${codec.name} has no chat template: the "model" prompt format needs tokenizer_config.json's chat_template`)
+  return codec.chat
+}
+
+/**
+ * Prompt ids for one task question in the named format (chat and model: the R1 system turn, then the
+ * question as the user turn). "model" renders the model's own template; `startThink` does not apply
+ * there (the template decides, see `ChatTemplate.r1Prompt`). Throws when "model" meets a codec without one.
+ */
 export const prompt = (codec: Codec, name: Name, question: string, options: PromptOptions = {}): Int32Array =>
   name === "r1-zero"
     ? r1Zero(codec, question, options)
+    : name === "model"
+    ? ChatTemplate.r1Prompt(codec, modelChat(codec), question).ids
     : chat(codec, [{ role: "system", content: SYSTEM_PROMPT }, { role: "user", content: question }], options)
+
+/** The completion prefix of a prompt format for `codec` (`completionPrefix`, or what the model's template opens). */
+export const promptPrefix = (codec: Codec, name: Name, options: PromptOptions = {}): string =>
+  name === "model" ? ChatTemplate.r1Prompt(codec, modelChat(codec), "").completionPrefix : completionPrefix(options)
 
 /**
  * Ids of a completion we wrote ourselves (SFT corpora): the control tags and end-of-turn in the

@@ -219,7 +219,7 @@ export const toPrompts = (options: { readonly template: Template.Name } & Templa
       const enc = encodeColumn(batch.getChild("prompt")!, (q) => Template.prompt(codec, options.template, q, options))
       const groups = new Int32Array(batch.numRows)
       for (let i = 0; i < groups.length; i++) groups[i] = i
-      return yield* Stage.addColumns(stage, batch, Batch.withCompletionPrefix(Batch.Prompts, Template.completionPrefix(options)), {
+      return yield* Stage.addColumns(stage, batch, Batch.withCompletionPrefix(Batch.Prompts, Template.promptPrefix(codec, options.template, options)), {
         group_id: Columns.makeInt32(groups),
         prompt_ids: Columns.makeInt32List(enc.values, enc.offsets)
       })

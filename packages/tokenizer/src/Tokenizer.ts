@@ -12,6 +12,7 @@
 import { get_encoding, Tiktoken } from "@dqbd/tiktoken"
 import { Context, Effect, Layer, Schema, type Scope } from "effect"
 import { Buffer, isUtf8 } from "node:buffer"
+import type * as ChatTemplate from "./ChatTemplate.js"
 import * as Compact from "./Compact.js"
 import * as Segments from "./Segments.js"
 import { CONTROL, CONTROL_TEXTS, ORDINARY, OWN_SPECIALS, standardSpecials, type SpecialIds, type StandardName } from "./Encoding.js"
@@ -36,11 +37,17 @@ export interface Codec {
   /** Number of ordinary (BPE) ranks; ids below it are text tokens. */
   readonly ordinary: number
   readonly specialIds: SpecialIds
+  /** Ids that end a completion: `[eot]` for standard and compact tokenizers; a Hugging Face tokenizer adds its eos where that differs. */
+  readonly stopIds: ReadonlyArray<number>
   /** Every special token and its id (control tokens and the base encoding's own). */
   readonly specialTokens: Readonly<Record<string, number>>
   /** Data text to ids; special-token text is encoded as ordinary bytes. The result views tiktoken's output (no copy). */
   readonly encode: (text: string) => Int32Array
-  /** Trusted text to ids: the control tags (`<think>`, `</think>`, `<answer>`, `</answer>`, `<|im_start|>`, `<|im_end|>`, `<|endoftext|>`) become control ids. */
+  /**
+   * Trusted text to ids: the control tags (`<think>`, `</think>`, `<answer>`, `</answer>`, `<|im_start|>`, `<|im_end|>`,
+   * `<|endoftext|>`) become control ids; a Hugging Face tokenizer parses every added token of its file instead (what its
+   * chat template writes), and a control tag that is not one of them stays text.
+   */
   readonly encodeTrusted: (text: string) => Int32Array
   /** Ids to text; never throws, unknown ids decode as U+FFFD and mark the result incomplete. */
   readonly decode: (ids: Int32Array) => Decoded
@@ -50,6 +57,8 @@ export interface Codec {
   readonly isKnown: (id: number) => boolean
   /** Number of bytes `id` decodes to (a known id; cached after the first ask). */
   readonly byteLength: (id: number) => number
+  /** The model's own chat template (Hugging Face tokenizers that ship one); `Template.prompt(codec, "model", …)` renders through it. */
+  readonly chat?: ChatTemplate.Chat
   /** Frees the WebAssembly encoder; the codec must not be used afterwards. */
   readonly free: () => void
 }
@@ -68,17 +77,38 @@ const NONE: Array<string> = []
 const asInt32 = (u: Uint32Array): Int32Array => new Int32Array(u.buffer, u.byteOffset, u.length)
 const asUint32 = (i: Int32Array): Uint32Array => new Uint32Array(i.buffer, i.byteOffset, i.length)
 
+/** How a tokenizer that is not r1flow's own departs from the defaults of `fromEncoder`. */
+export interface EncoderOptions {
+  /** The special tokens `encodeTrusted` parses (default: the control tags). */
+  readonly trusted?: ReadonlyArray<string>
+  /** The control ids (default: every control tag looked up in `specialTokens`, all required). */
+  readonly specialIds?: SpecialIds
+  /** Ids that end a completion (default `[specialIds.eot]`). */
+  readonly stopIds?: ReadonlyArray<number>
+  /** Applied to all text before it is encoded (a Hugging Face normalizer such as NFC). */
+  readonly normalize?: (text: string) => string
+}
+
 /** Wraps a tiktoken encoder whose ordinary ranks are `0 … ordinary-1` and whose specials are `specialTokens`. */
-export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, specialTokens: Readonly<Record<string, number>>): Codec => {
+export const fromEncoder = (
+  name: string,
+  encoder: Tiktoken,
+  ordinary: number,
+  specialTokens: Readonly<Record<string, number>>,
+  options: EncoderOptions = {}
+): Codec => {
   const specialIdSet = new Set(Object.values(specialTokens))
-  const vocabSize = Math.max(ordinary - 1, ...specialIdSet) + 1
-  const specialIds = Object.fromEntries(
+  let vocabSize = ordinary
+  for (const id of specialIdSet) vocabSize = Math.max(vocabSize, id + 1)
+  const specialIds = options.specialIds ?? Object.fromEntries(
     Object.entries(CONTROL).map(([key, text]) => {
       const id = specialTokens[text]
       if (id === undefined) throw new Error(`encoding ${name} lacks the control token ${text}`)
       return [key, id]
     })
   ) as unknown as SpecialIds
+  const trusted = options.trusted === undefined ? TRUSTED : [...options.trusted]
+  const normalize = options.normalize ?? ((t: string) => t)
   const isKnown = (id: number): boolean => (id >= 0 && id < ordinary) || specialIdSet.has(id)
 
   const decodeBytes = (ids: Int32Array): { bytes: Uint8Array; unknown: number } => {
@@ -110,8 +140,9 @@ export const fromEncoder = (name: string, encoder: Tiktoken, ordinary: number, s
     ordinary,
     specialIds,
     specialTokens,
-    encode: (text) => asInt32(Segments.encode(text, (t) => encoder.encode_ordinary(t))),
-    encodeTrusted: (text) => asInt32(Segments.encode(text, (t) => encoder.encode(t, TRUSTED, NONE), TRUSTED)),
+    stopIds: options.stopIds ?? [specialIds.eot],
+    encode: (text) => asInt32(Segments.encode(normalize(text), (t) => encoder.encode_ordinary(t))),
+    encodeTrusted: (text) => asInt32(Segments.encode(normalize(text), (t) => encoder.encode(t, trusted, NONE), trusted)),
     decode: (ids) => {
       const { bytes, unknown } = decodeBytes(ids)
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)

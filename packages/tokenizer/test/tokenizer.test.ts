@@ -63,7 +63,7 @@ describe("standard encodings", () => {
       const controls = Array.from(ids).filter((id) => controlIds(c).has(id))
       expect(controls).toEqual([s.think, s.thinkEnd, s.answer, s.answerEnd, s.eot])
       expect(ids[0]).toBe(s.think)
-      expect(Array.from(ids.subarray(1, ids.indexOf(s.thinkEnd)))).toEqual(Array.from(c.encode("3 + 4 = 7")))
+      expect(Array.from(ids.subarray(1, ids.indexOf(s.thinkEnd!)))).toEqual(Array.from(c.encode("3 + 4 = 7")))
       // Specials of the base encoding that are not control tags stay text even here.
       expect(hasControl(c, c.encodeTrusted("<|endofprompt|><|fim_prefix|>"))).toBe(false)
     }
