@@ -152,7 +152,10 @@ export const encode = (codec: Codec, chat: Chat, messages: ReadonlyArray<Message
   for (const p of parts) n += p.length
   const out = new Int32Array(n)
   n = 0
-  for (const p of parts) out.set(p, n), n += p.length
+  for (const p of parts) {
+    out.set(p, n)
+    n += p.length
+  }
   return out
 }
 

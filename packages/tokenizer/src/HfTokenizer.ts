@@ -97,7 +97,7 @@ export const byteLevelBytes = (token: string): Uint8Array | undefined => {
 /** GPT-2's pre-tokenizer, which a bare `ByteLevel` pre-tokenizer with `use_regex` applies. */
 export const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
-const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\\-]/g, "\\$&")
+const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&")
 
 interface AddedToken {
   readonly id: number
@@ -170,7 +170,10 @@ const tiktokenRun = (vocab: Map<string, number>, word: Array<string>, visit: (w:
     let best = Infinity, at = -1
     for (let i = 0; i + 1 < w.length; i++) {
       const r = vocab.get(w[i] + w[i + 1])
-      if (r !== undefined && r < best) best = r, at = i
+      if (r !== undefined && r < best) {
+        best = r
+        at = i
+      }
     }
     if (at < 0 || !visit(w, at)) break
     w.splice(at, 2, w[at] + w[at + 1])
@@ -340,7 +343,11 @@ const byteTable = (p: Parsed, size: number): { offsets: Int32Array; bytes: Uint8
   let at = 0
   for (let id = 0; id < size; id++) {
     const b = parts[id]
-    if (b !== undefined) bytes.set(b, at), at += b.length, known[id] = 1
+    if (b !== undefined) {
+      bytes.set(b, at)
+      at += b.length
+      known[id] = 1
+    }
     offsets[id + 1] = at
   }
   return { offsets, bytes, known }
@@ -365,7 +372,13 @@ const huggingfaceCodec = (f: Files, p: Parsed, c: ReturnType<typeof controls>): 
   }
   const decodeBytes = (list: Int32Array): { bytes: Uint8Array; unknown: number } => {
     let n = 0, unknown = 0
-    for (const id of list) isKnown(id) ? (n += table.offsets[id + 1] - table.offsets[id]) : (unknown++, n += 3)
+    for (const id of list) {
+      if (isKnown(id)) n += table.offsets[id + 1] - table.offsets[id]
+      else {
+        unknown++
+        n += 3
+      }
+    }
     const out = new Uint8Array(n)
     let at = 0
     for (const id of list) {
@@ -402,10 +415,17 @@ const huggingfaceCodec = (f: Files, p: Parsed, c: ReturnType<typeof controls>): 
   }
 }
 
+/** Options of `make`. */
+export interface MakeOptions {
+  /** Run on `@huggingface/tokenizers` even where tiktoken is exact (the bench compares the two engines on one file). */
+  readonly engine?: "huggingface"
+}
+
 /** Builds the codec of parsed files on the engine `plan` picks. Throws `HfTokenizerError` (one line, file and key). */
-export const make = (f: Files): HfCodec => {
+export const make = (f: Files, options: MakeOptions = {}): HfCodec => {
   const planned = plan(f)
   const c = controls(f, planned.parsed)
+  if (options.engine === "huggingface") return { ...huggingfaceCodec(f, planned.parsed, c), engine: "huggingface", reason: "asked for", chat: c.chat }
   if (planned.engine === "tiktoken") {
     let ordinary = 0
     for (const id of planned.parsed.vocab.values()) ordinary = Math.max(ordinary, id + 1)

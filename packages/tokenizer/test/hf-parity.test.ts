@@ -3,11 +3,15 @@
  * tokenizer files: GSM8K questions and answers (the first 1000 test rows: 2000 texts per tokenizer),
  * and hostile strings, as data (`encode`) and as trusted text (`encodeTrusted`); plus round trips.
  */
+import { Buffer } from "node:buffer"
 import { afterAll, describe, expect, it } from "vitest"
 import { gsm8k } from "./gsm8k.js"
 import { hfData, hfTrusted, load, MODELS } from "./hf.js"
 
 const ROWS = 1000
+
+/** Lone surrogates as U+FFFD (what UTF-8 encoding makes of them). */
+const wellFormed = (s: string): string => Buffer.from(s, "utf8").toString("utf8")
 
 const loaded = Object.fromEntries(await Promise.all(MODELS.map(async (m) => [m, await load(m)]))) as Record<(typeof MODELS)[number], Awaited<ReturnType<typeof load>>>
 afterAll(() => MODELS.forEach((m) => loaded[m].codec.free()))
@@ -63,7 +67,7 @@ describe.each(MODELS)("%s", (model) => {
   it("decode(encode(x)) is x under the normalizer (lone surrogates come back as U+FFFD)", () => {
     const normalize = (s: string) => (model === "qwen3" ? s.normalize("NFC") : s)
     for (const text of [...HOSTILE, ...(rows?.test.slice(0, 50).map((r) => r.answer) ?? [])]) {
-      const expected = normalize(text).toWellFormed()
+      const expected = wellFormed(normalize(text))
       expect(codec.decode(codec.encode(text))).toEqual({ text: expected, incomplete: false })
       expect(codec.decode(codec.encodeTrusted(text)).text).toBe(expected)
     }
@@ -88,5 +92,21 @@ describe("engines", () => {
     expect(l.specialIds.think).toBeUndefined()
     expect(d.specialIds.eot).toBe(d.specialTokens["<｜end▁of▁sentence｜>"])
     expect(d.stopIds).toEqual([1])
+  })
+})
+
+describe("the @huggingface/tokenizers engine on a file tiktoken runs", () => {
+  it("gives the same ids as the tiktoken engine on Qwen3 (hostile strings)", async () => {
+    const { Effect } = await import("effect")
+    const { HfTokenizer } = await import("../src/index.js")
+    const { dirOf } = await import("./hf.js")
+    const files = await Effect.runPromise(HfTokenizer.read(dirOf("qwen3")))
+    const forced = HfTokenizer.make(files, { engine: "huggingface" })
+    expect(forced.engine).toBe("huggingface")
+    for (const text of HOSTILE) {
+      expect(Array.from(forced.encode(text))).toEqual(Array.from(loaded.qwen3.codec.encode(text)))
+      expect(Array.from(forced.encodeTrusted(text))).toEqual(Array.from(loaded.qwen3.codec.encodeTrusted(text)))
+      expect(forced.decode(forced.encode(text))).toEqual(loaded.qwen3.codec.decode(loaded.qwen3.codec.encode(text)))
+    }
   })
 })

@@ -35,7 +35,7 @@ export const load = async (model: Model): Promise<{ codec: HfTokenizer.HfCodec; 
 export const hfData = (hf: HfJs, text: string): Array<number> => {
   const normalized = hf.normalizer === null ? text : hf.normalizer(text)
   const pieces = hf.pre_tokenizer === null ? [normalized] : hf.pre_tokenizer(normalized)
-  return hf.model!(pieces).map((t) => hf.model!.tokens_to_ids.get(t)!)
+  return hf.model!(pieces).map((t: string) => hf.model!.tokens_to_ids.get(t)!)
 }
 
 /** The reference ids of trusted text: every added token parsed, no post-processor tokens added. */
