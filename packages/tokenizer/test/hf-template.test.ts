@@ -81,6 +81,19 @@ describe("the R1 prompt through the model's template", () => {
     expect(Array.from(p.ids).at(-1)).toBe(codec.specialTokens["<｜Assistant｜>"])
   })
 
+  it("DeepSeek-R1-Distill's template, which opens <think> in the generation prompt: the completion starts inside the reasoning", () => {
+    const { codec } = loaded.deepseek_v3
+    const config = JSON.parse(readFileSync(join(dirOf("deepseek_v3"), "tokenizer_config.json"), "utf8"))
+    const tail = "{{'<｜Assistant｜>'}}{% endif %}"
+    expect(config.chat_template.endsWith(tail)).toBe(true)
+    // The change DeepSeek made to the R1-Distill templates: the generation prompt ends with "<think>\n".
+    const distill = ChatTemplate.fromConfig("r1-distill/tokenizer_config.json", { ...config, chat_template: config.chat_template.slice(0, -tail.length) + "{{'<｜Assistant｜><think>\\n'}}{% endif %}" }, codec.specialTokens)!
+    const p = ChatTemplate.r1Prompt(codec, distill, "What is 12 + 30?")
+    expect(p.text.endsWith("<｜Assistant｜><think>\n")).toBe(true)
+    expect(p.completionPrefix).toBe("<think>\n")
+    expect(codec.decode(p.ids).text).toBe(p.text)
+  })
+
   it("a codec without a chat template refuses the model prompt format with its name", async () => {
     const { Tokenizer } = await import("../src/index.js")
     const cl = Tokenizer.makeStandard("cl100k_base")
