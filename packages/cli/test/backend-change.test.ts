@@ -5,21 +5,15 @@
  * user has: R1FLOW_NO_BLAS=1 (the addon's own GEMM) vs OpenBLAS where the machine has it, else
  * R1FLOW_NATIVE=0 vs the native kernels, else the cpu backend vs wasm.
  */
-import { spawnSync } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readdirSync, readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-
-const bin = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "r1flow.mjs")
-const r1flow = (args: Array<string>, env: Record<string, string>) =>
-  spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 120_000, env: { ...process.env, ...env } })
+import { bin, node, r1flow, tempRun, tinyRecipe } from "./support/launch.js"
 
 /** What this machine offers, as the built kernels see it in a fresh process. */
 const machine = (): { native: boolean; blas: string | null } => {
   const probe = `const { Native } = await import("@r1flow/kernels"); const l = Native.load(); console.log(JSON.stringify(l.ok ? { native: true, blas: l.addon.info().blas } : { native: false, blas: null }))`
-  const r = spawnSync(process.execPath, ["--input-type=module", "-e", probe], { encoding: "utf8", cwd: dirname(bin), env: { ...process.env, R1FLOW_NO_BLAS: "0", R1FLOW_NATIVE: "1" } })
+  const r = node(probe, { cwd: dirname(bin), env: { R1FLOW_NO_BLAS: "0", R1FLOW_NATIVE: "1" } })
   return JSON.parse(r.stdout.trim()) as { native: boolean; blas: string | null }
 }
 
@@ -34,29 +28,13 @@ const toggle = (): { start: Record<string, string>; resume: Record<string, strin
 describe("resume across a change of maths library", () => {
   it("is refused naming both, unless --allow-backend-change is given, which warns", () => {
     const t = toggle()
-    const base = mkdtempSync(join(tmpdir(), "r1flow-backend-change-"))
-    const file = join(base, "tiny.json")
-    writeFileSync(file, JSON.stringify({
-      name: "tiny-gemm",
-      seed: 4,
-      backend: "wasm",
-      runsDir: join(base, "runs"),
-      task: { kind: "arithmetic", digits: [1, 2], ops: ["+"], train: 16, test: 2 },
-      corpus: { count: 16 },
-      tokenizer: { kind: "compact", base: "cl100k_base", size: 512 },
-      model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 128 },
-      checkpoint: { every: 1, keep: 2 },
-      stages: [
-        { stage: "pretrain", config: { steps: 3, batchSize: 2 } },
-        { stage: "eval", name: "final", config: { samples: 1, sampling: { maxNewTokens: 4, temperature: 0 } } }
-      ]
-    }))
-    const killed = r1flow(["run", file], { ...t.start, R1FLOW_TEST_KILL_AT_CHECKPOINT: "2" })
+    const { file, runs } = tempRun("backend-change", tinyRecipe({ name: "tiny-gemm", seed: 4 }))
+    const killed = r1flow(["run", file], { env: { ...t.start, R1FLOW_TEST_KILL_AT_CHECKPOINT: "2" } })
     expect(killed.signal, killed.stderr).toBe("SIGKILL")
-    const dir = join(base, "runs", readdirSync(join(base, "runs"))[0])
+    const dir = join(runs, readdirSync(runs)[0])
     const metrics = readFileSync(join(dir, "metrics.jsonl"))
 
-    const refused = r1flow(["resume", dir], t.resume)
+    const refused = r1flow(["resume", dir], { env: t.resume })
     expect(refused.status, refused.stdout + refused.stderr).toBe(1)
     expect(refused.stderr).toContain("BackendChangeError")
     expect(refused.stderr).toContain(t.was)
@@ -65,7 +43,7 @@ describe("resume across a change of maths library", () => {
     expect(readFileSync(join(dir, "metrics.jsonl"))).toEqual(metrics)
     expect(readFileSync(join(dir, "checkpoints", "latest"), "utf8").trim()).toBe("step-000001")
 
-    const allowed = r1flow(["resume", "--allow-backend-change", dir], t.resume)
+    const allowed = r1flow(["resume", "--allow-backend-change", dir], { env: t.resume })
     expect(allowed.status, allowed.stderr).toBe(0)
     expect(allowed.stdout + allowed.stderr).toMatch(/WARNING: .*not be bitwise identical/)
     expect(readFileSync(join(dir, "summary.json"), "utf8")).toContain("final")

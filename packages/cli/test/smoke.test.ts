@@ -4,35 +4,19 @@
  * runs it, once on the GEMM the machine offers (OpenBLAS when installed) and once on the addon's own
  * (`R1FLOW_NO_BLAS=1`). The native kernels' pool race showed only in runs like this one, never in unit tests.
  */
-import { spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync } from "node:fs"
-import { createRequire } from "node:module"
-import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { pathToFileURL } from "node:url"
+import { existsSync, readFileSync } from "node:fs"
+import { join } from "node:path"
 import { describe, expect, it } from "vitest"
+import { engine, engineRoot, tempDir } from "./support/launch.js"
 
-const require = createRequire(import.meta.url)
-const engineRoot = dirname(require.resolve("@r1flow/engine/package.json"))
-const engine = pathToFileURL(join(engineRoot, "dist", "index.js")).href
-const effect = pathToFileURL(createRequire(join(engineRoot, "dist", "index.js")).resolve("effect")).href
 const recipe = join(engineRoot, "recipes", "r1-zero.json")
 
 // The shortening, shared with tools/scripts/sanitize.mjs (which runs the same under ASan + UBSan).
-const shortened = JSON.parse(readFileSync(join(dirname(require.resolve("@r1flow/engine/package.json")), "../../tools/scripts/smoke-overrides.json"), "utf8")) as Array<string>
+const shortened = JSON.parse(readFileSync(join(engineRoot, "../../tools/scripts/smoke-overrides.json"), "utf8")) as Array<string>
 const overrides = (runsDir: string) => [`runsDir=${runsDir}`, ...shortened]
 
-const smoke = (env: Record<string, string>) => {
-  const runsDir = mkdtempSync(join(tmpdir(), "r1flow-smoke-"))
-  const script = `
-const { Effect } = await import(${JSON.stringify(effect)})
-const { Run } = await import(${JSON.stringify(engine)})
-Effect.runPromise(Run.run(${JSON.stringify(recipe)}, { overrides: ${JSON.stringify(overrides(runsDir))}, log: (l) => console.log(l) }))
-  .then((r) => console.log("DIR " + r.dir.root), (e) => { console.error("FAILED " + (e._tag ?? "") + ": " + e.message); process.exit(3) })
-`
-  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 300_000, env: { ...process.env, ...env } })
-  return { ...r, dir: /DIR (.+)/.exec(r.stdout)?.[1] }
-}
+const smoke = (env: Record<string, string>) =>
+  engine({ command: "run", arg: recipe, overrides: overrides(tempDir("smoke")), log: true }, { env, timeout: 300_000 })
 
 describe("the demo recipe, shortened, through every stage", () => {
   for (const [label, env] of [["the machine's GEMM", {}], ["the addon's own GEMM (R1FLOW_NO_BLAS=1)", { R1FLOW_NO_BLAS: "1" }]] as const) {

@@ -4,18 +4,18 @@
  * line and id, before any stage runs (not "prompt 3 has … tokens" in the middle of a stage).
  */
 import { Backend } from "@r1flow/backend"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import * as Data from "../src/Data.js"
 import * as Run from "../src/Run.js"
 import { run, runFail, tempDir } from "./helpers.js"
+import { markStage, model, testRecipe, tokenizer, writeModule, writeRecipe } from "./support/recipes.js"
 
 beforeAll(async () => {
   await Backend.init()
 })
 
-const effectUrl = import.meta.resolve("effect")
 const mapping = { question: "q", answer: "a" }
 const jsonl = (rows: ReadonlyArray<Record<string, unknown>>) => rows.map((r) => JSON.stringify(r) + "\n").join("")
 const problems = (n: number) => Array.from({ length: n }, (_, i) => ({ q: `What is ${i} + 1?`, a: String(i + 1), id: `p${i}` }))
@@ -47,24 +47,18 @@ describe("empty data", () => {
 
 describe("rows longer than the context", () => {
   const recipe = (root: string, train: string, test: string) => {
-    mkdirSync(join(root, "stages"), { recursive: true })
-    writeFileSync(join(root, "stages", "mark.mjs"), `import { Effect, Schema } from ${JSON.stringify(effectUrl)}
-export default { kind: "stage", name: "mark", version: "1.0.0", description: "records that it ran", config: Schema.Struct({}),
-  make: () => ({ kind: "mark", run: () => Effect.sync(() => { globalThis.__r1flowDataCheckRan = true }) }) }`)
-    const file = join(root, "recipe.json")
-    writeFileSync(file, JSON.stringify({
+    writeModule(root, "stages/mark.mjs", markStage("__r1flowDataCheckRan"))
+    return writeRecipe(root, testRecipe({
       name: "data-check",
-      seed: 1,
-      runsDir: join(root, "runs"),
       task: { kind: "jsonl", train, test, mapping: { ...mapping, id: "id" } },
-      tokenizer: { kind: "compact", base: "cl100k_base", size: 300 },
-      model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 512 },
+      corpus: undefined,
+      tokenizer: { ...tokenizer, size: 300 },
+      model: { ...model, maxSeqLen: 512 },
       stages: [
         { stage: "./stages/mark.mjs" },
         { stage: "eval", config: { samples: 1, sampling: { maxNewTokens: 2, temperature: 1 } } }
       ]
     }))
-    return file
   }
 
   it("a held-out row whose prompt does not fit maxSeqLen fails the run before any stage, naming file:line and id", async () => {

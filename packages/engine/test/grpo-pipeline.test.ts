@@ -5,30 +5,24 @@
  */
 import { Backend } from "@r1flow/backend"
 import { Metrics } from "@r1flow/core"
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs"
-import { dirname, join } from "node:path"
+import { existsSync, readdirSync } from "node:fs"
+import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
 import { run, runFail, tempDir } from "./helpers.js"
+import { effectUrl, testRecipe, writeModule, writeRecipe } from "./support/recipes.js"
 
 beforeAll(async () => {
   await Backend.init()
 })
 
-const effectUrl = import.meta.resolve("effect")
 const arrowUrl = import.meta.resolve("apache-arrow")
 
 /** A test-sized recipe in `root` (fresh tiny policy, no pretraining): one GRPO stage with `grpo` merged into its config. */
-const recipe = (root: string, grpo: Record<string, unknown>) => {
-  const file = join(root, "recipe.json")
-  writeFileSync(file, JSON.stringify({
+const recipe = (root: string, grpo: Record<string, unknown>) =>
+  writeRecipe(root, testRecipe({
     name: "grpo-pipeline",
-    seed: 1,
-    runsDir: join(root, "runs"),
-    task: { kind: "arithmetic", digits: [1, 2], ops: ["+"], train: 16, test: 2 },
     corpus: { count: 8 },
-    tokenizer: { kind: "compact", base: "cl100k_base", size: 512 },
-    model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 128 },
     stages: [{
       stage: "grpo",
       name: "rl",
@@ -39,18 +33,10 @@ const recipe = (root: string, grpo: Record<string, unknown>) => {
       }
     }]
   }))
-  return file
-}
-
-/** Writes `body` (a module) to `root/rel`, folders made. */
-const write = (root: string, rel: string, body: string) => {
-  mkdirSync(dirname(join(root, rel)), { recursive: true })
-  writeFileSync(join(root, rel), body)
-}
 
 /** A reward with a known spread: even groups score 1 on every row (zero variance), odd groups 0, 1 by row. */
 const writeParity = (root: string) =>
-  write(root, "rewards/parity.mjs", `import { Schema } from ${JSON.stringify(effectUrl)}
+  writeModule(root, "rewards/parity.mjs", `import { Schema } from ${JSON.stringify(effectUrl)}
 export default { kind: "reward", name: "parity", version: "1.0.0", description: "even groups equal, odd groups mixed", config: Schema.Struct({}),
   make: () => ({ score: (input) => Float32Array.from(input.groupIds, (g, i) => (g % 2 === 0 ? 1 : i % 2)) }) }`)
 
@@ -76,7 +62,7 @@ describe("grpo pipeline in a recipe", () => {
     const root = tempDir("dynamic-sampling")
     writeParity(root)
     // Records what each draw scored (user stages after the rewards run on every draw).
-    write(root, "stages/spy.mjs", userStage("spy", 'new Field("id", new Utf8(), false), new Field("group_id", new Int32(), false)', "",
+    writeModule(root, "stages/spy.mjs", userStage("spy", 'new Field("id", new Utf8(), false), new Field("group_id", new Int32(), false)', "",
       "((globalThis.__r1flowDraws ??= []).push({ groups: [...new Set(b.getChild('group_id').toArray())], prompts: [...new Set(Array.from(b.getChild('id').toArray(), (id) => id.split('#')[0]))] }), b)"))
     const result = await run(Run.run(recipe(root, { dynamicSampling: { targetGroups: 2, maxDraws: 3 }, afterRewards: [{ plugin: "./stages/spy.mjs" }] }), { log: () => {} }))
     const { entries } = Metrics.readJsonl(result.dir.metrics)
@@ -92,10 +78,10 @@ describe("grpo pipeline in a recipe", () => {
   it("user stages from a path (a reward shaper) and from a package (an advantage estimator) run at their points", async () => {
     const root = tempDir("user-stages")
     writeParity(root)
-    write(root, "stages/bonus.mjs", userStage("bonus", 'new Field("reward", new Float32(), true)', "bonus: Schema.Finite",
+    writeModule(root, "stages/bonus.mjs", userStage("bonus", 'new Field("reward", new Float32(), true)', "bonus: Schema.Finite",
       "replace(b, 'reward', Float32Array.from(b.getChild('reward').toArray(), (r) => r + config.bonus))"))
-    write(root, "node_modules/r1flow-const-advantage/package.json", JSON.stringify({ name: "r1flow-const-advantage", version: "1.0.0", type: "module", exports: "./index.mjs", keywords: ["r1flow-plugin"] }))
-    write(root, "node_modules/r1flow-const-advantage/index.mjs", userStage("const-advantage", 'new Field("advantage", new Float32(), false)', "value: Schema.Finite",
+    writeModule(root, "node_modules/r1flow-const-advantage/package.json", JSON.stringify({ name: "r1flow-const-advantage", version: "1.0.0", type: "module", exports: "./index.mjs", keywords: ["r1flow-plugin"] }))
+    writeModule(root, "node_modules/r1flow-const-advantage/index.mjs", userStage("const-advantage", 'new Field("advantage", new Float32(), false)', "value: Schema.Finite",
       "replace(b, 'advantage', new Float32Array(b.numRows).fill(config.value))"))
     const file = recipe(root, {
       afterRewards: [{ plugin: "./stages/bonus.mjs", config: { bonus: 0.5 } }],
@@ -116,7 +102,7 @@ describe("grpo pipeline in a recipe", () => {
     const root = tempDir("user-stage-gap")
     writeParity(root)
     // Placed after the rollout, it reads the total reward, which only the reward stage after it writes.
-    write(root, "stages/early.mjs", userStage("early", 'new Field("reward", new Float32(), true)', "", "b"))
+    writeModule(root, "stages/early.mjs", userStage("early", 'new Field("reward", new Float32(), true)', "", "b"))
     const lines: Array<string> = []
     const error = await runFail(Run.run(recipe(root, { afterRollout: [{ plugin: "./stages/early.mjs" }] }), { log: (l) => lines.push(l) })) as { _tag: string; problems?: ReadonlyArray<string> }
     expect(error._tag).toBe("ConfigError")

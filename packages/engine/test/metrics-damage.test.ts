@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
 import { run, runFail } from "./helpers.js"
-import { tinyRecipe } from "./tiny-run.js"
+import { tinyRecipe } from "./support/recipes.js"
 
 describe("a bad line in the middle of metrics.jsonl", () => {
   it("is an error naming file and line for resume and report, and nothing is truncated", async () => {

@@ -10,7 +10,7 @@ import { join, relative } from "node:path"
 import { describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
 import { run, runFail } from "./helpers.js"
-import { tinyRecipe } from "./tiny-run.js"
+import { tinyRecipe } from "./support/recipes.js"
 
 /** Every file under `root` with its sha256. */
 const tree = (root: string): Record<string, string> => {

@@ -13,7 +13,7 @@ import * as Run from "../src/Run.js"
 import * as RunDir from "../src/RunDir.js"
 import * as RunLock from "../src/RunLock.js"
 import { run, runFail, tempDir } from "./helpers.js"
-import { tinyRecipe } from "./tiny-run.js"
+import { tinyRecipe } from "./support/recipes.js"
 
 /** Holds `dir`'s lock as a live writer would, until the returned release is called. */
 const hold = async (dir: RunDir.RunDir) => {

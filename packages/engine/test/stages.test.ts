@@ -1,33 +1,25 @@
 import { Backend } from "@r1flow/backend"
 import { Metrics } from "@r1flow/core"
-import { writeFileSync } from "node:fs"
-import { join } from "node:path"
 import { Effect, Schema } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
 import * as Grpo from "../src/stages/grpo.js"
 import { run, tempDir } from "./helpers.js"
+import { arithmetic, testRecipe, tokenizer, writeRecipe } from "./support/recipes.js"
 
 beforeAll(async () => {
   await Backend.init()
 })
 
 /** A test-sized recipe (fresh tiny policy, no pretraining) with the given stages, written to a temp folder. */
-const recipeFile = (prefix: string, stages: ReadonlyArray<unknown>) => {
-  const root = tempDir(prefix)
-  const file = join(root, "recipe.json")
-  writeFileSync(file, JSON.stringify({
+const recipeFile = (prefix: string, stages: ReadonlyArray<unknown>) =>
+  writeRecipe(tempDir(prefix), testRecipe({
     name: prefix,
-    seed: 1,
-    runsDir: join(root, "runs"),
-    task: { kind: "arithmetic", digits: [1, 2], ops: ["+", "-"], train: 16, test: 2 },
+    task: arithmetic(16, 2, ["+", "-"]),
     corpus: { count: 48 },
-    tokenizer: { kind: "compact", base: "cl100k_base", size: 512, splitDigits: true },
-    model: { dModel: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, dFf: 32, maxSeqLen: 128 },
+    tokenizer: { ...tokenizer, splitDigits: true },
     stages
   }))
-  return file
-}
 
 const lastValue = (entries: ReadonlyArray<{ readonly values: Readonly<Record<string, number>> }>, key: string) =>
   entries.map((e) => e.values[key]).filter((v) => v !== undefined).at(-1)
@@ -61,7 +53,7 @@ describe("grpo", () => {
   })
 
   it("dr_grpo's L defaults to sampling.maxNewTokens; an explicit maxCompletionLength is kept", async () => {
-    const decode = (loss: Record<string, unknown>) => run(Effect.flatMap(Schema.decodeUnknownEffect(Grpo.Config)(stage(loss)), (c) => Grpo.updateConfig("g", c, 7)))
+    const decode = (loss: Record<string, unknown>) => run(Effect.map(Schema.decodeUnknownEffect(Grpo.Config)(stage(loss)), (c) => Grpo.updateConfig(c, { padId: 7 })))
     const implied = await decode({})
     expect(implied.loss.lossType).toBe("dr_grpo")
     expect(implied.loss.maxCompletionLength).toBe(5)
