@@ -1,7 +1,8 @@
 /**
- * What every recipe stage runs against: the run's data, tokenizer, policy, randomness, metrics and
- * run directory. One context lives for the whole run; stages read it and may replace the policy
- * (SFT and GRPO train it in place; a stage that loads a teacher swaps it back afterwards).
+ * What every recipe stage runs against: the run's data, tokenizer, policy, progress and run directory
+ * (`Run`), with the run's random streams and metrics as the services core declares (`Rng`, `Metrics`).
+ * One context lives for the whole run; stages read it and may replace the policy (SFT and GRPO train it
+ * in place; `student` swaps in a fresh one).
  */
 import type { Metrics, Rng } from "@r1flow/core"
 import type { Corpus, Task } from "@r1flow/datasets"
@@ -11,7 +12,7 @@ import type * as Recipe from "./Recipe.js"
 import type * as RunCheckpoint from "./RunCheckpoint.js"
 import type * as RunDir from "./RunDir.js"
 import type { Train } from "@r1flow/grpo"
-import { Context as EffectContext, type Effect, Schema } from "effect"
+import { Context as EffectContext, type Effect, type Option, Schema } from "effect"
 
 /** The run's task data: train and held-out prompts, plus the base corpus for pretraining. */
 export interface Data {
@@ -39,11 +40,12 @@ export interface RunContext {
   /** The recipe file's directory: relative plugin paths in the recipe (stages, rewards) resolve from here. */
   readonly recipeDir: string
   readonly dir: RunDir.RunDir
-  readonly rng: Rng.Rng["Service"]
-  readonly metrics: Metrics.Metrics["Service"]
   readonly tokenizer: Codec
   readonly data: Data
-  /** The policy being trained (stages may replace it). */
+  /**
+   * The policy being trained. Mutable on purpose: `student` replaces it (the teacher saved and freed), and
+   * every later stage, the checkpoints and the run's finalizer must see the new one.
+   */
   policy: Transformer.Model
   readonly progress: Progress
   /** Prompt ids for a question under the recipe's template. */
@@ -59,9 +61,22 @@ export interface RunContext {
   readonly checkpointEvery: number
   /** Saves a checkpoint now, with the running stage's trainer state when it has one. */
   readonly checkpoint: (stage: RunCheckpoint.StageState | null) => Effect.Effect<void, StageRunError>
-  /** Set when resuming inside a stage: what its trainer had; the stage takes it once (and clears it). */
-  resume: { readonly trainer: Train.TrainerState | null; readonly reference: Transformer.Model | null } | null
 }
+
+/**
+ * What a checkpoint inside a stage kept of its trainer, handed to that stage (`RecipeStage.run`'s
+ * `resume`) when the run resumes there. `reference` (GRPO's π_ref, when β > 0) is the stage's to free.
+ */
+export interface Resume {
+  readonly trainer: Train.TrainerState | null
+  readonly reference: Transformer.Model | null
+}
+
+/** A stage's resume state: `Option.some` only for the stage a resumed run continues inside. */
+export type Resumed = Option.Option<Resume>
+
+/** The services every recipe stage runs with: the run context and the run's `Rng` and `Metrics`. */
+export type Services = Run | Rng.Rng | Metrics.Metrics
 
 /** Splits step metrics into reproducible ones and wall-clock ones (`perf/*`). */
 export const splitPerf = (values: Readonly<Record<string, number>>): { metrics: Record<string, number>; perf: Record<string, number> } => {

@@ -4,11 +4,11 @@
  * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json` (or
  * where the caller's `save` puts them), the metrics stream, and the terminal.
  */
-import { Batch, Columns, MathAnswer } from "@r1flow/core"
+import { Batch, Columns, MathAnswer, Metrics, RewardStage } from "@r1flow/core"
 import { Countdown, type Task } from "@r1flow/datasets"
 import { Effect, Schema } from "effect"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
-import { Run, StageRunError, type RunContext } from "./Context.js"
+import { Run, StageRunError, type RunContext, type Services } from "./Context.js"
 import type * as Recipe from "./Recipe.js"
 import type { EvalRecord } from "./Report.js"
 import * as RunDir from "./RunDir.js"
@@ -23,7 +23,10 @@ export const Config = Schema.Struct({
   /** k samples per problem. */
   samples: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
   sampling: Sampling.Config,
-  /** Reward plugin that judges correctness (score ≥ 1 is correct); default by task. */
+  /**
+   * Reward plugin that judges correctness (score ≥ 1 is correct); default by task. Its `config` is the
+   * plugin's own, opaque here by design: the plugin's schema decodes it in the stage's `check`, before the run.
+   */
   accuracy: Schema.optionalKey(Schema.Struct({ plugin: Schema.String, config: Schema.optionalKey(Schema.Unknown) })),
   /** Problems per generation batch. */
   batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(64)))
@@ -125,8 +128,21 @@ export const saveInRun: Save = (ctx, record) => {
   return Effect.as(RunDir.write(path, JSON.stringify(record, null, 2)), path)
 }
 
+/** The rewards an evaluation scores with: the accuracy reward (NaN on failure) and the strict format reward. */
+const judges = (task: Recipe.Task, accuracy: Config["accuracy"]): Array<RewardStage.Entry> => [
+  {
+    plugin: accuracy?.plugin ?? Sampling.defaultAccuracy(task),
+    name: "accuracy",
+    ...(accuracy?.config !== undefined ? { config: accuracy.config } : {}),
+    weight: 1,
+    onError: "nan",
+    timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS
+  },
+  { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS }
+]
+
 /** Runs an evaluation of the current policy, records it under `label` and returns it with the file it went to. */
-export const run = (config: Config, label: string, save: Save = saveInRun): Effect.Effect<EvalRecord & { readonly file: string }, StageRunError, Run> =>
+export const run = (config: Config, label: string, save: Save = saveInRun): Effect.Effect<EvalRecord & { readonly file: string }, StageRunError, Services> =>
   Effect.scoped(
     Effect.gen(function*() {
       const ctx: RunContext = yield* Run
@@ -138,15 +154,12 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
       // Rates over zero problems would read as a result (accuracy 0) where there is none.
       if (rows.length === 0) return yield* new StageRunError({ stage: where, message: `the ${config.split} split has no problems to evaluate` })
       const t0 = performance.now()
-      const rewardStage = yield* Sampling.loadRewards(where, [
-        { plugin: config.accuracy?.plugin ?? Sampling.defaultAccuracy(ctx.recipe.task), name: "accuracy", config: config.accuracy?.config, onError: "nan" },
-        { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, onError: "nan" }
-      ])
+      const rewardStage = yield* Sampling.loadRewards(where, judges(ctx.recipe.task, config.accuracy))
       const t = emptyTally()
       const key = voteKey(ctx.recipe.task.kind)
       for (let start = 0; start < rows.length; start += config.batchSize) {
         const chunk = rows.slice(start, start + config.batchSize)
-        const batch = yield* Sampling.rollouts(ctx, chunk, { ...config.sampling, groupSize: config.samples, stream: `eval/${label}`, firstGroup: start, stage: where })
+        const batch = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `eval/${label}`, firstGroup: start, stage: where })
         addChunk(t, yield* Sampling.score(where, rewardStage, batch), chunk, config.samples, key)
       }
       const { correct, formatted, length, n, consCorrect, samples } = t
@@ -165,7 +178,8 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         samples
       }
       const file = yield* save(ctx, record).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` })))
-      yield* ctx.metrics.record(ctx.progress.step, {
+      const metrics = yield* Metrics.Metrics
+      yield* metrics.record(ctx.progress.step, {
         [`eval/${label}/accuracy`]: record.accuracy,
         [`eval/${label}/cons_accuracy`]: record.consAccuracy as number,
         [`eval/${label}/format_rate`]: record.formatRate,

@@ -83,6 +83,10 @@ export const StageEntry = Schema.Struct({
   stage: Schema.String,
   /** A label for logs, metrics and eval files (default: the stage's name). */
   name: Schema.optionalKey(Schema.String),
+  /**
+   * The stage plugin's config. Opaque to the recipe by design (the plugin brings its schema): `Run` decodes it
+   * whole by that schema, then runs the stage's `check`, for every stage before the first one runs.
+   */
   config: Schema.optionalKey(Schema.Unknown)
 })
 

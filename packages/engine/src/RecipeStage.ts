@@ -1,11 +1,12 @@
 /**
  * A recipe stage: one phase of an experiment (pretrain, SFT, GRPO, rejection sampling, eval, or a
- * user's own), provided by a `stage` plugin. `run` works on the shared `RunContext`; a stage that is
- * resumed finds its progress (`stageStep`, `cursor`) in the context and continues from there.
+ * user's own), provided by a `stage` plugin. `run` works on the shared `RunContext` (the `Run` service)
+ * and the run's `Rng` and `Metrics` services; a stage that is resumed finds its progress (`stageStep`,
+ * `cursor`) in the context and what its trainer had in its `resume` argument, and continues from there.
  */
 import { type Config, Plugin } from "@r1flow/core"
-import type { Effect, Schema } from "effect"
-import type { Run, StageRunError } from "./Context.js"
+import { type Effect, Schema } from "effect"
+import type { Resumed, Services, StageRunError } from "./Context.js"
 
 /** Where a stage's config sits, for its `check`. */
 export interface CheckContext {
@@ -19,8 +20,11 @@ export interface CheckContext {
 export interface RecipeStage {
   /** The stage's kind (`grpo`, …); the recipe entry's `name` labels this instance. */
   readonly kind: string
-  /** Runs (or continues) the stage. `label` is the entry's name, for logs, metrics and files. */
-  readonly run: (label: string) => Effect.Effect<void, StageRunError, Run>
+  /**
+   * Runs (or continues) the stage. `label` is the entry's name, for logs, metrics and files; `resume` is
+   * what a checkpoint inside this stage kept of its trainer (`Option.none` unless the run resumes here).
+   */
+  readonly run: (label: string, resume: Resumed) => Effect.Effect<void, StageRunError, Services>
   /**
    * Checks what the config schema cannot: the plugins the stage loads when it runs (rewards) and
    * their own config sections, with unknown keys refused. The run calls it for every stage before
@@ -32,7 +36,12 @@ export interface RecipeStage {
 /** A stage plugin: what a stage package exports by default. */
 export type StagePlugin<C> = Plugin.Plugin<"stage", C, RecipeStage>
 
-/** Defines a stage plugin (the default export of a stage package or module). */
+/**
+ * Defines a stage plugin (the default export of a stage package or module). The run decodes the stage's
+ * whole config with `config` before any stage runs, so the schema should hold every section the stage
+ * reads (nested plugin configs, e.g. a reward's own `config`, stay opaque to it and are decoded by their
+ * plugin's schema in `check`); values the run supplies (the tokenizer's ids, …) are arguments, never keys.
+ */
 export const define = <C>(def: {
   readonly name: string
   readonly version: string
@@ -40,6 +49,13 @@ export const define = <C>(def: {
   readonly config: Schema.Codec<C, any>
   readonly make: (config: C) => RecipeStage
 }): StagePlugin<C> => Plugin.make("stage", def)
+
+/**
+ * A key of a stage's config that the run sets (the tokenizer's ids, …), not the recipe: present in a
+ * recipe, it is refused with `what` sets it (`stages[2].config.update.padId: set by the run (…)`), never
+ * silently overridden either way.
+ */
+export const setByRun = (what: string) => Schema.optionalKey(Schema.Never.annotate({ message: `set by the run (${what}), not by the recipe` }))
 
 /** Checks the object a stage plugin's `make` returned. */
 export const isRecipeStage = (u: unknown): u is RecipeStage =>

@@ -1,18 +1,19 @@
 /**
- * Runs a recipe: decode the config, pick the backend, make the run directory, build the data, the
- * tokenizer and the policy, then run each stage plugin in order and write the report.
+ * Runs a recipe: decode the config (every stage's whole, before anything else), pick the backend, make the
+ * run directory, build the data, the tokenizer and the policy, then run each stage plugin in order with the
+ * run's services (`Run`, `Rng`, `Metrics`) and write the report.
  */
 import { Config as CoreConfig, Metrics, Plugin, Rng } from "@r1flow/core"
 import { Backend } from "@r1flow/backend"
 import { Checkpoint, Transformer } from "@r1flow/model"
 import { Loaders } from "@r1flow/datasets"
 import { Compact, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
-import { Effect } from "effect"
+import { Effect, Layer, Option } from "effect"
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Run as RunService, StageRunError, type RunContext } from "./Context.js"
+import { Run as RunService, StageRunError, type Resumed, type RunContext, type Services } from "./Context.js"
 import * as Compute from "./Compute.js"
 import * as Data from "./Data.js"
 import * as Evaluate from "./Evaluate.js"
@@ -101,7 +102,18 @@ interface Sinks {
 /** The trainer's `metrics.jsonl` and `perf.jsonl`, closed with the scope; only the lock holder opens them. */
 const trainerSinks = (dir: RunDir.RunDir) => Effect.all({ metrics: RunDir.metricsSink(dir.metrics), perf: RunDir.metricsSink(join(dir.root, "perf.jsonl")) })
 
-/** The sinks and state a run (fresh or resumed) shares; `sinks: null` is a standalone eval's context, which writes none of the run's files. */
+/** A run's context, its metrics, and the layer of services its stages run with. */
+interface Session {
+  readonly ctx: RunContext
+  readonly metrics: Metrics.Metrics["Service"]
+  /** `Run` (the context), `Rng` and `Metrics`, as stages `yield*` them. */
+  readonly services: Layer.Layer<Services>
+}
+
+/**
+ * The sinks and state a run (fresh or resumed) shares, and the services over them; `sinks: null` is a
+ * standalone eval's session, which writes none of the run's files.
+ */
 const makeContext = (input: {
   readonly recipe: Recipe.Recipe
   readonly recipePath: string
@@ -122,12 +134,11 @@ const makeContext = (input: {
     const { recipe, dir, sinks } = input
     const recipeHash = RunCheckpoint.hashConfig(input.resolved)
     const keep = recipe.checkpoint?.keep ?? 2
+    const metrics = Metrics.make(sinks === null ? [] : [sinks.metrics], input.metrics)
     const ctx: RunContext = {
       recipe,
       recipeDir: dirname(input.recipePath),
       dir,
-      rng: input.rng,
-      metrics: Metrics.make(sinks === null ? [] : [sinks.metrics], input.metrics),
       tokenizer: input.tokenizer,
       data: input.data,
       policy: input.policy,
@@ -141,13 +152,13 @@ const makeContext = (input: {
       checkpoint: (stage) =>
         sinks === null
           ? Effect.fail(new StageRunError({ stage: "checkpoint", message: "a standalone evaluation writes no checkpoints" }))
-          : Effect.asVoid(RunCheckpoint.save(ctx, { recipeHash, compute: input.compute }, stage, keep)).pipe(
+          : Effect.asVoid(RunCheckpoint.save({ dir, progress: ctx.progress, policy: ctx.policy, rng: input.rng, metrics }, { recipeHash, compute: input.compute }, stage, keep)).pipe(
             Effect.mapError((e) => new StageRunError({ stage: "checkpoint", message: e.message }))
-          ),
-      resume: null
+          )
     }
     yield* Effect.addFinalizer(() => Effect.sync(() => ctx.policy.dispose()))
-    return ctx
+    const services = Layer.mergeAll(Layer.succeed(RunService, ctx), Layer.succeed(Rng.Rng, input.rng), Layer.succeed(Metrics.Metrics, metrics))
+    return { ctx, metrics, services } satisfies Session
   })
 
 /** A recipe stage ready to run: its plugin loaded, its config decoded and checked. */
@@ -158,9 +169,10 @@ interface Prepared {
 }
 
 /**
- * Loads the plugin of every stage from `first` on, decodes its config and runs its `check` (the
- * rewards it will load, their configs), all before anything of the run is made or changed: a typo in
- * the last stage's config must not cost the minutes of the stages before it.
+ * Loads the plugin of every stage from `first` on, decodes its whole config by the plugin's schema and
+ * runs its `check` (the plugins it will load, their own configs), all before anything of the run is made or
+ * changed: a typo in the last stage's config must not cost the minutes of the stages before it. The
+ * recipe's `config` of a stage is opaque until here by design (each plugin brings its schema).
  */
 const prepare = (recipe: Recipe.Recipe, recipePath: string, first: number) =>
   Effect.gen(function*() {
@@ -179,27 +191,31 @@ const prepare = (recipe: Recipe.Recipe, recipePath: string, first: number) =>
     return stages
   })
 
-/** Runs the prepared stages (those from `ctx.progress.stageIndex` on), checkpointing after each, then writes the summary and report. */
-const execute = (ctx: RunContext, stages: ReadonlyArray<Prepared>, manifest: Record<string, unknown>, t0: number) =>
+/**
+ * Runs the prepared stages (those from `ctx.progress.stageIndex` on) with the session's services,
+ * checkpointing after each, then writes the summary and report. `resume` goes to the first of them only.
+ */
+const execute = (session: Session, stages: ReadonlyArray<Prepared>, manifest: Record<string, unknown>, t0: number, resume: Resumed = Option.none()) =>
   Effect.gen(function*() {
+    const { ctx, services } = session
     const { recipe, dir, log } = ctx
-    for (let i = ctx.progress.stageIndex; i < recipe.stages.length; i++) {
+    const first = ctx.progress.stageIndex
+    for (let i = first; i < recipe.stages.length; i++) {
       const { label, plugin, stage } = stages[i - (recipe.stages.length - stages.length)]
       const s0 = performance.now()
       const resumed = ctx.progress.stageStep > 0 ? ` (resumed at its step ${ctx.progress.stageStep})` : ""
       log(`── stage ${i + 1}/${recipe.stages.length}: ${label} (${plugin.name}@${plugin.version})${resumed}`)
-      yield* stage.run(label).pipe(Effect.provideService(RunService, ctx))
+      yield* stage.run(label, i === first ? resume : Option.none()).pipe(Effect.provide(services))
       log(`── ${label} done in ${((performance.now() - s0) / 1000).toFixed(1)} s`)
       ctx.progress.stageIndex = i + 1
       ctx.progress.stageStep = 0
       ctx.progress.cursor = 0
-      ctx.resume = null
       yield* ctx.checkpoint(null)
     }
     const evals = readEvals(dir)
     const seconds = (performance.now() - t0) / 1000
     yield* RunDir.write(join(dir.root, "summary.json"), JSON.stringify({ seconds, evals: evals.map(({ samples: _s, ...e }) => e) }, null, 2))
-    yield* RunDir.write(dir.report, Report.render({ title: `r1flow run ${recipe.name}`, manifest, metrics: ctx.metrics.history(), evals }))
+    yield* RunDir.write(dir.report, Report.render({ title: `r1flow run ${recipe.name}`, manifest, metrics: session.metrics.history(), evals }))
     return { dir, recipe, backend: manifest.backend as Backend.Info, evals, seconds } satisfies Result
   })
 
@@ -210,6 +226,10 @@ const initBackend = (recipe: Recipe.Recipe) => {
     catch: (e) => fail("backend")(e instanceof Error ? e : new Error(String(e)))
   })
 }
+
+/** The recipe's task data and, for generated tasks, its base corpus. */
+const buildData = (recipe: Recipe.Recipe) =>
+  Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
 
 const jsonLines = (entries: ReadonlyArray<Metrics.Entry>) => entries.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join("")
 
@@ -225,7 +245,7 @@ export const run = (path: string, options: Options = {}) =>
     const stages = yield* prepare(recipe, recipePath, 0)
     const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
-    const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
+    const data = yield* buildData(recipe)
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
     const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data), (t) => Effect.sync(() => t.codec.free()))
     const rng = Rng.makeService(recipe.seed)
@@ -254,8 +274,8 @@ export const run = (path: string, options: Options = {}) =>
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }
     yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
-    const ctx = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir), compute: Compute.of(backend) })
-    return yield* execute(ctx, stages, manifest, t0)
+    const session = yield* makeContext({ recipe, recipePath, resolved, dir, data, tokenizer, rng, policy, progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 }, metrics: [], log, sinks: yield* trainerSinks(dir), compute: Compute.of(backend) })
+    return yield* execute(session, stages, manifest, t0)
   }).pipe(Effect.scoped)
 
 /**
@@ -310,12 +330,68 @@ const finishedRun = (dir: RunDir.RunDir, recipe: Recipe.Recipe, manifest: Record
     return { checkpoint: basename(found.success.dir), result }
   })
 
+/** Frees what a restored checkpoint holds (policy, reference), for a resume refused after reading it. */
+const disposeRestored = (restored: RunCheckpoint.Restored) =>
+  Effect.sync(() => {
+    restored.policy.dispose()
+    restored.reference?.dispose()
+  })
+
+/**
+ * The checkpoint to resume from, verified and read, and `perf.jsonl`'s entries. Damage inside the metrics
+ * files (not a torn tail) is refused first, before the cut-back (`cutBack`) rewrites them.
+ */
+const readCheckpoint = (dir: RunDir.RunDir, manifest: Record<string, unknown>, log: (line: string) => void) =>
+  Effect.gen(function*() {
+    yield* RunDir.readMetrics(dir.metrics)
+    const perf = yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
+    const found = yield* RunCheckpoint.latest(dir.checkpoints)
+    if (found.notice !== null) log(`notice: ${found.notice}`)
+    const restored = yield* RunCheckpoint.load(found.dir, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    return { checkpoint: found.dir, restored, perf: perf.entries }
+  })
+
+/** Refuses a checkpoint whose policy is not of the recipe's shape, unless a `student` stage or a starting checkpoint set the shape. */
+const checkShape = (recipe: Recipe.Recipe, restored: RunCheckpoint.Restored, vocabSize: number, checkpoint: string) =>
+  Effect.gen(function*() {
+    const studentBefore = recipe.stages.slice(0, restored.state.progress.stageIndex + 1).some((s) => s.stage === "student")
+    const expected = Recipe.modelConfig(recipe.model, vocabSize)
+    const got = restored.policy.config
+    if (studentBefore || recipe.model.checkpoint !== undefined || (Object.keys(expected) as Array<keyof typeof expected>).every((k) => expected[k] === got[k])) return
+    yield* disposeRestored(restored)
+    return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, reason: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
+  })
+
+/**
+ * Metrics after the checkpoint came from the stopped run; the resumed run writes them again. perf.jsonl is
+ * not in the checkpoint: its lines up to the checkpoint's step are (each step's are written before its
+ * checkpoint). Stale `latest` temp files of dead writers go too.
+ */
+const cutBack = (dir: RunDir.RunDir, restored: RunCheckpoint.Restored, perf: ReadonlyArray<Metrics.Entry>) =>
+  Effect.gen(function*() {
+    yield* RunDir.write(dir.metrics, jsonLines(restored.state.metrics))
+    yield* RunDir.write(join(dir.root, "perf.jsonl"), jsonLines(perf.filter((e) => e.step <= restored.state.progress.step)))
+    yield* Effect.try({ try: () => RunCheckpoint.removeStaleLatest(dir.checkpoints), catch: (e) => new RunDir.RunDirError({ path: dir.checkpoints, message: (e as Error).message }) })
+  })
+
+/** What the stage the run resumes inside gets of its trainer; none for a checkpoint taken between stages. */
+const resumeState = (restored: RunCheckpoint.Restored): Resumed =>
+  restored.trainer !== null || restored.reference !== null ? Option.some({ trainer: restored.trainer, reference: restored.reference }) : Option.none()
+
+/** The line that says where the run resumes. */
+const resumingLine = (dir: RunDir.RunDir, recipe: Recipe.Recipe, restored: RunCheckpoint.Restored) => {
+  const { stageIndex, step } = restored.state.progress
+  const at = stageIndex < recipe.stages.length ? `stage ${stageIndex + 1}/${recipe.stages.length}` : `all ${recipe.stages.length} stages done; writing the summary and report`
+  return `resuming ${dir.root} from ${restored.name} (global step ${step}, ${at})`
+}
+
 /**
  * Continues the run in `root` from its latest checkpoint. The checkpoint is verified and read before
  * anything of the run is changed, and refused when made on other maths than this process's (see
  * `ResumeOptions.allowBackendChange`); metrics written after it (by the run that stopped) are cut back to it.
  * The run continues with the config recorded in its manifest: edits to the recipe file since it started
- * are named in a notice and not applied. A finished run is reported as such and left untouched.
+ * are named in a notice and not applied. A finished run is reported as such and left untouched. The stage
+ * it resumes inside is handed its trainer's saved state (`RecipeStage.run`'s `resume`).
  */
 export const resume = (root: string, options: ResumeOptions = {}) =>
   Effect.gen(function*() {
@@ -335,54 +411,20 @@ export const resume = (root: string, options: ResumeOptions = {}) =>
     if (stale !== null) log(RunLock.tookOver(stale))
     const drift = yield* recipeDrift(manifest)
     if (drift !== null) log(drift)
-    // Damage inside the metrics files (not a torn tail) is refused here, before the cut-back below rewrites them.
-    yield* RunDir.readMetrics(dir.metrics)
-    const perf = yield* RunDir.readMetrics(join(dir.root, "perf.jsonl"))
-    const found = yield* RunCheckpoint.latest(dir.checkpoints)
-    if (found.notice !== null) log(`notice: ${found.notice}`)
-    const checkpoint = found.dir
-    const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
-    const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(
-      Effect.tapError(() =>
-        Effect.sync(() => {
-          restored.policy.dispose()
-          restored.reference?.dispose()
-        })
-      )
-    )
+    const { checkpoint, restored, perf } = yield* readCheckpoint(dir, manifest, log)
+    const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(Effect.tapError(() => disposeRestored(restored)))
     const backend = yield* initBackend(recipe)
-    const compute = yield* checkCompute(checkpoint, restored, manifest, backend, options.allowBackendChange === true, log).pipe(
-      Effect.tapError(() =>
-        Effect.sync(() => {
-          restored.policy.dispose()
-          restored.reference?.dispose()
-        })
-      )
-    )
-    const at = restored.state.progress.stageIndex < recipe.stages.length
-      ? `stage ${restored.state.progress.stageIndex + 1}/${recipe.stages.length}`
-      : `all ${recipe.stages.length} stages done; writing the summary and report`
-    log(`resuming ${dir.root} from ${restored.name} (global step ${restored.state.progress.step}, ${at})`)
-    const data = yield* Data.build(recipe.task, recipe.seed, { corpusSize: recipe.corpus?.count ?? 0, ...(recipe.corpus?.wrongFraction !== undefined ? { wrongFraction: recipe.corpus.wrongFraction } : {}) })
+    const compute = yield* checkCompute(checkpoint, restored, manifest, backend, options.allowBackendChange === true, log).pipe(Effect.tapError(() => disposeRestored(restored)))
+    log(resumingLine(dir, recipe, restored))
+    const data = yield* buildData(recipe)
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
-    const studentBefore = recipe.stages.slice(0, restored.state.progress.stageIndex + 1).some((s) => s.stage === "student")
-    const expected = Recipe.modelConfig(recipe.model, tokenizer.vocabSize)
-    const got = restored.policy.config
-    if (!studentBefore && recipe.model.checkpoint === undefined && (Object.keys(expected) as Array<keyof typeof expected>).some((k) => expected[k] !== got[k])) {
-      restored.policy.dispose()
-      return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, reason: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
-    }
+    yield* checkShape(recipe, restored, tokenizer.vocabSize, checkpoint)
     const rng = Rng.makeService(recipe.seed)
     yield* rng.restore(restored.state.rng)
-    // Metrics after the checkpoint came from the stopped run; the resumed run writes them again. perf.jsonl is
-    // not in the checkpoint: its lines up to the checkpoint's step are (each step's are written before its checkpoint).
-    yield* RunDir.write(dir.metrics, jsonLines(restored.state.metrics))
-    yield* RunDir.write(join(dir.root, "perf.jsonl"), jsonLines(perf.entries.filter((e) => e.step <= restored.state.progress.step)))
-    yield* Effect.try({ try: () => RunCheckpoint.removeStaleLatest(dir.checkpoints), catch: (e) => new RunDir.RunDirError({ path: dir.checkpoints, message: (e as Error).message }) })
-    const ctx = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir), compute })
-    ctx.resume = restored.trainer !== null || restored.reference !== null ? { trainer: restored.trainer, reference: restored.reference } : null
-    yield* Data.checkFits(data, ctx)
-    return yield* execute(ctx, stages, manifest, t0)
+    yield* cutBack(dir, restored, perf)
+    const session = yield* makeContext({ recipe, recipePath, resolved: manifest.recipe, dir, data, tokenizer, rng, policy: restored.policy, progress: { ...restored.state.progress }, metrics: restored.state.metrics, log, sinks: yield* trainerSinks(dir), compute })
+    yield* Data.checkFits(data, session.ctx)
+    return yield* execute(session, stages, manifest, t0, resumeState(restored))
   }).pipe(Effect.scoped)
 
 /** Every `evals/*.json` of a run, in step order. */
@@ -456,7 +498,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
     restored.reference?.dispose()
     const backend = yield* initBackend(recipe)
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
-    const ctx = yield* makeContext({
+    const session = yield* makeContext({
       recipe,
       recipePath: String(manifest.recipeFile ?? dir.manifest),
       resolved: manifest.recipe,
@@ -482,5 +524,5 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       },
       label,
       saveStandalone
-    ).pipe(Effect.provideService(RunService, ctx))
+    ).pipe(Effect.provide(session.services))
   }).pipe(Effect.scoped)

@@ -153,9 +153,15 @@ const prune = (checkpoints: string, current: string, keep: number) => {
   }
 }
 
+/** What a checkpoint saves of a run: its folder, progress and policy, the state of its random streams, its metrics so far. */
+export interface Saved extends Pick<RunContext, "dir" | "progress" | "policy"> {
+  readonly rng: Rng.Rng["Service"]
+  readonly metrics: Metrics.Metrics["Service"]
+}
+
 /** Saves the run's state (and `stage`'s trainer, when given) as checkpoint `step-N`, keeping the newest `keep`. */
 export const save = (
-  ctx: RunContext,
+  ctx: Saved,
   made: { readonly recipeHash: string; readonly compute: Compute.Compute },
   stage: StageState | null,
   keep: number

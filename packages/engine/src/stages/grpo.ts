@@ -5,11 +5,11 @@
  * the trainer, and runs the schedule: draw prompts at the data cursor, step, record, write the step's
  * rollouts to `rollouts/step-NNNNNN.arrow`, evaluate every `evalEvery` steps, checkpoint.
  */
-import { Batch, Config as CoreConfig, UserStage } from "@r1flow/core"
+import { Batch, Config as CoreConfig, Metrics, RewardStage, Rng, UserStage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Step, Update } from "@r1flow/grpo"
 import { Rollout, Transformer } from "@r1flow/model"
-import { Effect, Schema } from "effect"
-import { Run, splitPerf, StageRunError, type RunContext } from "../Context.js"
+import { Effect, Option, Schema, Struct } from "effect"
+import { Run, splitPerf, StageRunError, type Resumed, type RunContext } from "../Context.js"
 import * as Evaluate from "../Evaluate.js"
 import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
@@ -17,7 +17,20 @@ import * as RecipeStage from "../RecipeStage.js"
 import * as RunDir from "../RunDir.js"
 import * as Sampling from "../Sampling.js"
 
-/** GRPO stage config. */
+/**
+ * The stage's `update` section: `Update.Config` less what the run supplies. `padId` is the tokenizer's
+ * end of text; a recipe that sets it is refused, naming why, where it used to win over the tokenizer's.
+ */
+export const UpdateSection = Update.Config.mapFields((fields) => ({
+  ...Struct.omit(fields, ["padId"]),
+  padId: RecipeStage.setByRun("the tokenizer's end-of-text id")
+}))
+
+/**
+ * GRPO stage config, decoded whole (its `update` and `rewards` sections included) before any stage of the
+ * run starts. Opaque by design, and decoded by their plugin's own schema in `check`: each reward's and
+ * user stage's `config`, and the eval's accuracy reward's.
+ */
 export const Config = Schema.Struct({
   steps: Schema.Int.check(Schema.isGreaterThan(0)),
   /** Prompts (groups) per step. */
@@ -26,9 +39,9 @@ export const Config = Schema.Struct({
   groupSize: Schema.Int.check(Schema.isGreaterThan(1)),
   sampling: Sampling.Config,
   /** Reward plugins with weights and failure policy (see `RewardStage.Entry`). */
-  rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
+  rewards: Schema.Array(RewardStage.Entry).check(Schema.isMinLength(1)),
   advantages: Advantages.Config.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
-  update: Schema.Unknown.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
+  update: UpdateSection.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** DAPO dynamic sampling: keep drawing until `targetGroups` groups have reward variance. */
   dynamicSampling: Schema.optionalKey(DynamicSampling.Config),
   /** User stages (`UserStage`) after the rollout, e.g. a filter; they run on every draw, before the rewards. */
@@ -45,25 +58,29 @@ export const Config = Schema.Struct({
 /** GRPO stage config. */
 export type Config = typeof Config.Type
 
+/** What the run supplies to the update: the tokenizer's `padId`. */
+export interface UpdateRun {
+  readonly padId: number
+}
+
 const fail = (stage: string) => (e: { readonly message: string }) => new StageRunError({ stage, message: e.message, cause: e })
 
 /**
- * The policy update's config: the stage's `update` section decoded, then what the stage itself knows set
- * explicitly where the section leaves it out: the tokenizer's `padId`, dr_grpo's constant L
- * (`loss.maxCompletionLength`) = `sampling.maxNewTokens`, the longest completion the sampler writes (Dr. GRPO's
- * generation budget), and the schedule's `totalSteps` = steps × iterations. The temperature is not here: it
- * comes with each rollouts batch (`Batch.logprobTemperature`).
+ * The policy update's config: the stage's decoded `update` section, with what follows from the rest of the
+ * stage where the section leaves it out: dr_grpo's constant L (`loss.maxCompletionLength`) =
+ * `sampling.maxNewTokens`, the longest completion the sampler writes (Dr. GRPO's generation budget), and the
+ * schedule's `totalSteps` = steps × iterations; and the run's `padId` (the section cannot hold one). The
+ * temperature is not here: it comes with each rollouts batch (`Batch.logprobTemperature`).
  */
-export const updateConfig = (label: string, config: Config, padId: number): Effect.Effect<Update.Config, StageRunError> =>
-  Effect.map(
-    Schema.decodeUnknownEffect(Update.Config)(config.update).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `update: ${e.message}` }))),
-    (update) => ({
-      ...update,
-      padId: (config.update as { readonly padId?: unknown }).padId === undefined ? padId : update.padId,
-      loss: { ...update.loss, maxCompletionLength: update.loss.maxCompletionLength ?? config.sampling.maxNewTokens },
-      optimizer: { ...update.optimizer, totalSteps: update.optimizer.totalSteps ?? config.steps * update.iterations }
-    })
-  )
+export const updateConfig = (config: Config, run: UpdateRun): Update.Config => {
+  const update = config.update
+  return {
+    ...update,
+    loss: { ...update.loss, maxCompletionLength: update.loss.maxCompletionLength ?? config.sampling.maxNewTokens },
+    optimizer: { ...update.optimizer, totalSteps: update.optimizer.totalSteps ?? config.steps * update.iterations },
+    padId: run.padId
+  }
+}
 
 /** The user stages of `config`, loaded from `from` (errors at `<where>.afterRollout[i]…`). */
 const userStages = (config: Config, where: string, from: string) =>
@@ -86,11 +103,10 @@ const checkPipeline = (config: Config, rewardNames: ReadonlyArray<string>, { whe
       advantages: config.advantages
     }).pipe(Effect.mapError((e) => new CoreConfig.ConfigError({ source: "pipeline", problems: e.message.split("\n").map((line) => `${where}: ${line}`) }))))
 
-/** Before the run: the rewards (plugins and their configs), `update`, the eval's accuracy reward, unknown keys refused, and the pipeline. */
+/** Before the run, what the schema cannot see: the reward plugins and their configs, the eval's accuracy reward, and the pipeline. */
 const check = (config: Config, at: RecipeStage.CheckContext) =>
   Effect.gen(function*() {
     const rewardNames = yield* Sampling.checkRewardNames(config.rewards, at.where, at.from)
-    yield* CoreConfig.decode(Update.Config, config.update, { source: "plugin grpo", prefix: `${at.where}.update` })
     yield* Sampling.checkAccuracy(config.eval?.accuracy, `${at.where}.eval`, at.from)
     yield* checkPipeline(config, rewardNames, at)
   })
@@ -98,23 +114,23 @@ const check = (config: Config, at: RecipeStage.CheckContext) =>
 /** The step over this run's parts: rewards, user stages, trainer, then the rollout (its stream opens after the trainer's, as it always has). */
 const makeStep = (label: string, config: Config, ctx: RunContext) =>
   Effect.gen(function*() {
+    const rng = yield* Rng.Rng
     const rewards = yield* Sampling.loadRewards(label, config.rewards)
     const user = yield* userStages(config, label, ctx.recipeDir).pipe(Effect.mapError(fail(label)))
-    const update = yield* updateConfig(label, config, ctx.tokenizer.specialIds.eot)
-    const trainer = yield* Update.make(ctx.policy, update, ctx.rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
-    const rollout = Sampling.rolloutStage(ctx, { ...config.sampling, groupSize: config.groupSize, stream: `${label}/rollout` })
+    const update = updateConfig(config, { padId: ctx.tokenizer.specialIds.eot })
+    const trainer = yield* Update.make(ctx.policy, update, rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
+    const rollout = yield* Sampling.rolloutStage(ctx, config.sampling, { groupSize: config.groupSize, stream: `${label}/rollout` })
     const step = yield* Step.make({ rollout, rewards, ...user, advantages: config.advantages, dynamicSampling: config.dynamicSampling, trainer }).pipe(
       Effect.mapError(fail(label))
     )
     return { step, rewardNames: rewards.names }
   })
 
-/** Hands the trainer what a resumed run saved of it (once: the slot is cleared). */
-const resume = (label: string, ctx: RunContext, trainer: Update.Trainer) =>
+/** Hands the trainer what the checkpoint the run resumes from kept of it; the saved reference is freed once copied. */
+const resumeTrainer = (label: string, resume: Resumed, trainer: Update.Trainer) =>
   Effect.gen(function*() {
-    const saved = ctx.resume
-    if (saved === null) return
-    ctx.resume = null
+    if (Option.isNone(resume)) return
+    const saved = resume.value
     if (saved.trainer !== null) yield* trainer.importState(saved.trainer).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `resuming: ${e.message}` })))
     const ref = trainer.reference()
     if (saved.reference !== null && ref !== null) Transformer.copyWeights(saved.reference, ref)
@@ -137,6 +153,34 @@ const promptSource = (ctx: RunContext, config: Config, label: string) => {
 const stepError = (label: string) => (e: Step.StepError) =>
   new StageRunError({ stage: label, message: e._tag === "StageError" ? `${e.stage}: ${e.message}` : e.message, cause: e })
 
+/** Runs (or continues) the schedule: step, record, save the rollouts, evaluate and checkpoint when due. */
+const train = (label: string, config: Config, resume: Resumed) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const ctx = yield* Run
+      const metrics = yield* Metrics.Metrics
+      const { step, rewardNames } = yield* makeStep(label, config, ctx)
+      yield* resumeTrainer(label, resume, step.trainer)
+      const prompts = promptSource(ctx, config, label)
+      const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
+      let tokens = 0
+      for (let s = ctx.progress.stageStep; s < config.steps; s++) {
+        const { batch, metrics: stepMetrics } = yield* step.run(prompts).pipe(Effect.mapError(stepError(label)))
+        ctx.progress.stageStep = s + 1
+        ctx.progress.step++
+        tokens += stepMetrics[GrpoMetrics.numTokens] ?? 0
+        const { metrics: values, perf } = splitPerf(stepMetrics)
+        yield* metrics.record(ctx.progress.step, values)
+        ctx.perf(ctx.progress.step, perf)
+        if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, ctx.progress.step, batch).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
+        report(s, [["reward", values.reward], [rewardNames[0], values[GrpoMetrics.rewardMean(rewardNames[0])]], ["kl", values.kl], ["len", values[GrpoMetrics.completionMeanLength]]], tokens)
+        const more = s + 1 < config.steps
+        if (more && config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0) yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
+        if (more && ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0) yield* ctx.checkpoint({ trainer: step.trainer.exportState(), reference: step.trainer.reference() })
+      }
+    })
+  )
+
 const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   name: "grpo",
   version: "0.1.0",
@@ -145,31 +189,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   make: (config) => ({
     kind: "grpo",
     check: (at) => check(config, at),
-    run: (label) =>
-      Effect.scoped(
-        Effect.gen(function*() {
-          const ctx = yield* Run
-          const { step, rewardNames } = yield* makeStep(label, config, ctx)
-          yield* resume(label, ctx, step.trainer)
-          const prompts = promptSource(ctx, config, label)
-          const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
-          let tokens = 0
-          for (let s = ctx.progress.stageStep; s < config.steps; s++) {
-            const { batch, metrics } = yield* step.run(prompts).pipe(Effect.mapError(stepError(label)))
-            ctx.progress.stageStep = s + 1
-            ctx.progress.step++
-            tokens += metrics[GrpoMetrics.numTokens] ?? 0
-            const { metrics: values, perf } = splitPerf(metrics)
-            yield* ctx.metrics.record(ctx.progress.step, values)
-            ctx.perf(ctx.progress.step, perf)
-            if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, ctx.progress.step, batch).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
-            report(s, [["reward", values.reward], [rewardNames[0], values[GrpoMetrics.rewardMean(rewardNames[0])]], ["kl", values.kl], ["len", values[GrpoMetrics.completionMeanLength]]], tokens)
-            const more = s + 1 < config.steps
-            if (more && config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0) yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
-            if (more && ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0) yield* ctx.checkpoint({ trainer: step.trainer.exportState(), reference: step.trainer.reference() })
-          }
-        })
-      )
+    run: (label, resume) => train(label, config, resume)
   })
 })
 

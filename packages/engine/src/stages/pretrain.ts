@@ -32,7 +32,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   config: Config,
   make: (config) => ({
     kind: "pretrain",
-    run: (label) =>
+    run: (label, resume) =>
       Effect.gen(function*() {
         const ctx = yield* Run
         if (ctx.data.corpus.length === 0) {
@@ -56,10 +56,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         if (cut > 0) ctx.log(`[${label}] ${cut} of ${docs.length} documents were longer than maxSeqLen ${max} and were cut`)
         // Next-token loss on every token after the first: the first token is the "prompt".
         const pairs = docs.map((d) => ({ prompt: d.subarray(0, 1), completion: d.subarray(1) }))
-        yield* Training.sft(ctx, label, {
-          ...config,
-          draw: Prompts.sampler(pairs, ctx.recipe.seed, `${label}/data`)
-        })
+        yield* Training.sft(ctx, label, config, Prompts.sampler(pairs, ctx.recipe.seed, `${label}/data`), resume)
       })
   })
 })

@@ -4,7 +4,7 @@
  * score ≥ its threshold), drop duplicates, and write the survivors as an SFT set
  * (`sft/<label>.arrow`: prompt, completion, prompt_ids, completion_ids) for a later `sft` stage.
  */
-import { Batch, Columns } from "@r1flow/core"
+import { Batch, Columns, Metrics, RewardStage } from "@r1flow/core"
 import { Sft } from "@r1flow/grpo"
 import { Field, Schema as ArrowSchema, Utf8, type Float32, type Vector, type Utf8 as Utf8T } from "apache-arrow"
 import { Effect, Schema } from "effect"
@@ -23,8 +23,8 @@ export const Config = Schema.Struct({
   /** k completions per prompt. */
   samples: Schema.Int.check(Schema.isGreaterThan(0)),
   sampling: Sampling.Config,
-  /** Rewards a completion must pass: score ≥ `thresholds[name]` (default 1). */
-  rewards: Schema.Array(Schema.Unknown).check(Schema.isMinLength(1)),
+  /** Rewards a completion must pass: score ≥ `thresholds[name]` (default 1). Each entry's own `config` is its plugin's, decoded in `check`. */
+  rewards: Schema.Array(RewardStage.Entry).check(Schema.isMinLength(1)),
   thresholds: Schema.optionalKey(Schema.Record(Schema.String, Schema.Finite)),
   /** Keep only completions that ended by themselves (finish reason `stop`), as R1 does; false also keeps cut ones. */
   requireStop: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
@@ -63,7 +63,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           let sampled = 0
           for (let start = 0; start < rows.length; start += config.batchSize) {
             const chunk = rows.slice(start, start + config.batchSize)
-            const rollouts = yield* Sampling.rollouts(ctx, chunk, { ...config.sampling, groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
+            const rollouts = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
             const scored = yield* Sampling.score(label, rewardStage, rollouts)
             const scores = rewardStage.names.map((n) => ({ n, v: Columns.float32Values(scored.getChild(Batch.rewardColumn(n)) as Vector<Float32>) }))
             const completions = Array.from(scored.getChild("completion") as Vector<Utf8T>, (s) => s ?? "")
@@ -100,7 +100,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           mkdirSync(join(ctx.dir.root, "sft"), { recursive: true })
           const path = pathOf(ctx.dir.root, label)
           yield* RunDir.write(path, (yield* Effect.sync(() => RunDir.ipcFile(set)))).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })))
-          yield* ctx.metrics.record(ctx.progress.step, { [`${label}/kept`]: kept.prompt.length, [`${label}/sampled`]: sampled, [`${label}/accept_rate`]: kept.prompt.length / sampled })
+          yield* (yield* Metrics.Metrics).record(ctx.progress.step, { [`${label}/kept`]: kept.prompt.length, [`${label}/sampled`]: sampled, [`${label}/accept_rate`]: kept.prompt.length / sampled })
           ctx.log(`[${label}] kept ${kept.prompt.length} of ${sampled} sampled completions (${(100 * kept.prompt.length / sampled).toFixed(1)} %) → ${path}`)
         })
       )

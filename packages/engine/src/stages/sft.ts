@@ -66,7 +66,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   config: Config,
   make: (config) => ({
     kind: "sft",
-    run: (label) =>
+    run: (label, resume) =>
       Effect.gen(function*() {
         const ctx = yield* Run
         const data = yield* pairs(ctx, label, config.source)
@@ -75,8 +75,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         const fits = data.filter((d) => d.prompt.length + d.completion.length <= max)
         if (fits.length < data.length) ctx.log(`[${label}] skipped ${data.length - fits.length} of ${data.length} pairs longer than maxSeqLen ${max}`)
         if (fits.length === 0) return yield* new StageRunError({ stage: label, message: `every pair is longer than maxSeqLen ${max}` })
-        const { source: _source, ...training } = config
-        yield* Training.sft(ctx, label, { ...training, draw: Prompts.sampler(fits, ctx.recipe.seed, `${label}/data`) })
+        yield* Training.sft(ctx, label, config, Prompts.sampler(fits, ctx.recipe.seed, `${label}/data`), resume)
       })
   })
 })

@@ -2,6 +2,7 @@
  * `student`: starts a fresh policy of another shape (distillation's student). The current policy
  * (the teacher) is saved to `checkpoints/<label>-teacher/` first, so nothing trained is lost.
  */
+import { Rng } from "@r1flow/core"
 import { Checkpoint, Transformer } from "@r1flow/model"
 import { Effect, Schema } from "effect"
 import { join } from "node:path"
@@ -26,8 +27,9 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         yield* Checkpoint.save(join(ctx.dir.checkpoints, `${label}-teacher`), ctx.policy).pipe(
           Effect.mapError((e) => new StageRunError({ stage: label, message: e.message }))
         )
+        const rng = yield* Rng.Rng
         const teacher = ctx.policy
-        ctx.policy = Transformer.init(Recipe.modelConfig(config.model, ctx.tokenizer.vocabSize), ctx.rng.stream(`${label}/init`))
+        ctx.policy = Transformer.init(Recipe.modelConfig(config.model, ctx.tokenizer.vocabSize), rng.stream(`${label}/init`))
         teacher.dispose()
         ctx.progress.stageStep = 1
         ctx.log(`[${label}] teacher saved; student has ${Transformer.parameterCount(ctx.policy).toLocaleString("en-US")} parameters`)
