@@ -1,9 +1,15 @@
 /**
- * The clipped GRPO surrogate with a k3 KL penalty (DeepSeekMath eq. 3, DeepSeek-R1 eq. 1), per token:
+ * The GRPO loss with a k3 KL penalty (DeepSeekMath eq. 3, DeepSeek-R1 eq. 1), per token:
  *
- *   ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t}) = exp(logp − old)
- *   ℓ_{i,t} = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β · KL_{i,t}
+ *   ℓ_{i,t} = w_{i,t} · h_{i,t} · p_{i,t} + β · KL_{i,t} − c · H_{i,t}
+ *   p_{i,t} = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i),  ρ = exp(logp − old)   (`objective`: `Objective`)
  *   KL_{i,t} = π_ref / π_θ − log(π_ref / π_θ) − 1 = exp(ref − logp) − (ref − logp) − 1      (k3, unbiased, ≥ 0)
+ *
+ * where, each off (= 1 or 0) unless its key is set:
+ *   w = min(π_old^trainer / π_sampler, C)  `tisCap` = C: truncated importance sampling (TIS; verl, TRL), a constant
+ *   h = [H_{i,t} ≥ H_(k)]                  `entropyTopQuantile` = q: only the top-q entropy tokens ("Beyond the 80/20
+ *                                          rule", Wang et al. 2025); H_(k) the k-th largest, k = ⌈q · Σ m⌉
+ *   c                                      `entropyCoef`: entropy bonus, H = token entropy of π_θ (verl `entropy_coeff`)
  *
  * and then aggregated over the tokens of the optimizer step's batch by `lossType` (m = completion mask,
  * N = sequences in the optimizer step, K = micro-batches it is accumulated over, L = max completion length):
@@ -20,9 +26,14 @@
  * - `epsilon_high` may differ from `epsilon` (DAPO clip-higher); the paper has one ε.
  * - The paper's 1/|o_i| per-sequence normalisation is only the `grpo` variant; the others follow TRL / DAPO / Dr. GRPO.
  * - KL is added per token and aggregated with the same rule as the surrogate (as in TRL), not kept as a separate mean.
+ * - w and h weight the policy term only (as verl and TRL apply TIS). w is a constant made by the update, which then
+ *   takes π_old from its own forward pass (`UpdateBatch.truncatedIs`; verl's recomputed `old_log_prob`). h keeps the
+ *   denominators (Σ m counts dropped tokens, as Wang et al.'s 1/Σ|o_i|); its quantile is over the micro-batch's
+ *   tokens (the paper: "the batch"), so it depends on `microBatchSize` (unset: the minibatch). Ties are kept.
  */
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Schema } from "effect"
+import * as Objective from "./Objective.js"
 
 /** How per-token losses are aggregated (see the module doc for the formulas). */
 export const LossType = Schema.Literals(["grpo", "bnpo", "dr_grpo", "dapo"])
@@ -38,7 +49,17 @@ export const Config = Schema.Struct({
   epsilon: positive.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0.2))),
   epsilonHigh: Schema.optionalKey(positive),
   beta: nonNegative.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
-  maxCompletionLength: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0)))
+  maxCompletionLength: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** The policy term: `clip` (GRPO), `gspo`, `cispo` (`Objective`). */
+  objective: Objective.Objective.pipe(Schema.withDecodingDefaultKey(Effect.succeed("clip" as const))),
+  /** Dual-clip's δ > 1: for Â < 0 the loss is at most −δÂ (`Objective`). Unset: off. */
+  delta: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThan(1))),
+  /** C of truncated importance sampling, w = min(π_old^trainer / π_sampler, C). Unset: off (π_old = the sampler's). */
+  tisCap: Schema.optionalKey(positive),
+  /** c: the loss subtracts c · H per token (negative c minimises entropy). */
+  entropyCoef: Schema.Finite.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  /** q ∈ (0, 1]: the policy term keeps only the top-q entropy tokens of each micro-batch. Unset: all tokens. */
+  entropyTopQuantile: Schema.optionalKey(Schema.Finite.check(Schema.isGreaterThan(0), Schema.isLessThanOrEqualTo(1)))
 })
 /** Loss configuration. */
 export type Config = typeof Config.Type
@@ -47,11 +68,15 @@ export type Config = typeof Config.Type
 export interface Input {
   /** log π_θ of the taken tokens; the gradient flows through this one only. */
   readonly logprobs: tf.Tensor2D
-  /** log π_old of the same tokens (from the rollout). */
+  /** log π_old of the same tokens (the rollout's; under TIS the trainer's own, `UpdateBatch.truncatedIs`). */
   readonly oldLogprobs: tf.Tensor2D
   /** log π_ref of the same tokens, or null when β = 0. */
   readonly refLogprobs: tf.Tensor2D | null
   readonly advantages: tf.Tensor1D
+  /** TIS weights w `[B, T]` (constants), when `tisCap` is set. */
+  readonly isWeights?: tf.Tensor2D | undefined
+  /** Token entropy H of π_θ `[B, T]`; read only when `entropyCoef` ≠ 0 or `entropyTopQuantile` is set. */
+  readonly entropy?: tf.Tensor2D
   /** 1 on completion tokens that count, 0 on prompt, padding and masked (truncated) completions. */
   readonly mask: tf.Tensor2D
 }
@@ -77,13 +102,23 @@ export interface Output {
   readonly clipHigh: tf.Scalar
   /** clipLow + clipHigh. */
   readonly clipRegion: tf.Scalar
+  /** Fraction of tokens where dual-clip's bound −δÂ applied; null without `delta`. */
+  readonly dualClip: tf.Scalar | null
 }
 
-/** Checks the config is complete for its loss type. */
+/** Checks the config is complete for its loss type and objective. */
 export const validate = (config: Config): string | undefined =>
   config.lossType === "dr_grpo" && config.maxCompletionLength === undefined
     ? "lossType \"dr_grpo\" needs maxCompletionLength (the constant L in Σ m ℓ / (N · L))"
-    : undefined
+    : Objective.validate(config)
+
+/** h: 1 on the tokens whose entropy is among the top ⌈q · Σ m⌉ of the micro-batch's counted tokens. */
+const topEntropyMask = (entropy: tf.Tensor2D, mask: tf.Tensor2D, q: number): tf.Tensor2D => {
+  const h = entropy.dataSync(), m = mask.dataSync()
+  const counted = Array.from(h).filter((_, i) => m[i] > 0).sort((a, b) => b - a)
+  const threshold = counted.length === 0 ? Infinity : counted[Math.ceil(q * counted.length) - 1]
+  return tf.tensor2d(Float32Array.from(h, (x) => (x >= threshold ? 1 : 0)), entropy.shape)
+}
 
 /**
  * The loss of one micro-batch. Without `normalizer` the micro-batch is the whole optimizer step
@@ -92,20 +127,20 @@ export const validate = (config: Config): string | undefined =>
 export const compute = (input: Input, config: Config, normalizer?: Normalizer): Output => {
   const problem = validate(config)
   if (problem !== undefined) throw new Error(problem)
-  const { logprobs, oldLogprobs, refLogprobs, mask } = input
-  const epsLow = config.epsilon
-  const epsHigh = config.epsilonHigh ?? config.epsilon
-  const adv = tf.expandDims(input.advantages, 1) // [B, 1]
-  const ratio = tf.exp(tf.sub(logprobs, oldLogprobs)) // [B, T]
-  const unclipped = tf.mul(ratio, adv)
-  const clipped = tf.mul(tf.clipByValue(ratio, 1 - epsLow, 1 + epsHigh), adv)
-  let perToken: tf.Tensor2D = tf.neg(tf.minimum(unclipped, clipped)) // [B, T]
+  const { logprobs, refLogprobs, mask, entropy } = input
+  const adv = tf.expandDims(input.advantages, 1) as tf.Tensor2D // [B, 1]
+  const policy = Objective.compute(logprobs, input.oldLogprobs, mask, adv, config)
+  let perToken = policy.perToken // [B, T] (gspo [B, 1])
+  if (input.isWeights !== undefined) perToken = tf.mul(perToken, input.isWeights)
+  if ((config.entropyCoef !== 0 || config.entropyTopQuantile !== undefined) && entropy === undefined) throw new Error("entropyCoef / entropyTopQuantile need the token entropy")
+  if (config.entropyTopQuantile !== undefined) perToken = tf.mul(perToken, topEntropyMask(entropy!, mask, config.entropyTopQuantile))
   let kl: tf.Tensor2D | null = null
   if (refLogprobs !== null && config.beta > 0) {
     const d = tf.sub(refLogprobs, logprobs)
     kl = tf.sub(tf.sub(tf.exp(d), d), 1) // [B, T]
     perToken = tf.add(perToken, tf.mul(kl, config.beta))
   }
+  if (config.entropyCoef !== 0) perToken = tf.sub(perToken, tf.mul(entropy!, config.entropyCoef))
   const masked = tf.mul(perToken, mask) // [B, T]
   const B = mask.shape[0]
   const localTokens = tf.sum(mask)
@@ -128,8 +163,8 @@ export const compute = (input: Input, config: Config, normalizer?: Normalizer): 
       break
   }
   const tokenMean = (x: tf.Tensor) => tf.div(tf.sum(tf.mul(x, mask)), tf.maximum(localTokens, 1)) as tf.Scalar
-  const isLow = tf.logicalAnd(tf.less(ratio, 1 - epsLow), tf.less(adv, 0))
-  const isHigh = tf.logicalAnd(tf.greater(ratio, 1 + epsHigh), tf.greater(adv, 0))
+  const isLow = tf.logicalAnd(tf.less(policy.ratio, 1 - config.epsilon), tf.less(adv, 0))
+  const isHigh = tf.logicalAnd(tf.greater(policy.ratio, 1 + (config.epsilonHigh ?? config.epsilon)), tf.greater(adv, 0))
   const clipLow = tokenMean(tf.cast(isLow, "float32"))
   const clipHigh = tokenMean(tf.cast(isHigh, "float32"))
   return {
@@ -137,6 +172,7 @@ export const compute = (input: Input, config: Config, normalizer?: Normalizer): 
     kl: kl === null ? tf.scalar(0) : tokenMean(kl),
     clipLow,
     clipHigh,
-    clipRegion: tf.add(clipLow, clipHigh)
+    clipRegion: tf.add(clipLow, clipHigh),
+    dualClip: policy.dualClipped === null ? null : tokenMean(policy.dualClipped)
   }
 }

@@ -2,6 +2,7 @@
 export * as Advantages from "./Advantages.js"
 export * as Guard from "./Guard.js"
 export * as Loss from "./Loss.js"
+export * as Objective from "./Objective.js"
 export * as Optimizer from "./Optimizer.js"
 export * as DynamicSampling from "./DynamicSampling.js"
 export * as Metrics from "./Metrics.js"
