@@ -1,22 +1,30 @@
 /**
- * Group-relative advantages (DeepSeekMath §4.1.2, outcome supervision):
+ * Advantages of outcome rewards, one per row (DeepSeekMath §4.1.2, outcome supervision), by `estimator`
+ * (r_i the row's reward, g its group, B the batch, ε = `epsilon`; std is the unbiased sample std):
  *
- *   Â_i = (r_i − mean(r_g)) / (std(r_g) + ε)        for every token of completion o_i in group g
+ *   grpo                  GRPO (the paper)                        Â_i = (r_i − mean_g r) / s
+ *   rloo                  RLOO (Ahmadian et al. 2024)             Â_i = (r_i − mean_{j∈g, j≠i} r_j) / s = n/(n−1) · (r_i − mean_g r) / s
+ *   reinforce++           REINFORCE++ (Hu 2025)                   Â_i = (r_i − mean_B r) / (std_B r + ε)
+ *   reinforce++_baseline  REINFORCE++-baseline (Hu 2025; verl)    x_i = r_i − mean_g r,  Â_i = (x_i − mean_B x) / (std_B x + ε)
  *
- * Scaling variants (`scaling`):
- * - `group` (the paper): divide by the std of the row's own group.
- * - `batch`: divide by the std of all finite rewards of the batch (TRL `scale_rewards="batch"`); the
- *   mean is still the group's.
- * - `none` (Dr. GRPO, Liu et al. 2025): no division, Â_i = r_i − mean(r_g); removes the question-level
- *   difficulty bias of the std.
+ * grpo and rloo divide by s, by `scaling`: `group` std_g r + ε (the paper); `batch` std_B r + ε (TRL
+ * `scale_rewards="batch"`; the baseline is still the group's); `none` 1 (Dr. GRPO, Liu et al. 2025: removes the
+ * question-level difficulty bias of the std). `scaling` defaults to `group` for grpo and to `none` for rloo (RLOO
+ * as verl and OpenRLHF run it); the reinforce++ estimators whiten over the batch and refuse `scaling`.
  *
- * Departures from the paper, stated:
+ * Departures from the papers, stated:
  * - std is the unbiased sample std (n − 1), as `torch.std` in TRL and verl; the paper does not say.
- * - A NaN reward (a reward function that could not score) does not enter its group's mean or std;
- *   its row gets advantage 0, so it adds nothing to the policy gradient, and it is counted.
- * - A group with fewer than two finite rewards, or whose finite rewards are all equal, has zero
- *   variance: every row in it gets advantage 0 (the formula would give 0 / ε or 0 / 0) and the group
- *   is counted. Dropping such groups (DAPO dynamic sampling) is `DynamicSampling`'s job.
+ * - A NaN reward (a reward function that could not score) enters no mean or std (group or batch); its row gets
+ *   advantage 0, so it adds nothing to the policy gradient, and it is counted. n is the group's finite rewards.
+ * - A group with fewer than two finite rewards, or whose finite rewards are all equal, has zero variance: under
+ *   grpo, rloo and reinforce++_baseline every row in it gets advantage 0 (the formula would give 0 / ε, 0 / 0, or
+ *   no leave-one-out mean) and the group is counted. reinforce++ has no group baseline: such a group's rows keep
+ *   their whitened reward (that is its point); the count is still reported. A batch whose whitened values have
+ *   zero variance gives every row 0. Dropping groups (DAPO dynamic sampling) is `DynamicSampling`'s job.
+ * - The reinforce++ estimators whiten per sequence; verl and OpenRLHF whiten per token (a row weighs as its length),
+ *   and REINFORCE++ puts the KL in the reward, here it is in the loss (`Loss`, β; verl `use_kl_loss`). Under
+ *   reinforce++_baseline mean_B x is 0 up to rounding (each group's x sum to 0); zero-variance rows still count in
+ *   std_B x as zeros.
  */
 import { Columns, Stage, Batch } from "@r1flow/core"
 import type { Float32, Vector } from "apache-arrow"
@@ -27,11 +35,22 @@ export const Scaling = Schema.Literals(["group", "batch", "none"])
 /** How advantages are scaled after subtracting the group mean. */
 export type Scaling = typeof Scaling.Type
 
-/** Advantage configuration. `epsilon` guards the division by the std. */
+/** The advantage estimator (see the module doc). */
+export const Estimator = Schema.Literals(["grpo", "rloo", "reinforce++", "reinforce++_baseline"])
+/** The advantage estimator. */
+export type Estimator = typeof Estimator.Type
+
+const whitens = (e: Estimator) => e === "reinforce++" || e === "reinforce++_baseline"
+
+/** Advantage configuration. `epsilon` guards the division by the std; `scaling` is for grpo and rloo only. */
 export const Config = Schema.Struct({
-  scaling: Scaling.pipe(Schema.withDecodingDefaultKey(Effect.succeed("group" as const))),
+  estimator: Estimator.pipe(Schema.withDecodingDefaultKey(Effect.succeed("grpo" as const))),
+  scaling: Schema.optionalKey(Scaling),
   epsilon: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1e-4)))
-})
+}).check(Schema.makeFilter((c) =>
+  c.scaling !== undefined && whitens(c.estimator)
+    ? { path: ["scaling"], issue: `estimator "${c.estimator}" whitens over the batch; scaling is for "grpo" and "rloo"` }
+    : undefined))
 /** Advantage configuration. */
 export type Config = typeof Config.Type
 
@@ -87,38 +106,45 @@ export const groupStats = (rewards: Float32Array, groupIds: Int32Array): Map<num
 /** True when a group carries no learning signal: fewer than two finite rewards, or all equal. */
 export const isZeroStd = (g: GroupStats): boolean => g.n < 2 || g.max === g.min
 
-/** Unbiased std of the finite values of `xs`; 0 with fewer than two. */
-const finiteStd = (xs: Float32Array): number => {
+/** Mean and unbiased std of the finite values of `xs`; std 0 with fewer than two. */
+const finiteMeanStd = (xs: ArrayLike<number>): { mean: number; std: number } => {
   let n = 0, sum = 0
-  for (const x of xs) if (Number.isFinite(x)) { n++; sum += x }
-  if (n < 2) return 0
+  for (let i = 0; i < xs.length; i++) if (Number.isFinite(xs[i])) { n++; sum += xs[i] }
+  if (n < 2) return { mean: n === 0 ? 0 : sum, std: 0 }
   const mean = sum / n
   let ss = 0
-  for (const x of xs) if (Number.isFinite(x)) ss += (x - mean) ** 2
-  return Math.sqrt(ss / (n - 1))
+  for (let i = 0; i < xs.length; i++) if (Number.isFinite(xs[i])) ss += (xs[i] - mean) ** 2
+  return { mean, std: Math.sqrt(ss / (n - 1)) }
 }
+
+/** x_i before any scaling: the reward less the estimator's baseline (NaN rows stay NaN). */
+const centre = (e: Estimator, r: number, g: GroupStats): number =>
+  e === "grpo" || e === "reinforce++_baseline" ? r - g.mean : e === "rloo" ? (r - g.mean) * g.n / (g.n - 1) : r
 
 /** The advantage of every row (pure; `rewards` and `groupIds` are `[B]`). */
 export const compute = (rewards: Float32Array, groupIds: Int32Array, config: Config): Result => {
   if (rewards.length !== groupIds.length) throw new RangeError(`rewards has ${rewards.length} rows, group ids ${groupIds.length}`)
   const groups = groupStats(rewards, groupIds)
-  const batchStd = config.scaling === "batch" ? finiteStd(rewards) : 0
-  const advantages = new Float32Array(rewards.length)
+  const { estimator, epsilon } = config
+  const scaling = config.scaling ?? (estimator === "rloo" ? "none" : "group")
+  const x = new Float64Array(rewards.length).fill(NaN)
   let nanRewards = 0
   for (let i = 0; i < rewards.length; i++) {
-    const r = rewards[i]
-    if (!Number.isFinite(r)) {
-      nanRewards++
-      continue
-    }
+    if (Number.isFinite(rewards[i])) x[i] = centre(estimator, rewards[i], groups.get(groupIds[i])!)
+    else nanRewards++
+  }
+  const batch = whitens(estimator) ? finiteMeanStd(x) : scaling === "batch" ? finiteMeanStd(rewards) : { mean: 0, std: 0 }
+  const advantages = new Float32Array(rewards.length)
+  for (let i = 0; i < rewards.length; i++) {
     const g = groups.get(groupIds[i])!
-    if (isZeroStd(g)) continue
-    const centred = r - g.mean
-    advantages[i] = config.scaling === "group"
-      ? centred / (g.std + config.epsilon)
-      : config.scaling === "batch"
-      ? centred / (batchStd + config.epsilon)
-      : centred
+    if (!Number.isFinite(x[i]) || (estimator !== "reinforce++" && isZeroStd(g))) continue
+    advantages[i] = whitens(estimator)
+      ? (batch.std === 0 ? 0 : (x[i] - batch.mean) / (batch.std + epsilon))
+      : scaling === "group"
+      ? x[i] / (g.std + epsilon)
+      : scaling === "batch"
+      ? x[i] / (batch.std + epsilon)
+      : x[i]
   }
   const zeroStdGroupIds = [...groups].filter(([, g]) => isZeroStd(g)).map(([id]) => id)
   return { advantages, rows: rewards.length, groups: groups.size, nanRewards, zeroStdGroups: zeroStdGroupIds.length, zeroStdGroupIds }

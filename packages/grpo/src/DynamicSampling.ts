@@ -54,7 +54,7 @@ export type Decision =
 
 /** Row indices of `groupIds` whose group has non-zero reward variance, and the ids of the dropped groups. */
 export const informativeRows = (rewards: Float32Array, groupIds: Int32Array): { readonly rows: Int32Array; readonly dropped: ReadonlyArray<number> } => {
-  const dropped = Advantages.compute(rewards, groupIds, { scaling: "none", epsilon: 0 }).zeroStdGroupIds
+  const dropped = Advantages.compute(rewards, groupIds, { estimator: "grpo", scaling: "none", epsilon: 0 }).zeroStdGroupIds
   const drop = new Set(dropped)
   const rows: Array<number> = []
   for (let i = 0; i < groupIds.length; i++) if (!drop.has(groupIds[i])) rows.push(i)

@@ -40,6 +40,44 @@ describe("Advantages.compute", () => {
     expect(Array.from(r.advantages).map((x) => Math.round(x * 1e5) / 1e5)).toEqual([0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0, 0.66667, 0, -0.33333, -0.33333])
   })
 
+  it("rloo: r_i − mean of the group's other finite rewards, unscaled by default; zero-variance groups and NaN rows 0", () => {
+    // group 0 {1, 0, 1, 0}: 1 − (1 + 0 + 0)/3 = 2/3, 0 − 2/3; group 2 finite {1, 0, 0}: 1 − 0 = 1, 0 − (1 + 0)/2 = −1/2
+    const expected = [2 / 3, -2 / 3, 2 / 3, -2 / 3, 0, 0, 0, 0, 1, 0, -0.5, -0.5]
+    const r = Advantages.compute(rewards, groups, config({ estimator: "rloo" }))
+    expected.forEach((e, i) => expect(r.advantages[i]).toBeCloseTo(e, 6))
+    expect([r.nanRewards, r.zeroStdGroups]).toEqual([1, 1])
+    // optionally scaled: by the group's std (both groups' is √(1/3))
+    const scaled = Advantages.compute(rewards, groups, config({ estimator: "rloo", scaling: "group", epsilon: 0 }))
+    expected.forEach((e, i) => expect(scaled.advantages[i]).toBeCloseTo(e / std3, 5))
+  })
+
+  it("reinforce++: whitened over the batch's finite rewards, no group baseline: a zero-variance group keeps its advantage", () => {
+    // seven 1s and four 0s: mean 7/11, unbiased std √(28/110)
+    const s = Math.sqrt(28 / 110)
+    const r = Advantages.compute(rewards, groups, config({ estimator: "reinforce++", epsilon: 0 }))
+    const one = (4 / 11) / s, zero = (-7 / 11) / s
+    const expected = [one, zero, one, zero, one, one, one, one, one, 0, zero, zero]
+    expected.forEach((e, i) => expect(r.advantages[i]).toBeCloseTo(e, 5))
+    expect([r.nanRewards, r.zeroStdGroups]).toEqual([1, 1])
+    // a batch with no reward variance gives every row 0
+    expect(Array.from(Advantages.compute(Float32Array.from([1, 1, NaN]), Int32Array.from([0, 1, 1]), config({ estimator: "reinforce++" })).advantages)).toEqual([0, 0, 0])
+  })
+
+  it("reinforce++_baseline: group mean subtracted, then whitened over the batch; zero-variance groups 0", () => {
+    // x = [.5, −.5, .5, −.5 | 0 0 0 0 | 2/3, ·, −1/3, −1/3]: mean 0, Σx² = 1 + 6/9 = 5/3, unbiased var (5/3)/10 = 1/6
+    const s = Math.sqrt(1 / 6)
+    const r = Advantages.compute(rewards, groups, config({ estimator: "reinforce++_baseline", epsilon: 0 }))
+    const expected = [0.5 / s, -0.5 / s, 0.5 / s, -0.5 / s, 0, 0, 0, 0, 2 / 3 / s, 0, -1 / 3 / s, -1 / 3 / s]
+    // = ±1.224745, 1.632993, −0.816497
+    expected.forEach((e, i) => expect(r.advantages[i]).toBeCloseTo(e, 5))
+    expect(r.advantages[0]).toBeCloseTo(1.224745, 5)
+  })
+
+  it("the reinforce++ estimators refuse scaling, naming the key", () => {
+    expect(() => config({ estimator: "reinforce++", scaling: "group" } as never)).toThrow(/whitens over the batch[\s\S]*scaling/)
+    expect(config({ estimator: "reinforce++_baseline" }).scaling).toBeUndefined()
+  })
+
   it("a group with one finite reward has zero variance", () => {
     const r = Advantages.compute(Float32Array.from([NaN, 2, NaN]), Int32Array.from([7, 7, 7]), config())
     expect(Array.from(r.advantages)).toEqual([0, 0, 0])
