@@ -15,6 +15,7 @@ import * as Advantages from "./Advantages.js"
 import type * as Guard from "./Guard.js"
 import type * as Optimizer from "./Optimizer.js"
 import type * as Train from "./Train.js"
+import type * as UpdateBatch from "./UpdateBatch.js"
 
 /** The step's loss (mean over its applied optimizer steps). */
 export const loss = "loss"
@@ -50,6 +51,14 @@ export const entropy = "entropy"
 export const clipLow = "clip_ratio/low_mean"
 export const clipHigh = "clip_ratio/high_mean"
 export const clipRegion = "clip_ratio/region_mean"
+/** Token mean of [dual-clip's bound −δÂ applied] (only with `delta`). */
+export const dualClip = "clip_ratio/dual_mean"
+/** Token mean of the TIS weights w = min(π_old^trainer / π_sampler, C) (only with `tisCap`). */
+export const tisMean = "sampling/importance_sampling_ratio/mean"
+/** Largest TIS weight (≤ C). */
+export const tisMax = "sampling/importance_sampling_ratio/max"
+/** Fraction of tokens whose ratio π_old^trainer / π_sampler exceeded C. */
+export const tisFracCapped = "sampling/importance_sampling_ratio/frac_capped"
 /** Global gradient norm before clipping (mean over the step's applied optimizer steps). */
 export const gradNorm = "grad_norm"
 export const learningRate = "learning_rate"
@@ -149,19 +158,20 @@ export const failureCounts = (failures: Readonly<Record<string, RewardStage.Fail
 }
 
 /** Token-weighted sums of `Loss.Output`'s token means over an update's micro-batches, and Σ entropy · m. */
-export interface Diagnostics { tokens: number; kl: number; clipLow: number; clipHigh: number; clipRegion: number; entropy: number }
+export interface Diagnostics { tokens: number; kl: number; clipLow: number; clipHigh: number; clipRegion: number; entropy: number; dualClip: number }
 
 /** An empty accumulator, one per update. */
-export const emptyDiagnostics = (): Diagnostics => ({ kl: 0, clipLow: 0, clipHigh: 0, clipRegion: 0, entropy: 0, tokens: 0 })
+export const emptyDiagnostics = (): Diagnostics => ({ kl: 0, clipLow: 0, clipHigh: 0, clipRegion: 0, entropy: 0, tokens: 0, dualClip: 0 })
 
 /** Adds one micro-batch: its token means weighted by its tokens; `entropy` is already a sum over tokens. */
-export const addDiagnostics = (d: Diagnostics, m: Readonly<Diagnostics>): void => {
+export const addDiagnostics = (d: Diagnostics, m: Readonly<Omit<Diagnostics, "dualClip"> & { dualClip?: number }>): void => {
   d.tokens += m.tokens
   d.kl += m.kl * m.tokens
   d.clipLow += m.clipLow * m.tokens
   d.clipHigh += m.clipHigh * m.tokens
   d.clipRegion += m.clipRegion * m.tokens
   d.entropy += m.entropy
+  if (m.dualClip !== undefined) d.dualClip += m.dualClip * m.tokens
 }
 
 /** Named scalars read back with one device read, not one per scalar. */
@@ -177,6 +187,10 @@ export interface UpdateRun {
   readonly guard: Guard.Guard
   /** Whether a reference was scored (β > 0): only then is `kl` logged. */
   readonly kl: boolean
+  /** Whether dual-clip was on (`delta`): only then is `clip_ratio/dual_mean` logged. */
+  readonly dualClip: boolean
+  /** The TIS weights' statistics (`tisCap`), else null. */
+  readonly tis: UpdateBatch.TisStats | null
   /** Prompt + completion tokens of the batch, times μ, over `seconds`: the throughput. */
   readonly tokens: number
   readonly seconds: number
@@ -195,6 +209,8 @@ export const ofUpdate = (d: Diagnostics, applied: ReadonlyArray<Train.StepResult
     [clipLow]: perToken(d.clipLow),
     [clipHigh]: perToken(d.clipHigh),
     [clipRegion]: perToken(d.clipRegion),
+    ...(t.dualClip ? { [dualClip]: perToken(d.dualClip) } : {}),
+    ...(t.tis === null ? {} : { [tisMean]: t.tis.mean, [tisMax]: t.tis.max, [tisFracCapped]: t.tis.fracCapped }),
     [optimizerSteps]: applied.length,
     [skippedSteps]: t.guard.skipped(),
     [throughput]: t.tokens / t.seconds

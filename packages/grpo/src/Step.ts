@@ -10,18 +10,21 @@
  *
  * The update (DeepSeekMath Algorithm 1, inner loop), for one rollout batch with advantages:
  *
+ *   π_old log-probs  ← π_θ, once per rollout batch (`loss.tisCap` only: truncated importance sampling)
  *   π_ref log-probs  ← once per rollout batch (β > 0 only)
  *   for μ iterations:  for each minibatch (an optimizer step):  for each micro-batch:  g += ∇ L_micro
  *                      clip, guard, AdamW
  *   every `refSyncSteps` rollout batches: π_ref ← π_θ (R1 refreshed the reference this way)
  *
- * π_old is the rollout's own sampling log-probs (the `logprobs` column), never a second forward pass. With
+ * π_old is the rollout's own sampling log-probs (the `logprobs` column), not a second forward pass, unless
+ * truncated importance sampling is on (`loss.tisCap`): then π_old is the policy's own pass before the update
+ * and the sampler's log-probs only enter the TIS weight (`UpdateBatch.truncatedIs`, `Loss`). With
  * μ = 1 this is on-policy: ρ = π_θ / π_old = 1 up to sampler-vs-trainer float differences, so nothing is
  * clipped and the gradient is exactly Â ∇ log π_θ (plus the KL term); with μ > 1 later iterations see ρ ≠ 1
  * and the clip does its job. π_θ and π_ref are log softmax(logits / τ) at the temperature τ the batch's
  * `logprobs` were recorded at (`Batch.logprobTemperature`), as TRL does; top-k/top-p truncation at sampling
- * time is not modelled in π_θ (as in TRL and verl). Departures from the paper: the loss aggregation is
- * selectable (`Loss`); the reference is optional; truncated completions can be masked out of the loss
+ * time is not modelled in π_θ (as in TRL and verl). Departures from the paper: the loss aggregation and
+ * the policy objective are selectable (`Loss`, `Objective`); the reference is optional; truncated completions can be masked out of the loss
  * (`maskTruncated`, DAPO's overlong filtering).
  *
  * `…` are the user's stages at that point (`UserStage`: a filter, a reward shaper, an advantage estimator).
@@ -84,8 +87,9 @@ export interface Step {
 export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesType>) =>
   Effect.gen(function*() {
     const t0 = performance.now()
-    const p = yield* UpdateBatch.prepare(input, t.config) // ids [B, T], π_old and mask [B, W], Â [B]
-    const micro = UpdateBatch.microSize(p.B, t.config)
+    const prepared = yield* UpdateBatch.prepare(input, t.config) // ids [B, T], π_old and mask [B, W], Â [B]
+    const micro = UpdateBatch.microSize(prepared.B, t.config)
+    const { p, tis } = UpdateBatch.truncatedIs(prepared, t.policy, micro, t.config.loss.tisCap) // π_old ← π_θ, w [B, W]: tisCap only
     UpdateBatch.syncReference(t)
     const ref = UpdateBatch.referenceLogProbs(p, t.reference(), micro) // [B, W], null when β = 0
     const diagnostics = Metrics.emptyDiagnostics()
@@ -101,7 +105,9 @@ export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesTyp
     }
     t.progress.steps++
     const seconds = (performance.now() - t0) / 1000
-    return Metrics.ofUpdate(diagnostics, applied, { optimizer: t.optimizer, guard: t.guard, kl: ref !== null, tokens: p.tokens * t.config.iterations, seconds })
+    return Metrics.ofUpdate(diagnostics, applied, {
+      optimizer: t.optimizer, guard: t.guard, kl: ref !== null, dualClip: t.config.loss.delta !== undefined, tis, tokens: p.tokens * t.config.iterations, seconds
+    })
   })
 
 /** Dynamic sampling reads the draw's total reward and group ids. */

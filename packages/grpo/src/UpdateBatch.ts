@@ -41,6 +41,8 @@ export interface Prepared {
   readonly temperature: number
   readonly advantages: Float32Array // [B]
   readonly mask: Float32Array // [B, W]
+  /** TIS weights w `[B, W]` (`truncatedIs`); absent when `tisCap` is unset. */
+  readonly isWeights?: Float32Array
   readonly B: number
   readonly W: number
   /** Prompt + completion tokens of the batch, for the throughput. */
@@ -82,16 +84,45 @@ export const syncReference = (trainer: Update.Trainer): void => {
   if (reference !== null && every > 0 && steps > 0 && steps % every === 0) Transformer.copyWeights(trainer.policy, reference)
 }
 
-/** log π_ref `[B, W]`, once per rollout batch, micro-batch by micro-batch, kept as plain floats; `null` when β = 0. */
-export const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Float32Array | null => {
-  if (reference === null) return null
-  const ref = new Float32Array(p.B * p.W)
+/** log π `[B, W]` of every row under `model`, micro-batch by micro-batch, without a gradient, as plain floats. */
+const allLogProbs = (p: Prepared, model: Transformer.Model, micro: number): Float32Array => {
+  const out = new Float32Array(p.B * p.W)
   for (const rows of Train.chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
-    const lp = tf.tidy(() => logProbsOf(p, reference, rows).logprobs)
-    ref.set(lp.dataSync(), rows[0] * p.W)
+    const lp = tf.tidy(() => logProbsOf(p, model, rows).logprobs)
+    out.set(lp.dataSync(), rows[0] * p.W)
     lp.dispose()
   }
-  return ref
+  return out
+}
+
+/** log π_ref `[B, W]`, once per rollout batch, micro-batch by micro-batch, kept as plain floats; `null` when β = 0. */
+export const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Float32Array | null =>
+  reference === null ? null : allLogProbs(p, reference, micro)
+
+/** The IS weights' token mean, max and the fraction the cap bound, over the batch's counted tokens. */
+export interface TisStats { readonly mean: number; readonly max: number; readonly fracCapped: number }
+
+/**
+ * Truncated importance sampling (`Loss.Config.tisCap` = C): π_old ← the policy's own log-probs at the start of
+ * the update (verl's recomputed `old_log_prob`), and w = min(exp(old_trainer − sampler), C) per token, 0 off the
+ * mask. Without C, `p` as it is and no forward pass.
+ */
+export const truncatedIs = (p: Prepared, policy: Transformer.Model, micro: number, cap: number | undefined): { p: Prepared; tis: TisStats | null } => {
+  if (cap === undefined) return { p, tis: null }
+  const old = allLogProbs(p, policy, micro), sampler = p.data.oldLogprobs
+  const w = new Float32Array(old.length)
+  let n = 0, sum = 0, max = 0, capped = 0
+  for (let i = 0; i < w.length; i++) {
+    if (p.mask[i] === 0) continue
+    const ratio = Math.exp(old[i] - sampler[i])
+    w[i] = Math.min(ratio, cap)
+    n++
+    sum += w[i]
+    max = Math.max(max, w[i])
+    if (ratio > cap) capped++
+  }
+  const stats = { mean: n === 0 ? 0 : sum / n, max, fracCapped: n === 0 ? 0 : capped / n }
+  return { p: { ...p, data: { ...p.data, oldLogprobs: old }, isWeights: w }, tis: stats }
 }
 
 /** The optimizer steps of one update: μ passes over the rows, each in a fresh order (when minibatches are smaller than B) cut into minibatches. */
@@ -130,10 +161,11 @@ export const microLoss = (
     oldLogprobs: tf.tensor2d(takeRows(p.data.oldLogprobs, W, rows), [rows.length, W]),
     refLogprobs: ref === null ? null : tf.tensor2d(takeRows(ref, W, rows), [rows.length, W]),
     advantages: tf.tensor1d(takeRows(p.advantages, 1, rows)),
+    ...(p.isWeights === undefined ? {} : { isWeights: tf.tensor2d(takeRows(p.isWeights, W, rows), [rows.length, W]) }),
+    entropy,
     mask
   }, config, normalizer)
-  Metrics.addDiagnostics(diagnostics, Metrics.readScalars({
-    tokens: tf.sum(mask), kl: out.kl, clipLow: out.clipLow, clipHigh: out.clipHigh, clipRegion: out.clipRegion, entropy: tf.sum(tf.mul(entropy, mask))
-  }))
+  const scalars = { tokens: tf.sum(mask), kl: out.kl, clipLow: out.clipLow, clipHigh: out.clipHigh, clipRegion: out.clipRegion, entropy: tf.sum(tf.mul(entropy, mask)) }
+  Metrics.addDiagnostics(diagnostics, out.dualClip === null ? Metrics.readScalars(scalars) : Metrics.readScalars({ ...scalars, dualClip: out.dualClip }))
   return out.loss
 }

@@ -15,8 +15,14 @@ const input = (r = rho, adv = [1, -1], m = mask): Loss.Input => ({
   advantages: tf.tensor1d(adv),
   mask: tf.tensor2d(m)
 })
+/** Numbers read inside `tf.tidy` (whose own return type holds tensors only). */
+const tidy = <A>(f: () => A): A => {
+  let out: A | undefined
+  tf.tidy(() => { out = f() })
+  return out!
+}
 /** loss, d loss / d logprobs, and the diagnostics of `x` under `c`. */
-const run = (c: Loss.Config, x: Loss.Input = input()) => tf.tidy(() => {
+const run = (c: Loss.Config, x: Loss.Input = input()) => tidy(() => {
   const f = (lp: tf.Tensor) => Loss.compute({ ...x, logprobs: lp as tf.Tensor2D }, c).loss
   const o = Loss.compute(x, c)
   return {
@@ -120,14 +126,14 @@ describe("Loss: TIS weights, entropy bonus, top-entropy mask", () => {
 
   it("entropy bonus: −c · H per counted token under the same aggregation, gradient −c/Σ m on H", () => {
     const c = config({ epsilon: 0.2, epsilonHigh: 0.28, lossType: "dapo", entropyCoef: 0.1 })
-    const [loss, grad] = tf.tidy(() => {
+    const [loss, grad] = tidy(() => {
       const x = input()
       const f = (h: tf.Tensor) => Loss.compute({ ...x, entropy: h as tf.Tensor2D }, c).loss
       return [Loss.compute({ ...x, entropy: entropy() }, c).loss.dataSync()[0], Array.from(tf.grad(f)(entropy()).dataSync())] as const
     })
     expect(loss).toBeCloseTo((-0.88 - 0.1 * (1 + 2 + 3 + 4 + 5)) / 5, 6)
     close(grad, [-0.02, -0.02, -0.02, -0.02, -0.02, 0])
-    const grpo = tf.tidy(() => Loss.compute({ ...input(), entropy: entropy() }, config({ epsilon: 0.2, epsilonHigh: 0.28, entropyCoef: 0.1 })).loss.dataSync()[0])
+    const grpo = tidy(() => Loss.compute({ ...input(), entropy: entropy() }, config({ epsilon: 0.2, epsilonHigh: 0.28, entropyCoef: 0.1 })).loss.dataSync()[0])
     expect(grpo).toBeCloseTo(((-2.78 - 0.6) / 3 + (1.9 - 0.9) / 2) / 2, 6)
     expect(() => run(c)).toThrow(/entropy/)
   })
