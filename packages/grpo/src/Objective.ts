@@ -3,9 +3,9 @@
  * on every token of o_i; m the completion mask; ρ_{i,t} = π_θ / π_old = exp(logp − old); sg = stop-gradient):
  *
  *   clip   PPO / GRPO (DeepSeekMath eq. 3)   p = −min(ρ Â, clip(ρ, 1 − ε_low, 1 + ε_high) Â)
- *   gspo   GSPO (Zheng et al. 2025, eq. 5)   s_i = exp((1/|o_i|) Σ_t m (logp − old)) = (π_θ(o_i) / π_old(o_i))^{1/|o_i|}
+ *   gspo   GSPO (Zheng et al. 2025)          s_i = exp((1/|o_i|) Σ_t m (logp − old)) = (π_θ(o_i) / π_old(o_i))^{1/|o_i|}
  *                                            p = −min(s_i Â, clip(s_i, 1 − ε_low, 1 + ε_high) Â)   on every token of o_i
- *   cispo  CISPO (MiniMax-M1, eq. 4)         p = −sg(clip(ρ, 1 − ε_low, 1 + ε_high)) · Â · logp
+ *   cispo  CISPO (MiniMax-M1, §3.1)          p = −sg(clip(ρ, 1 − ε_low, 1 + ε_high)) · Â · logp
  *
  * and, on `clip` or `gspo`, dual-clip (Ye et al. 2020, `delta` = c > 1): for Â < 0 the loss is bounded,
  *
@@ -15,7 +15,7 @@
  *
  * Stated:
  * - gspo is computed in the sequence form and broadcast to the tokens of o_i. Since Â is constant over o_i,
- *   this is GSPO-token (eq. 13, s_{i,t} = sg(s_i) π_θ(o_{i,t}) / sg(π_θ(o_{i,t}))) in value and gradient under
+ *   this is the paper's GSPO-token (s_{i,t} = sg(s_i) π_θ(o_{i,t}) / sg(π_θ(o_{i,t}))) in value and gradient under
  *   every aggregation: Σ_t m ∇p_i = −Â s_i Σ_t m ∇logp_t either way. With `lossType: "grpo"` (mean over tokens,
  *   then over sequences) it is the paper's objective; other aggregations weight sequences as they do tokens.
  *   GSPO's clip range is per sequence and far narrower than a token clip: the paper uses ε_low = 3e-4,
