@@ -101,7 +101,7 @@ export const reassemble = (messageId: string, parts: ReadonlyArray<Uint8Array>):
     if (parts.length === 0) return yield* fail(messageId, "Missing", "all frames missing")
     const parsed = yield* Effect.forEach(parts, (p) => parseFrame(messageId, p))
     const { count, total, sha256: whole } = parsed[0].header
-    const slots = new Array<Uint8Array | undefined>(count)
+    const slots = Array.from<Uint8Array | undefined>({ length: count }) // dense: flatMap below skips holes
     for (const { header, body } of parsed) {
       if (header.count !== count || header.total !== total || header.sha256 !== whole || header.index >= count) {
         return yield* fail(messageId, "Corrupt", `frame ${header.index} disagrees with frame ${parsed[0].header.index} on the message's size or checksum`)
