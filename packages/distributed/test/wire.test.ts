@@ -50,6 +50,16 @@ describeNats("over nats-server", () => {
       expect(error.message).toContain("nats-server")
     })))
 
+  it("a server with a user and password: the right credentials connect, none are refused with the url named", () =>
+    run(Effect.gen(function*() {
+      const srv = yield* server({ user: "trainer", password: "s3cret" })
+      const nc = yield* Connection.open({ url: srv.url, user: "trainer", password: "s3cret" })
+      expect(nc.isClosed()).toBe(false)
+      const error = yield* Effect.flip(Connection.open({ url: srv.url, user: "trainer", password: "wrong" }))
+      expect(error.message).toContain(`cannot connect to ${srv.url}`)
+      expect(Connection.fromEnv({ url: srv.url }, { R1FLOW_NATS_USER: "u", R1FLOW_NATS_PASSWORD: "p" })).toMatchObject({ user: "u", password: "p" })
+    })))
+
   it("a batch bigger than max_payload goes through JetStream in frames and comes back byte for byte", () =>
     run(Effect.gen(function*() {
       const srv = yield* server({ maxPayload: 4096 })
