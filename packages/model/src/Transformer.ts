@@ -1,5 +1,5 @@
 /**
- * A decoder-only transformer in the Llama / Qwen2 style, on TensorFlow.js.
+ * A decoder-only transformer in the Llama / Qwen2 / Qwen3 style, on TensorFlow.js.
  *
  *   x₀ = E[ids]                                        token embedding, E: [V, C]
  *   h  = x + Wo · Attn(RoPE(Wq·n₁(x)), RoPE(Wk·n₁(x)), Wv·n₁(x))     causal, grouped-query
@@ -11,7 +11,10 @@
  * one to one; Linear weights are held transposed, `[in, out]` (HF stores `[out, in]`), so `x · W` needs no
  * transpose and XNNPACK keeps the packed weights between calls (its cache is keyed by the weight tensor).
  * `fromArrays` / `toArrays` / `weightShapes` speak HF layout; only the variables are transposed. RoPE is the HF "rotate half" form with
- * `inv_freq[i] = θ^(-2i/d)`; query heads `h` share key/value head `⌊h / (H / Hkv)⌋` as in HF `repeat_kv`.
+ * `inv_freq[i] = θ^(-2i/d)` (Llama 3's `rope_scaling` rescales it, `llama3InvFreq`); query heads `h` share
+ * key/value head `⌊h / (H / Hkv)⌋` as in HF `repeat_kv`. Qwen3's variant: an explicit head width `hd` (q/o
+ * `[C, H·hd]`, which need not be `C`) and an RMSNorm of each q and k head before RoPE (`q_norm`, `k_norm`); a
+ * config without those options runs exactly the ops it ran before they existed.
  *
  * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible), and the
  * steps that would otherwise be many small kernels are ops of `@r1flow/kernels` — `Fused.rmsNorm`,
@@ -28,7 +31,23 @@ import type { Rng } from "@r1flow/core"
 import { Attention, Decode, Fused, Registry } from "@r1flow/kernels"
 import { Schema } from "effect"
 
-/** Model shape. `vocabSize` comes from the tokenizer; head width is `dModel / nHeads`. */
+/**
+ * Llama 3's rotary frequency scaling (`rope_scaling.rope_type: "llama3"`): wavelengths longer than
+ * `originalMaxPositionEmbeddings / lowFreqFactor` are divided by `factor`, shorter than
+ * `… / highFreqFactor` kept, and the band between interpolated smoothly (transformers'
+ * `_compute_llama3_parameters`; its attention factor is 1).
+ */
+export const RopeScaling = Schema.Struct({
+  ropeType: Schema.Literal("llama3"),
+  factor: Schema.Number,
+  lowFreqFactor: Schema.Number,
+  highFreqFactor: Schema.Number,
+  originalMaxPositionEmbeddings: Schema.Number
+})
+/** Llama 3's rotary frequency scaling. */
+export type RopeScaling = typeof RopeScaling.Type
+
+/** Model shape. `vocabSize` comes from the tokenizer; head width is `headDim`, else `dModel / nHeads`. */
 export const Config = Schema.Struct({
   vocabSize: Schema.Int,
   dModel: Schema.Int,
@@ -41,7 +60,13 @@ export const Config = Schema.Struct({
   normEps: Schema.Number,
   tieEmbeddings: Schema.Boolean,
   /** Biases on the q/k/v projections (Qwen2). Absent means false. */
-  attentionBias: Schema.optionalKey(Schema.Boolean)
+  attentionBias: Schema.optionalKey(Schema.Boolean),
+  /** Head width when it is not `dModel / nHeads` (Qwen3's `head_dim`): q/o are then `[C, H·hd]`. */
+  headDim: Schema.optionalKey(Schema.Int),
+  /** RMSNorm of each query and key head before RoPE (Qwen3's `q_norm` / `k_norm`). Absent means false. */
+  qkNorm: Schema.optionalKey(Schema.Boolean),
+  /** Rotary frequency scaling (Llama 3). Absent means plain `θ^(-2i/hd)`. */
+  ropeScaling: Schema.optionalKey(RopeScaling)
 })
 /** Model shape. */
 export type Config = typeof Config.Type
@@ -62,6 +87,9 @@ export interface Layer {
   readonly kBias?: tf.Variable
   readonly vBias?: tf.Variable
   readonly o: tf.Variable
+  /** `[hd]` per-head RMSNorm gains of queries and keys (Qwen3). */
+  readonly qNorm?: tf.Variable
+  readonly kNorm?: tf.Variable
   readonly postNorm: tf.Variable
   readonly gate: tf.Variable
   readonly up: tf.Variable
@@ -97,7 +125,7 @@ export interface Model {
 }
 
 /** Head width. */
-export const headDim = (c: Config) => c.dModel / c.nHeads
+export const headDim = (c: Config) => c.headDim ?? c.dModel / c.nHeads
 
 /** Problems with a config (empty when usable). */
 export const problems = (c: Config): Array<string> => {
@@ -105,35 +133,43 @@ export const problems = (c: Config): Array<string> => {
   for (const k of ["vocabSize", "dModel", "nLayers", "nHeads", "nKvHeads", "dFf", "maxSeqLen"] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) out.push(`${k} must be a positive integer, got ${c[k]}`)
   }
-  if (c.dModel % c.nHeads !== 0) out.push(`dModel ${c.dModel} is not a multiple of nHeads ${c.nHeads}`)
+  if (c.headDim !== undefined) {
+    if (!Number.isInteger(c.headDim) || c.headDim <= 0) out.push(`headDim must be a positive integer, got ${c.headDim}`)
+    else if (c.headDim % 2 !== 0) out.push(`head width ${c.headDim} must be even for rotary embeddings`)
+  } else if (c.dModel % c.nHeads !== 0) out.push(`dModel ${c.dModel} is not a multiple of nHeads ${c.nHeads}`)
   else if (headDim(c) % 2 !== 0) out.push(`head width ${headDim(c)} must be even for rotary embeddings`)
   if (c.nHeads % c.nKvHeads !== 0) out.push(`nHeads ${c.nHeads} is not a multiple of nKvHeads ${c.nKvHeads}`)
   if (!(c.ropeTheta > 0)) out.push(`ropeTheta must be positive, got ${c.ropeTheta}`)
   if (!(c.normEps > 0)) out.push(`normEps must be positive, got ${c.normEps}`)
+  const s = c.ropeScaling
+  if (s !== undefined && !(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor && s.originalMaxPositionEmbeddings > 0)) {
+    out.push(`ropeScaling needs factor > 0, highFreqFactor > lowFreqFactor > 0 and originalMaxPositionEmbeddings > 0, got ${JSON.stringify(s)}`)
+  }
   return out
 }
 
 /** Names and HF shapes (Linear `[out, in]`) of every weight of a config, in `Model.weights` order. */
 export const weightShapes = (c: Config): Array<{ name: string; shape: Array<number> }> => {
-  const hd = headDim(c), kv = c.nKvHeads * hd
+  const hd = headDim(c), kv = c.nKvHeads * hd, qd = c.nHeads * hd
   const out: Array<{ name: string; shape: Array<number> }> = [{ name: "model.embed_tokens.weight", shape: [c.vocabSize, c.dModel] }]
   for (let l = 0; l < c.nLayers; l++) {
     const p = `model.layers.${l}.`
     out.push(
       { name: `${p}input_layernorm.weight`, shape: [c.dModel] },
-      { name: `${p}self_attn.q_proj.weight`, shape: [c.dModel, c.dModel] },
+      { name: `${p}self_attn.q_proj.weight`, shape: [qd, c.dModel] },
       { name: `${p}self_attn.k_proj.weight`, shape: [kv, c.dModel] },
       { name: `${p}self_attn.v_proj.weight`, shape: [kv, c.dModel] }
     )
     if (c.attentionBias === true) {
       out.push(
-        { name: `${p}self_attn.q_proj.bias`, shape: [c.dModel] },
+        { name: `${p}self_attn.q_proj.bias`, shape: [qd] },
         { name: `${p}self_attn.k_proj.bias`, shape: [kv] },
         { name: `${p}self_attn.v_proj.bias`, shape: [kv] }
       )
     }
+    out.push({ name: `${p}self_attn.o_proj.weight`, shape: [c.dModel, qd] })
+    if (c.qkNorm === true) out.push({ name: `${p}self_attn.q_norm.weight`, shape: [hd] }, { name: `${p}self_attn.k_norm.weight`, shape: [hd] })
     out.push(
-      { name: `${p}self_attn.o_proj.weight`, shape: [c.dModel, c.dModel] },
       { name: `${p}post_attention_layernorm.weight`, shape: [c.dModel] },
       { name: `${p}mlp.gate_proj.weight`, shape: [c.dFf, c.dModel] },
       { name: `${p}mlp.up_proj.weight`, shape: [c.dFf, c.dModel] },
@@ -155,12 +191,34 @@ const transpose2d = (a: Float32Array, rows: number, cols: number): Float32Array 
   return out
 }
 
+/**
+ * `inv_freq` under Llama 3 scaling, as transformers' `_compute_llama3_parameters`: with wavelength
+ * λ = 2π / f and L = originalMaxPositionEmbeddings, f / factor where λ > L / low, f where λ < L / high,
+ * else (1 − s)·f / factor + s·f with s = (L / λ − low) / (high − low).
+ */
+export const llama3InvFreq = (c: Config, s: RopeScaling): Float64Array => {
+  const hd = headDim(c), half = hd / 2
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor, highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor
+  const out = new Float64Array(half)
+  for (let i = 0; i < half; i++) {
+    const f = Math.pow(c.ropeTheta, (-2 * i) / hd), wavelen = (2 * Math.PI) / f
+    if (wavelen > lowWavelen) out[i] = f / s.factor
+    else if (wavelen < highWavelen) out[i] = f
+    else {
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor)
+      out[i] = (1 - smooth) * f / s.factor + smooth * f
+    }
+  }
+  return out
+}
+
 const makeConstants = (c: Config): Constants => {
   const hd = headDim(c), half = hd / 2, T = c.maxSeqLen
   const cos = new Float32Array(T * hd), sin = new Float32Array(T * hd)
+  const scaled = c.ropeScaling === undefined ? undefined : llama3InvFreq(c, c.ropeScaling)
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
-      const a = t * Math.pow(c.ropeTheta, (-2 * i) / hd)
+      const a = scaled === undefined ? t * Math.pow(c.ropeTheta, (-2 * i) / hd) : t * scaled[i]
       cos[t * hd + i] = cos[t * hd + i + half] = Math.cos(a)
       sin[t * hd + i] = sin[t * hd + i + half] = Math.sin(a)
     }
@@ -219,6 +277,7 @@ export const fromArrays = (config: Config, arrays: ReadonlyMap<string, Float32Ar
         ? { qBias: get(`${p}self_attn.q_proj.bias`), kBias: get(`${p}self_attn.k_proj.bias`), vBias: get(`${p}self_attn.v_proj.bias`) }
         : {}),
       o: get(`${p}self_attn.o_proj.weight`),
+      ...(config.qkNorm === true ? { qNorm: get(`${p}self_attn.q_norm.weight`), kNorm: get(`${p}self_attn.k_norm.weight`) } : {}),
       postNorm: get(`${p}post_attention_layernorm.weight`),
       gate: get(`${p}mlp.gate_proj.weight`),
       up: get(`${p}mlp.up_proj.weight`),
@@ -262,12 +321,14 @@ export const init = (config: Config, rng: Rng.Stream): Model => {
   return fromArrays(config, arrays)
 }
 
+/** One weight's values in HF layout (a copy). */
+export const toArray = (w: Weight): Float32Array => {
+  const data = w.variable.dataSync() as Float32Array
+  return isLinear(w.name) ? transpose2d(data, w.variable.shape[0] as number, w.variable.shape[1] as number) : data
+}
+
 /** Every weight's values, by HF name, in HF layout (a copy). */
-export const toArrays = (model: Model): Map<string, Float32Array> =>
-  new Map(model.weights.map((w) => {
-    const data = w.variable.dataSync() as Float32Array
-    return [w.name, isLinear(w.name) ? transpose2d(data, w.variable.shape[0] as number, w.variable.shape[1] as number) : data]
-  }))
+export const toArrays = (model: Model): Map<string, Float32Array> => new Map(model.weights.map((w) => [w.name, toArray(w)]))
 
 /** A copy with its own variables; non-trainable unless asked (the frozen reference policy). */
 export const clone = (model: Model, options: { readonly trainable?: boolean } = {}): Model =>
@@ -451,8 +512,10 @@ const block = (
 ): { x: tf.Tensor2D; cache: LayerCache } => {
   const c = model.config, hd = headDim(c), H = c.nHeads, Hkv = c.nKvHeads, G = H / Hkv
   const n1 = Fused.rmsNorm(x, layer.inputNorm, c.normEps)
-  const q = Fused.rope(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), pos.cosQ, pos.sinQ, model.constants.rotate)
-  const kNew = Fused.rope(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), pos.cos, pos.sin, model.constants.rotate)
+  // Qwen3 normalises each head before the rotation: RMSNorm over the last axis, hd wide.
+  const perHead = (y: tf.Tensor4D, g: tf.Variable | undefined) => (g === undefined ? y : Fused.rmsNorm(y, g, c.normEps))
+  const q = Fused.rope(perHead(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), layer.qNorm), pos.cosQ, pos.sinQ, model.constants.rotate)
+  const kNew = Fused.rope(perHead(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), layer.kNorm), pos.cos, pos.sin, model.constants.rotate)
   const vNew = tf.reshape(linear(n1, layer.v, layer.vBias), [batch, time, Hkv, hd])
   // [B, Hkv, T, hd]; with a cache, append along time → [B, Hkv, S, hd].
   let k = tf.transpose(kNew, [0, 2, 1, 3]) as tf.Tensor4D
@@ -485,7 +548,7 @@ const block = (
     : G * time <= SMALL_QUERY
     ? attendSmall(qg, kAll, vAll, pos.mask)
     : attend(qg, kAll, vAll, pos.mask, time) // [B, Hkv, G·T, hd]
-  const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, c.dModel])
+  const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, H * hd])
   const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
   const n2 = Fused.rmsNorm(h, layer.postNorm, c.normEps)
   const gate = linear(n2, layer.gate)
