@@ -3,7 +3,7 @@ import { Backend } from "@r1flow/backend"
 import { Attention, Kernels, Native } from "@r1flow/kernels"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Transformer } from "../src/index.js"
-import { ids2d, maxAbsDiff, randomModel, tiny } from "./helpers.js"
+import { ids2d, maxAbsDiff, randomModel, tiny, tinyQwen3 } from "./helpers.js"
 
 const native = Native.load()
 if (!native.ok) console.warn(`@r1flow/model: fused-attention tests skipped: ${native.reason}`)
@@ -37,14 +37,16 @@ describe.skipIf(!native.ok)("the model on the fused attention kernel", () => {
     Kernels.install()
   })
 
-  it("Transformer.forward gives the same logits and gradients with and without the native kernels", async () => {
-    const m = randomModel(tiny, 3)
-    const ids = ids2d([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0], [3, 3, 3, 1, 0, 9, 8, 7, 6, 5, 4, 2, 1]])
-    const profile = await tf.profile(() => tf.tidy(() => Transformer.forward(m, ids).dataSync()))
-    expect(profile.kernelNames).toContain(Attention.FORWARD)
-    compare(run(m, () => Transformer.forward(m, ids), true), run(m, () => Transformer.forward(m, ids), false))
-    m.dispose()
-  })
+  for (const [label, config] of [["", tiny], [" (head width ≠ dModel/nHeads, q/k norms, rope scaling)", tinyQwen3]] as const) {
+    it(`Transformer.forward gives the same logits and gradients with and without the native kernels${label}`, async () => {
+      const m = randomModel(config, 3)
+      const ids = ids2d([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0], [3, 3, 3, 1, 0, 9, 8, 7, 6, 5, 4, 2, 1]])
+      const profile = await tf.profile(() => tf.tidy(() => Transformer.forward(m, ids).dataSync()))
+      expect(profile.kernelNames).toContain(Attention.FORWARD)
+      compare(run(m, () => Transformer.forward(m, ids), true), run(m, () => Transformer.forward(m, ids), false))
+      m.dispose()
+    })
+  }
 
   it("Transformer.forwardShared (a prefix every row sees: past > 0) matches too", () => {
     const m = randomModel({ ...tiny, nHeads: 6, nKvHeads: 2, dModel: 24 }, 4)

@@ -3,7 +3,7 @@ import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Generate, LogProbs, Transformer } from "../src/index.js"
-import { ids2d, randomModel, tiny } from "./helpers.js"
+import { ids2d, randomModel, tiny, tinyQwen3 } from "./helpers.js"
 
 beforeAll(async () => {
   await Backend.init()
@@ -35,8 +35,8 @@ const trainerLogProbs = (m: Transformer.Model, prompt: Int32Array, completion: I
 
 describe("Generate.sample", () => {
   it("greedy with the KV cache equals greedy by full recomputation, token for token", () => {
-    for (const seed of [1, 2]) {
-      const m = randomModel(tiny, seed, 0.5)
+    for (const [seed, config] of [[1, tiny], [2, tiny], [3, tinyQwen3]] as const) {
+      const m = randomModel(config, seed, 0.5)
       const stopIds = [0]
       const r = Generate.sample(m, { prompts, groupSize: 2, maxNewTokens: 12, temperature: 0, stopIds }, Rng.make(1, "gen"))
       expect(r.completions.length).toBe(6)

@@ -3,7 +3,7 @@ import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Transformer } from "../src/index.js"
-import { ids2d, maxAbsDiff, randomModel, tiny } from "./helpers.js"
+import { ids2d, maxAbsDiff, randomModel, tiny, tinyQwen3 } from "./helpers.js"
 
 beforeAll(async () => {
   await Backend.init()
@@ -64,8 +64,11 @@ describe("Transformer", () => {
     mha.dispose()
   })
 
-  it("gradients match central differences (tied head, q/k/v biases)", () => {
-    const config: Transformer.Config = { ...tiny, vocabSize: 7, dModel: 8, nHeads: 2, nKvHeads: 1, dFf: 12, tieEmbeddings: true, attentionBias: true }
+  // The q/k norms make the loss more curved: a smaller step keeps the difference's own error (O(h²)) small.
+  for (const [label, config, h] of [
+    ["tied head, q/k/v biases", { ...tiny, vocabSize: 7, dModel: 8, nHeads: 2, nKvHeads: 1, dFf: 12, tieEmbeddings: true, attentionBias: true }, 1e-2],
+    ["head width ≠ dModel/nHeads, q/k norms, Llama 3 rope scaling", { ...tinyQwen3, vocabSize: 7, dModel: 8, nHeads: 2, nKvHeads: 1, dFf: 12 }, 2.5e-3]
+  ] as const) it(`gradients match central differences (${label})`, () => {
     const m = randomModel(config, 3, 0.5)
     const ids = ids2d([[1, 2, 3, 4], [6, 5, 0, 2]])
     const proj = tf.randomNormal([2, 4, config.vocabSize], 0, 1, "float32", 11)
@@ -78,7 +81,6 @@ describe("Transformer", () => {
       const values = w.variable.dataSync().slice()
       for (let probe = 0; probe < 3; probe++) {
         const i = rng.nextInt(values.length)
-        const h = 1e-2
         const at = (delta: number) => {
           const v = values.slice()
           v[i] += delta
@@ -95,6 +97,26 @@ describe("Transformer", () => {
     tf.dispose(Object.values(grads))
     tf.dispose([ids, proj])
     m.dispose()
+  })
+
+  it("an explicit head width makes q/o [C, H·hd]; q/k norms are [hd] weights after o_proj", () => {
+    const shapes = new Map(Transformer.weightShapes(tinyQwen3).map((w) => [w.name, w.shape]))
+    expect(shapes.get("model.layers.0.self_attn.q_proj.weight")).toEqual([24, 16])
+    expect(shapes.get("model.layers.0.self_attn.k_proj.weight")).toEqual([12, 16])
+    expect(shapes.get("model.layers.0.self_attn.o_proj.weight")).toEqual([16, 24])
+    expect(shapes.get("model.layers.0.self_attn.q_norm.weight")).toEqual([6])
+    const names = [...shapes.keys()]
+    expect(names.indexOf("model.layers.0.self_attn.q_norm.weight")).toBe(names.indexOf("model.layers.0.self_attn.o_proj.weight") + 1)
+    expect(Transformer.problems({ ...tinyQwen3, headDim: 5 })).toEqual(["head width 5 must be even for rotary embeddings"])
+  })
+
+  it("Llama 3 scaling keeps high frequencies, divides low ones by the factor and blends the band between", () => {
+    const c: Transformer.Config = { ...tiny, nHeads: 2, nKvHeads: 1, ropeScaling: { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 } }
+    const f = Transformer.llama3InvFreq(c, c.ropeScaling!)
+    // hd 8: plain frequencies 1, 0.1, 0.01, 0.001 (wavelengths 6.3, 63, 628, 6283 against 64/4 = 16 and 64/1 = 64).
+    const smooth = (64 / (2 * Math.PI / 0.1) - 1) / 3
+    const want = [1, (1 - smooth) * 0.1 / 8 + smooth * 0.1, 0.01 / 8, 0.001 / 8]
+    for (let i = 0; i < 4; i++) expect(f[i] / want[i]).toBeCloseTo(1, 12)
   })
 
   it("clone and copyWeights copy exactly; the clone is frozen", () => {

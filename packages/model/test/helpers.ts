@@ -16,6 +16,17 @@ export const tiny: Transformer.Config = {
   tieEmbeddings: false
 }
 
+/**
+ * `tiny` with every option the HF families add: an explicit head width (4 heads × 6 ≠ dModel 16), Qwen3's
+ * per-head q/k norms and Llama 3's rope scaling (not one real family, but each path at once).
+ */
+export const tinyQwen3: Transformer.Config = {
+  ...tiny,
+  headDim: 6,
+  qkNorm: true,
+  ropeScaling: { ropeType: "llama3", factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 }
+}
+
 /** Weights with a larger spread than `init` (so logits are far from uniform and bugs show). */
 export const randomModel = (config: Transformer.Config, seed: number, std = 0.3): Transformer.Model => {
   const rng = Rng.make(seed, "test-weights")
