@@ -5,43 +5,38 @@
  *   total[i] = Σ_k w_k · r_k[i]   over the rewards k with r_k[i] not NaN and w_k ≠ 0
  *
  * A row's total is NaN only when no weighted reward applies to it; such rows get advantage 0
- * downstream and are counted (`reward_frac_nan` in `metrics`). Rewards run one after another in
- * the order listed, and each sees the columns of the rewards before it in `input.batch` (this is how
- * `length` reads the correctness written by `math-accuracy`).
+ * downstream and are counted (`reward_frac_nan` in the step's metrics). Rewards run one after another
+ * in the order listed, and each sees the columns of the rewards before it in `input.batch` (this is
+ * how `length` reads the correctness written by `math-accuracy`).
  *
  * Failure policy, per reward. A call fails when it throws, rejects, returns something other than a
- * `Float32Array` of one score per row, returns ±Infinity, or runs past `timeoutMs`. Then:
+ * `Float32Array` of one score per row, returns ±Infinity, runs past `timeoutMs` or past its worker's
+ * memory. Then:
  *   - `onError: "fail"` (the default): the stage fails with a `StageError` naming the reward and the row
  *     (for a throw, the batch is re-scored row by row to find the first row that throws).
  *   - `onError: "nan"`: the failed rows become NaN (all rows, or just the non-finite ones), the
- *     reward's failure counters go up (`failures()`, and `rewards/<name>/failed_*` in `metrics`), and a
- *     warning naming the reward is logged.
+ *     reward's failure counters go up (`failures()`), and a warning naming the reward is logged.
  *
- * Isolation. Rewards loaded from a package or path (`load`) run each in its own worker thread by
- * default: one message per batch (the batch as Arrow IPC bytes, transferred), the worker is
+ * Isolation (`RewardRunner`). Rewards loaded from a package or path (`load`) run each in its own worker
+ * thread by default: one message per batch (the batch as Arrow IPC bytes, transferred), the worker is
  * terminated when a call passes its timeout and restarted for the next call, so even a reward stuck
  * in `while (true) {}` never blocks the process beyond `timeoutMs`. Each worker's memory is bounded
  * (`LoadOptions.memoryMb`): its JS heap by V8, and all of it (ArrayBuffers and other memory outside
  * the heap included) by the parent, which stops the worker when the process grows past the limit
  * during a call. A reward that runs out of it fails its call like a throw (its `onError` applies) and
- * its worker is replaced for the next call, so it cannot take the trainer down. A reward given as an object (`make`, or
- * `load(..., { isolation: "in-process" })`) runs in the calling thread: an async reward
- * is abandoned at its timeout (and its `signal` aborted), but a synchronous reward cannot be
+ * its worker is replaced for the next call, so it cannot take the trainer down. A reward given as an
+ * object (`make`, or `load(..., { isolation: "in-process" })`) runs in the calling thread: an async
+ * reward is abandoned at its timeout (and its `signal` aborted), but a synchronous reward cannot be
  * pre-empted; if it returns after its timeout, the call is treated as timed out.
  */
-import { existsSync, readFileSync } from "node:fs"
-import { createRequire } from "node:module"
-import path from "node:path"
-import { fileURLToPath } from "node:url"
-import { Worker } from "node:worker_threads"
-import { Field, Float32, Schema as ArrowSchema, Table, tableToIPC, type RecordBatch, type Utf8, type Vector } from "apache-arrow"
+import { Field, Float32, Schema as ArrowSchema, type RecordBatch, type Utf8, type Vector } from "apache-arrow"
 import { Effect, Schema } from "effect"
 import * as Batch from "./Batch.js"
 import * as Columns from "./Columns.js"
 import * as CoreConfig from "./Config.js"
 import * as Plugin from "./Plugin.js"
-import type * as Reward from "./Reward.js"
-import { inputFromBatch } from "./Reward.js"
+import * as Reward from "./Reward.js"
+import * as RewardRunner from "./RewardRunner.js"
 import * as Stage from "./Stage.js"
 
 /** What happens when a reward call fails. */
@@ -110,377 +105,30 @@ export interface StageEntry {
 /** Columns of the stage's output: the scored batch with its `reward_<name>` columns. */
 export type ScoredType = Batch.ScoredType & { [column: `reward_${string}`]: Float32 }
 
-/** The reward stage: a core stage plus its reward names, failure counters and metrics. */
+/** The reward stage: a core stage plus its reward names and failure counters. */
 export interface RewardStage extends Stage.Stage<Batch.RolloutsType, ScoredType> {
   /** Column names, in order: scores are in `reward_<name>`. */
   readonly names: ReadonlyArray<string>
   /** Failure counters per reward name. */
   readonly failures: () => Readonly<Record<string, Failures>>
-  /** `metrics(scored, names)` plus the failure counters. */
-  readonly metrics: (scored: RecordBatch) => Record<string, number>
   /** Stops the worker threads (idempotent; workers never keep the process alive on their own). */
   readonly close: Effect.Effect<void>
 }
 
 // ---------------------------------------------------------------------------------------------
-// Running one call
-
-type Outcome =
-  | { readonly _tag: "ok"; readonly scores: Float32Array }
-  | { readonly _tag: "threw"; readonly message: string }
-  | { readonly _tag: "bad"; readonly message: string }
-  | { readonly _tag: "timeout"; readonly message: string }
-  | { readonly _tag: "oom"; readonly message: string }
-
-/** Runs a reward on a batch, never throwing; `input` is the batch already decoded (in-process runners use it). */
-interface Runner {
-  readonly call: (batch: RecordBatch, input: Omit<Reward.Input, "signal"> | null, timeoutMs: number) => Promise<Outcome>
-  readonly close: () => Promise<void>
-}
-
-const describeError = (e: unknown): string => (e instanceof Error ? `${e.name}: ${e.message}` : `non-error thrown: ${String(e)}`)
-
-const describeValue = (v: unknown): string =>
-  v === null ? "null" : Array.isArray(v) ? "an Array" : typeof v === "object" ? `a ${(v as object).constructor?.name ?? "object"}` : `a ${typeof v}`
-
-/** Checks a reward's return value: a Float32Array of `rows` scores. */
-const checkShape = (out: unknown, rows: number): Outcome =>
-  !(out instanceof Float32Array)
-    ? { _tag: "bad", message: `returned ${describeValue(out)}, not a Float32Array` }
-    : out.length !== rows
-      ? { _tag: "bad", message: `returned ${out.length} scores for ${rows} rows` }
-      : { _tag: "ok", scores: out }
-
-const isThenable = (v: unknown): v is PromiseLike<unknown> =>
-  v !== null && (typeof v === "object" || typeof v === "function") && typeof (v as { then?: unknown }).then === "function"
-
-const timeoutMessage = (ms: number) => `did not finish within its timeout of ${ms} ms`
-
-/** Runs `reward` in this thread. Async calls are abandoned at the timeout; sync calls cannot be pre-empted. */
-const inProcess = (reward: Reward.Reward): Runner => ({
-  call: (batch, decoded, timeoutMs) => {
-    const input = decoded ?? inputFromBatch(batch)
-    const controller = new AbortController()
-    const started = performance.now()
-    let result: unknown
-    try {
-      result = reward.score({ ...input, signal: controller.signal })
-    } catch (e) {
-      return Promise.resolve({ _tag: "threw", message: describeError(e) })
-    }
-    if (!isThenable(result)) {
-      const took = performance.now() - started
-      return Promise.resolve(took > timeoutMs ? { _tag: "timeout", message: `${timeoutMessage(timeoutMs)} (a synchronous call took ${Math.round(took)} ms)` } : checkShape(result, input.rows))
-    }
-    return new Promise<Outcome>((resolve) => {
-      const timer = setTimeout(() => {
-        controller.abort(new Error(timeoutMessage(timeoutMs)))
-        resolve({ _tag: "timeout", message: timeoutMessage(timeoutMs) })
-      }, timeoutMs)
-      Promise.resolve(result).then(
-        (out) => {
-          clearTimeout(timer)
-          resolve(checkShape(out, input.rows))
-        },
-        (e) => {
-          clearTimeout(timer)
-          resolve({ _tag: "threw", message: describeError(e) })
-        }
-      )
-    })
-  },
-  close: () => Promise.resolve()
-})
-
-/**
- * The worker's program (CommonJS, run with `eval`). It imports the plugin, decodes the config with
- * the plugin's own schema, calls `make`, then scores each batch it is sent as Arrow IPC bytes.
- * `apache-arrow` and `effect` are resolved from the plugin's location (its peer dependencies), else
- * from core's. Its `Input` mirrors `Reward.inputFromBatch`.
- */
-const WORKER_SOURCE = String.raw`
-const { parentPort, workerData } = require("node:worker_threads")
-const { createRequire } = require("node:module")
-const { fileURLToPath, pathToFileURL } = require("node:url")
-const describe = (e) => (e instanceof Error ? e.name + ": " + e.message : "non-error thrown: " + String(e))
-const kind = (v) => (v === null ? "null" : Array.isArray(v) ? "an Array" : typeof v === "object" ? "a " + ((v.constructor && v.constructor.name) || "object") : "a " + typeof v)
-let reward, arrow, prefixKey
-const strings = (batch, name, nullable) => {
-  const v = batch.getChild(name)
-  if (v === null) throw new Error('the batch has no "' + name + '" column')
-  const out = new Array(v.length)
-  for (let i = 0; i < v.length; i++) { const s = v.get(i); out[i] = nullable ? s : (s == null ? "" : s) }
-  return out
-}
-const parseMetadata = (text) => {
-  if (text === null || text === "") return {}
-  try { const v = JSON.parse(text); return v !== null && typeof v === "object" && !Array.isArray(v) ? v : {} } catch { return {} }
-}
-const int32List = (vector) => {
-  const d = vector.data[0]
-  const raw = d.valueOffsets.subarray(0, d.length + 1)
-  const base = raw[0]
-  const values = d.children[0].values.subarray(base, raw[raw.length - 1])
-  return { values, offsets: base === 0 ? raw : raw.map((o) => o - base), rows: d.length }
-}
-const init = async () => {
-  const { pluginSpec, from, hostDir, arrowPath, effectPath, rawConfig } = workerData
-  prefixKey = workerData.prefixKey
-  // Resolved here, in a thread started without the parent's --conditions, so a test runner's
-  // source condition never points the worker at TypeScript it cannot load. A package is looked up
-  // where the parent found it (beside core, then the user's directory), whatever the working directory.
-  const path = require("node:path")
-  let pluginUrl = pluginSpec
-  if (pluginSpec.startsWith(".") || pluginSpec.startsWith("/")) pluginUrl = pathToFileURL(path.resolve(from, pluginSpec)).href
-  else {
-    for (const base of [hostDir, from]) {
-      try { pluginUrl = pathToFileURL(createRequire(path.resolve(base, "package.json")).resolve(pluginSpec)).href; break } catch {}
-    }
-  }
-  const plugin = (await import(pluginUrl)).default
-  let req = null
-  try { req = createRequire(pluginUrl.startsWith("file:") ? fileURLToPath(pluginUrl) : process.cwd() + "/") } catch {}
-  const resolve = (spec, fallback) => { try { return req.resolve(spec) } catch { return fallback } }
-  arrow = require(resolve("apache-arrow", arrowPath))
-  const effect = await import(pathToFileURL(resolve("effect", effectPath)).href)
-  const config = effect.Schema.decodeUnknownSync(plugin.config)(rawConfig === undefined ? {} : rawConfig)
-  reward = plugin.make(config)
-}
-const score = async (msg) => {
-  const batch = arrow.tableFromIPC(msg.ipc).batches[0]
-  const input = {
-    rows: batch.numRows,
-    prompts: strings(batch, "prompt", false),
-    completions: strings(batch, "completion", false),
-    completionPrefix: batch.schema.metadata.get(prefixKey) ?? "",
-    completionIds: int32List(batch.getChild("completion_ids")),
-    answers: strings(batch, "answer", true),
-    metadata: strings(batch, "metadata", true).map(parseMetadata),
-    finishReasons: strings(batch, "finish_reason", false),
-    groupIds: batch.getChild("group_id").data[0].values.subarray(0, batch.numRows),
-    batch,
-    signal: new AbortController().signal
-  }
-  return await reward.score(input)
-}
-parentPort.on("message", (msg) => {
-  score(msg).then(
-    (out) => {
-      if (out instanceof Float32Array) parentPort.postMessage({ type: "result", id: msg.id, scores: out })
-      else parentPort.postMessage({ type: "bad", id: msg.id, message: "returned " + kind(out) + ", not a Float32Array" })
-    },
-    (e) => parentPort.postMessage({ type: "threw", id: msg.id, message: describe(e) })
-  )
-})
-init().then(() => parentPort.postMessage({ type: "ready" }), (e) => parentPort.postMessage({ type: "init-error", message: describe(e) }))
-`
-
-const coreRequire = createRequire(import.meta.url)
-/** Core's own directory: the parent imports a plugin by name from here first (`Plugin.load`), so the worker does too. */
-const hostDir = path.dirname(fileURLToPath(import.meta.url))
-
-/** The batch as IPC stream bytes (one copy, then transferred to the worker without another). */
-const toIpc = (batch: RecordBatch): Uint8Array => tableToIPC(new Table(batch), "stream")
-
-/**
- * The parent's Node flags minus those that would break the worker: `--conditions` (a test runner's
- * source condition must not point it at TypeScript) and `--input-type` (its source is CommonJS).
- */
-const workerExecArgv = (): Array<string> => {
-  const out: Array<string> = []
-  const args = process.execArgv
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--conditions" || args[i] === "-C" || args[i] === "--input-type") i++
-    else if (!args[i].startsWith("--conditions=") && !args[i].startsWith("--input-type=")) out.push(args[i])
-  }
-  return out
-}
-
-// ---------------------------------------------------------------------------------------------
-// A worker's memory
-
-const MB = 1 << 20
-const STATUS = "/proc/self/status"
-const hasStatus = existsSync(STATUS)
-
-const VM_RSS = /VmRSS:\s+(\d+) kB/
-const VM_DATA = /VmData:\s+(\d+) kB/
-const statusKb = (text: string, line: RegExp): number => Number(line.exec(text)?.[1] ?? 0) * 1024
-
-/**
- * This process's memory in bytes, all threads together: resident, and reserved for data (Linux
- * `VmData`: private writable memory, counted when allocated, touched or not; a zero-filled
- * `Buffer.alloc` is not resident until written). Elsewhere both are the resident set size.
- */
-const processMemory = (): { readonly resident: number; readonly reserved: number } => {
-  if (!hasStatus) {
-    const rss = process.memoryUsage.rss()
-    return { resident: rss, reserved: rss }
-  }
-  const text = readFileSync(STATUS, "latin1")
-  return { resident: statusKb(text, VM_RSS), reserved: statusKb(text, VM_DATA) }
-}
-
-/** This thread's own JS heap and buffers (what the trainer itself allocates meanwhile is not the worker's). */
-const ownMemory = (): number => {
-  const m = process.memoryUsage()
-  return m.heapTotal + m.external
-}
-
-/**
- * Watches the process while one worker call runs and calls `exceeded` (once, with the growth in MB)
- * when the memory gained since the call began passes `limitMb`: the larger of the resident and the
- * reserved growth, less this thread's own. The trainer waits for the call, so what grows is the
- * worker, ArrayBuffers and other memory outside V8's heap limit included. Sampled every 10 ms: a
- * reward hoarding memory at a GB per second overshoots by tens of MB, not gigabytes. Returns `stop`.
- */
-const watchMemory = (limitMb: number, exceeded: (grewMb: number) => void): (() => void) => {
-  const start = processMemory()
-  const own = ownMemory()
-  const timer = setInterval(() => {
-    const now = processMemory()
-    const grew = Math.max(now.resident - start.resident, now.reserved - start.reserved) - Math.max(0, ownMemory() - own)
-    if (grew <= limitMb * MB) return
-    clearInterval(timer)
-    exceeded(Math.round(grew / MB))
-  }, 10)
-  timer.unref()
-  return () => clearInterval(timer)
-}
-
-/**
- * Runs a plugin's reward in a worker thread whose memory is bounded by `memoryMb`: V8 caps its heap
- * there, and the parent stops it when the process grows by more than that during a call (see
- * `watchMemory`: a reward's buffers live outside the heap). Started by `start()`
- * (which fails with the worker's init error); after a timeout, a crash or running out of memory the
- * worker is gone and a new one starts on the next call.
- */
-const inWorker = (plugin: { readonly spec: string; readonly from: string }, rawConfig: unknown, label: string, memoryMb: number) => {
-  let worker: Worker | null = null
-  let starting: Promise<Worker> | null = null
-  let nextId = 0
-  const pending = new Map<number, (o: Outcome) => void>()
-
-  const failAll = (outcome: Outcome) => {
-    for (const resolve of pending.values()) resolve(outcome)
-    pending.clear()
-  }
-
-  const spawn = (): Promise<Worker> =>
-    new Promise<Worker>((resolve, reject) => {
-      const w = new Worker(WORKER_SOURCE, {
-        eval: true,
-        execArgv: workerExecArgv(),
-        // Exhausting it ends only this worker (ERR_WORKER_OUT_OF_MEMORY), never the trainer.
-        resourceLimits: { maxOldGenerationSizeMb: memoryMb },
-        workerData: { pluginSpec: plugin.spec, from: plugin.from, hostDir, rawConfig, arrowPath: coreRequire.resolve("apache-arrow"), effectPath: coreRequire.resolve("effect"), prefixKey: Batch.COMPLETION_PREFIX_KEY }
-      })
-      w.unref()
-      let ready = false
-      w.on("message", (msg: { type: string; id?: number; scores?: Float32Array; message?: string }) => {
-        if (msg.type === "ready") {
-          ready = true
-          resolve(w)
-        } else if (msg.type === "init-error") {
-          reject(new Error(msg.message))
-          void w.terminate()
-        } else {
-          const done = pending.get(msg.id!)
-          pending.delete(msg.id!)
-          if (done === undefined) return
-          if (msg.type === "result") done({ _tag: "ok", scores: msg.scores! })
-          else done({ _tag: msg.type === "bad" ? "bad" : "threw", message: msg.message! })
-        }
-      })
-      w.on("error", (e: NodeJS.ErrnoException) => {
-        // A dead worker must not serve the next call, even one made before its "exit" arrives.
-        if (worker === w) worker = null
-        if (!ready) reject(e)
-        else if (e.code === "ERR_WORKER_OUT_OF_MEMORY") failAll({ _tag: "oom", message: `ran out of memory (its worker's heap limit is ${memoryMb} MB); the worker was stopped and will restart` })
-        else failAll({ _tag: "threw", message: `the worker crashed: ${describeError(e)}` })
-      })
-      w.on("exit", (code) => {
-        if (worker === w) worker = null
-        if (!ready) reject(new Error(`the worker exited with code ${code} while loading ${label}`))
-        else failAll({ _tag: "threw", message: `the worker exited with code ${code} during the call` })
-      })
-    })
-
-  const start = (): Promise<Worker> => {
-    if (worker !== null) return Promise.resolve(worker)
-    if (starting === null) {
-      starting = spawn().then(
-        (w) => {
-          worker = w
-          starting = null
-          return w
-        },
-        (e) => {
-          starting = null
-          throw e
-        }
-      )
-    }
-    return starting
-  }
-
-  const call = async (batch: RecordBatch, _input: unknown, timeoutMs: number): Promise<Outcome> => {
-    let w: Worker
-    try {
-      w = await start()
-    } catch (e) {
-      return { _tag: "threw", message: `could not start its worker: ${(e as Error).message}` }
-    }
-    const ipc = toIpc(batch)
-    const id = nextId++
-    return new Promise<Outcome>((resolve) => {
-      // Ends the call with `outcome` and the worker with it (a call past its timeout or its memory).
-      const abandon = (outcome: Outcome) => {
-        pending.delete(id)
-        clearTimeout(timer)
-        stopWatch()
-        resolve(outcome)
-        if (worker === w) worker = null
-        void w.terminate()
-      }
-      const timer = setTimeout(() => abandon({ _tag: "timeout", message: `${timeoutMessage(timeoutMs)} (its worker was terminated and will restart)` }), timeoutMs)
-      const stopWatch = watchMemory(memoryMb, (grewMb) =>
-        abandon({
-          _tag: "oom",
-          message: `ran out of memory (its worker's limit is ${memoryMb} MB: the process grew by ${grewMb} MB during the call, buffers outside the JS heap included); the worker was stopped and will restart`
-        })
-      )
-      pending.set(id, (o) => {
-        clearTimeout(timer)
-        stopWatch()
-        resolve(o._tag === "ok" ? checkShape(o.scores, batch.numRows) : o)
-      })
-      const whole = ipc.byteOffset === 0 && ipc.byteLength === ipc.buffer.byteLength
-      w.postMessage({ type: "score", id, ipc }, whole ? [ipc.buffer as ArrayBuffer] : [])
-    })
-  }
-
-  const close = async () => {
-    const w = worker
-    worker = null
-    failAll({ _tag: "threw", message: "the reward stage was closed" })
-    if (w !== null) await w.terminate()
-  }
-
-  return { start, runner: { call, close } satisfies Runner }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The stage
 
+/** One reward as the stage runs it. */
 interface Slot {
   readonly label: string
   readonly column: string
   readonly weight: number
   readonly onError: OnError
   readonly timeoutMs: number
-  readonly runner: Runner
+  readonly runner: RewardRunner.Runner
 }
+
+type Counters = Record<string, { calls: number; rows: number; last: string | null }>
 
 const STAGE = "rewards"
 
@@ -489,6 +137,97 @@ const rowIds = (batch: RecordBatch): ((i: number) => string) => {
   return (i) => JSON.stringify(ids?.get(i) ?? String(i))
 }
 
+/** Re-scores a failing batch row by row to name the first row that throws (only on the way to a `fail`). */
+const findRow = async (slot: Slot, batch: RecordBatch): Promise<number | null> => {
+  if (batch.numRows <= 1) return batch.numRows === 1 ? 0 : null
+  const deadline = performance.now() + slot.timeoutMs
+  for (let i = 0; i < batch.numRows && performance.now() < deadline; i++) {
+    const o = await slot.runner.call(batch.slice(i, i + 1), null, slot.timeoutMs)
+    if (o._tag === "threw") return i
+    if (o._tag === "timeout" || o._tag === "oom") return null
+  }
+  return null
+}
+
+/** What went wrong in one call: the rows it fails, its scores so far, and a message naming the rows. */
+interface Failed {
+  readonly scores: Float32Array
+  readonly rows: ReadonlyArray<number>
+  readonly message: string
+}
+
+/** Scores that came back, failed in their ±Infinity rows (none when all are finite or NaN). */
+const infiniteRows = (scores: Float32Array, id: (i: number) => string): Failed => {
+  const rows: Array<number> = []
+  for (let i = 0; i < scores.length; i++) if (scores[i] === Infinity || scores[i] === -Infinity) rows.push(i)
+  const more = rows.length > 1 ? ` and ${rows.length - 1} more rows` : ""
+  return { scores, rows, message: rows.length === 0 ? "" : `returned ${scores[rows[0]]} for row ${rows[0]} (id ${id(rows[0])})${more}; scores must be finite or NaN` }
+}
+
+/**
+ * A call that failed as a whole fails every row. Its message names the batch by its ids, or, for a
+ * throw under `fail` (about to stop the run), the first row that throws on its own.
+ */
+const wholeBatch = async (slot: Slot, batch: RecordBatch, message: string, threw: boolean): Promise<Failed> => {
+  const rows = batch.numRows
+  const id = rowIds(batch)
+  let where = ""
+  if (slot.onError === "fail" && threw) {
+    const row = await findRow(slot, batch)
+    where = row === null ? ` (on the batch of ${rows} rows; no single row reproduces it)` : ` (row ${row}, id ${id(row)}, throws on its own)`
+  } else if (rows > 0) {
+    where = ` (on the batch of ${rows} rows, ids ${id(0)}…${id(rows - 1)})`
+  }
+  return { scores: new Float32Array(rows), rows: Array.from({ length: rows }, (_, i) => i), message: message + where }
+}
+
+/** Runs one reward on a batch and applies its failure policy: its scores, or a `StageError` under `fail`. */
+const scoreOne = (slot: Slot, counters: Counters, batch: RecordBatch, input: Omit<Reward.Input, "signal">): Effect.Effect<Float32Array, Stage.StageError> =>
+  Effect.gen(function*() {
+    const outcome = yield* Effect.promise(() => slot.runner.call(batch, input, slot.timeoutMs))
+    const failed = outcome._tag === "ok"
+      // A copy: the reward may reuse its buffer, and the column must not change under us.
+      ? infiniteRows(outcome.scores.slice(), rowIds(batch))
+      : yield* Effect.promise(() => wholeBatch(slot, batch, outcome.message, outcome._tag === "threw"))
+    if (failed.rows.length === 0) return failed.scores
+    const text = `reward "${slot.column}" (${slot.label}): ${failed.message}`
+    if (slot.onError === "fail") return yield* new Stage.StageError({ stage: STAGE, message: text })
+    for (const i of failed.rows) failed.scores[i] = NaN
+    const c = counters[slot.column]
+    c.calls += 1
+    c.rows += failed.rows.length
+    c.last = text
+    yield* Effect.logWarning(`${text}; ${failed.rows.length} row(s) scored NaN (onError: "nan")`)
+    return failed.scores
+  })
+
+/** Runs every reward in order, each seeing the columns before it, and adds the columns and the total. */
+const scoreAll = (slots: ReadonlyArray<Slot>, counters: Counters, output: ArrowSchema<ScoredType>, batch: RecordBatch<Batch.RolloutsType>) =>
+  Effect.gen(function*() {
+    const rows = batch.numRows
+    const columns: Record<string, Vector> = {}
+    const total = new Float32Array(rows).fill(NaN)
+    let current: RecordBatch = batch
+    const decoded = Reward.inputFromBatch(batch)
+    for (const slot of slots) {
+      const scores = rows === 0 ? new Float32Array(0) : yield* scoreOne(slot, counters, current, { ...decoded, batch: current })
+      const name = Batch.rewardColumn(slot.column)
+      const column = Columns.makeFloat32(scores)
+      columns[name] = column
+      if (slot.weight !== 0) {
+        for (let i = 0; i < rows; i++) {
+          const v = scores[i]
+          if (v === v) total[i] = total[i] === total[i] ? total[i] + slot.weight * v : slot.weight * v
+        }
+      }
+      // Later rewards see this one's column (e.g. `length` reads correctness).
+      current = yield* Stage.addColumns(STAGE, current, new ArrowSchema([new Field(name, new Float32(), true)]), { [name]: column })
+    }
+    columns.reward = Columns.makeFloat32(total)
+    return yield* Stage.addColumns(STAGE, batch, output, columns)
+  })
+
+/** The stage over its slots; every reward writes its own column. */
 const fromSlots = (slots: ReadonlyArray<Slot>): RewardStage => {
   const names = slots.map((s) => s.column)
   const seen = new Set<string>()
@@ -496,97 +235,12 @@ const fromSlots = (slots: ReadonlyArray<Slot>): RewardStage => {
     if (seen.has(n)) throw new Error(`two rewards write the column "${Batch.rewardColumn(n)}"; give one of them another name`)
     seen.add(n)
   }
-  const counters: Record<string, { calls: number; rows: number; last: string | null }> = Object.fromEntries(names.map((n) => [n, { calls: 0, rows: 0, last: null }]))
+  const counters: Counters = Object.fromEntries(names.map((n) => [n, { calls: 0, rows: 0, last: null }]))
   const output = Batch.scoredWith(names) as unknown as ArrowSchema<ScoredType>
-
-  /** Re-scores a failing batch row by row to name the first row that throws (only on the way to a `fail`). */
-  const findRow = async (slot: Slot, batch: RecordBatch): Promise<number | null> => {
-    if (batch.numRows <= 1) return batch.numRows === 1 ? 0 : null
-    const deadline = performance.now() + slot.timeoutMs
-    for (let i = 0; i < batch.numRows && performance.now() < deadline; i++) {
-      const o = await slot.runner.call(batch.slice(i, i + 1), null, slot.timeoutMs)
-      if (o._tag === "threw") return i
-      if (o._tag === "timeout" || o._tag === "oom") return null
-    }
-    return null
-  }
-
-  const scoreOne = (slot: Slot, batch: RecordBatch, input: Omit<Reward.Input, "signal">): Effect.Effect<Float32Array, Stage.StageError> =>
-    Effect.gen(function*() {
-      const rows = batch.numRows
-      const id = rowIds(batch)
-      const outcome = yield* Effect.promise(() => slot.runner.call(batch, input, slot.timeoutMs))
-      let failed: Array<number> = []
-      let message: string
-      let scores: Float32Array
-      if (outcome._tag === "ok") {
-        // A copy: the reward may reuse its buffer, and the column must not change under us.
-        scores = outcome.scores.slice()
-        for (let i = 0; i < rows; i++) if (scores[i] === Infinity || scores[i] === -Infinity) failed.push(i)
-        if (failed.length === 0) return scores
-        message = `returned ${scores[failed[0]]} for row ${failed[0]} (id ${id(failed[0])})${failed.length > 1 ? ` and ${failed.length - 1} more rows` : ""}; scores must be finite or NaN`
-      } else {
-        scores = new Float32Array(rows)
-        failed = Array.from({ length: rows }, (_, i) => i)
-        message = outcome.message
-        if (slot.onError === "fail" && outcome._tag === "threw") {
-          const row = yield* Effect.promise(() => findRow(slot, batch))
-          message += row === null ? ` (on the batch of ${rows} rows; no single row reproduces it)` : ` (row ${row}, id ${id(row)}, throws on its own)`
-        } else if (rows > 0) {
-          message += ` (on the batch of ${rows} rows, ids ${id(0)}…${id(rows - 1)})`
-        }
-      }
-      const text = `reward "${slot.column}" (${slot.label}): ${message}`
-      if (slot.onError === "fail") return yield* new Stage.StageError({ stage: STAGE, message: text })
-      for (const i of failed) scores[i] = NaN
-      const c = counters[slot.column]
-      c.calls += 1
-      c.rows += failed.length
-      c.last = text
-      yield* Effect.logWarning(`${text}; ${failed.length} row(s) scored NaN (onError: "nan")`)
-      return scores
-    })
-
   return {
-    ...Stage.make({
-      name: STAGE,
-      input: Batch.Rollouts,
-      output,
-      transform: (batch) =>
-        Effect.gen(function*() {
-          const rows = batch.numRows
-          const columns: Record<string, Vector> = {}
-          const total = new Float32Array(rows).fill(NaN)
-          let current: RecordBatch = batch
-          const decoded = inputFromBatch(batch)
-          for (const slot of slots) {
-            const scores = rows === 0 ? new Float32Array(0) : yield* scoreOne(slot, current, { ...decoded, batch: current })
-            const name = Batch.rewardColumn(slot.column)
-            const column = Columns.makeFloat32(scores)
-            columns[name] = column
-            if (slot.weight !== 0) {
-              for (let i = 0; i < rows; i++) {
-                const v = scores[i]
-                if (v === v) total[i] = total[i] === total[i] ? total[i] + slot.weight * v : slot.weight * v
-              }
-            }
-            // Later rewards see this one's column (e.g. `length` reads correctness).
-            current = yield* Stage.addColumns(STAGE, current, new ArrowSchema([new Field(name, new Float32(), true)]), { [name]: column })
-          }
-          columns.reward = Columns.makeFloat32(total)
-          return yield* Stage.addColumns(STAGE, batch, output, columns)
-        })
-    }),
+    ...Stage.make({ name: STAGE, input: Batch.Rollouts, output, transform: (batch) => scoreAll(slots, counters, output, batch) }),
     names,
     failures: () => Object.fromEntries(names.map((n) => [n, { ...counters[n] }])),
-    metrics: (scored) => {
-      const m = metrics(scored, names)
-      for (const n of names) {
-        m[`rewards/${n}/failed_calls`] = counters[n].calls
-        m[`rewards/${n}/failed_rows`] = counters[n].rows
-      }
-      return m
-    },
     close: Effect.promise(() => Promise.all(slots.map((s) => s.runner.close()))).pipe(Effect.asVoid)
   }
 }
@@ -600,7 +254,7 @@ export const make = (entries: ReadonlyArray<StageEntry>): RewardStage =>
       weight: e.weight ?? 1,
       onError: e.onError ?? DEFAULT_ON_ERROR,
       timeoutMs: e.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      runner: inProcess(e.reward)
+      runner: RewardRunner.inProcess(e.reward)
     }))
   )
 
@@ -677,7 +331,7 @@ export const load = (
       const reward = (yield* Plugin.instantiate(plugin, entry.config, `rewards[${i}].config`)) as Reward.Reward
       if (reward === null || typeof reward !== "object" || typeof reward.score !== "function") {
         yield* stopAll
-        return yield* new Plugin.PluginError({ plugin: entry.plugin, message: `make(config) returned ${describeValue(reward)}, not a reward with a score function` })
+        return yield* new Plugin.PluginError({ plugin: entry.plugin, message: `make(config) returned ${RewardRunner.describeValue(reward)}, not a reward with a score function` })
       }
       const column = entry.name ?? plugin.name
       const clash = columnTaken(taken, column, i, "")
@@ -686,9 +340,13 @@ export const load = (
         return yield* clash
       }
       const label = `rewards[${i}] ${plugin.name}@${plugin.version}`
-      let runner: Runner = inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
+      let runner: RewardRunner.Runner = RewardRunner.inProcess({ name: plugin.name, version: plugin.version, score: (input) => reward.score(input) })
       if (options.isolation !== "in-process") {
-        const w = inWorker({ spec: entry.plugin, from }, entry.config, label, options.memoryMb ?? DEFAULT_WORKER_MEMORY_MB)
+        const w = RewardRunner.inWorker({
+          data: { spec: entry.plugin, from, rawConfig: entry.config, where: `rewards[${i}].config` },
+          label,
+          memoryMb: options.memoryMb ?? DEFAULT_WORKER_MEMORY_MB
+        })
         starts.push({ spec: entry.plugin, start: w.start })
         runner = w.runner
       }
@@ -707,57 +365,3 @@ export const load = (
 /** `load`, with the workers stopped when the scope closes. */
 export const loadScoped = (config: Config, options: LoadOptions = {}) =>
   Effect.acquireRelease(load(config, options), (stage) => stage.close)
-
-// ---------------------------------------------------------------------------------------------
-// Metrics
-
-const moments = (values: Float32Array): { mean: number; std: number; finite: number } => {
-  let n = 0, sum = 0
-  for (const v of values) if (v === v) { n++; sum += v }
-  const mean = n > 0 ? sum / n : NaN
-  let sq = 0
-  for (const v of values) if (v === v) sq += (v - mean) ** 2
-  return { mean, std: n > 0 ? Math.sqrt(sq / n) : NaN, finite: n }
-}
-
-/**
- * Step metrics of a scored batch: per reward `rewards/<name>/mean`, `/std` (population, over the
- * non-NaN rows; absent when all rows are NaN) and `/frac_nan`; for the total `reward`, `reward_std`,
- * `reward_frac_nan` (rows that get advantage 0), and `frac_reward_zero_std`: the fraction of groups
- * (by `group_id`) whose non-NaN totals are all equal (or number fewer than two), which carry no
- * learning signal under GRPO.
- */
-export const metrics = (scored: RecordBatch, names: ReadonlyArray<string>): Record<string, number> => {
-  const rows = scored.numRows
-  const out: Record<string, number> = {}
-  const put = (values: Float32Array, keys: { mean: string; std: string; nan: string }) => {
-    const m = moments(values)
-    if (m.finite > 0) {
-      out[keys.mean] = m.mean
-      out[keys.std] = m.std
-    }
-    out[keys.nan] = rows === 0 ? 0 : (rows - m.finite) / rows
-  }
-  for (const n of names) {
-    const col = scored.getChild(Batch.rewardColumn(n)) as Vector<Float32> | null
-    if (col === null) throw new Error(`the batch has no column "${Batch.rewardColumn(n)}"`)
-    put(Columns.float32Values(col), { mean: `rewards/${n}/mean`, std: `rewards/${n}/std`, nan: `rewards/${n}/frac_nan` })
-  }
-  const total = Columns.float32Values(scored.getChild("reward") as Vector<Float32>)
-  put(total, { mean: "reward", std: "reward_std", nan: "reward_frac_nan" })
-  const groups = Columns.int32Values(scored.getChild("group_id") as any)
-  const lo = new Map<number, number>(), hi = new Map<number, number>(), count = new Map<number, number>()
-  for (let i = 0; i < rows; i++) {
-    const g = groups[i]
-    if (!count.has(g)) count.set(g, 0)
-    const v = total[i]
-    if (v !== v) continue
-    count.set(g, count.get(g)! + 1)
-    lo.set(g, Math.min(lo.get(g) ?? Infinity, v))
-    hi.set(g, Math.max(hi.get(g) ?? -Infinity, v))
-  }
-  let zero = 0
-  for (const [g, c] of count) if (c < 2 || lo.get(g) === hi.get(g)) zero++
-  out.frac_reward_zero_std = count.size === 0 ? 0 : zero / count.size
-  return out
-}

@@ -98,10 +98,7 @@ describe("RewardStage (in-process)", () => {
     const out = await run(stage.run(Conformance.makeBatch(rows)))
     expect(values(out, "reward")).toEqual([1, 1, NaN, 1])
     expect(values(out, "reward_len-log")).toEqual([2, 4, 0, 8])
-    const m = stage.metrics(out)
-    expect(m["rewards/nan/frac_nan"]).toBe(1)
-    expect(m["rewards/nan/mean"]).toBeUndefined()
-    expect(m.reward_frac_nan).toBe(0.25)
+    expect(values(out, "reward_nan").every(Number.isNaN)).toBe(true)
   })
 
   it("later rewards see the columns of earlier ones", async () => {
@@ -112,29 +109,6 @@ describe("RewardStage (in-process)", () => {
 
   it("refuses two rewards writing the same column", () => {
     expect(() => RewardStage.make([{ reward: length }, { reward: length }])).toThrow(/reward_len/)
-  })
-
-  it("metrics: mean, std, frac_nan per reward and the fraction of zero-variance groups", () => {
-    const batch = Conformance.makeBatch([
-      { completion: "a", groupId: 0 },
-      { completion: "b", groupId: 0 },
-      { completion: "c", groupId: 1 },
-      { completion: "d", groupId: 1 },
-      { completion: "e", groupId: 2 },
-      { completion: "f", groupId: 2 }
-    ])
-    const r = Float32Array.from([1, 1, 0, 1, NaN, 3])
-    const scored = Batch.fromData(Batch.scoredWith(["x"]), {
-      ...Object.fromEntries(Batch.Rollouts.fields.map((f) => [f.name, batch.getChild(f.name as "id")!])),
-      reward_x: Columns.makeFloat32(r),
-      reward: Columns.makeFloat32(r)
-    })
-    const m = RewardStage.metrics(scored, ["x"])
-    expect(m["rewards/x/mean"]).toBeCloseTo(6 / 5)
-    expect(m["rewards/x/std"]).toBeCloseTo(Math.sqrt((3 * 0.04 + 1.44 + 3.24) / 5))
-    expect(m["rewards/x/frac_nan"]).toBeCloseTo(1 / 6)
-    // group 0: equal (zero std); group 1: varies; group 2: one finite value (zero std).
-    expect(m.frac_reward_zero_std).toBeCloseTo(2 / 3)
   })
 })
 
@@ -161,7 +135,6 @@ describe("RewardStage failure policy (in-process)", () => {
     expect(values(r.value as RecordBatch, "reward")).toEqual([1, 1, 1, 1])
     expect(stage.failures().picky).toMatchObject({ calls: 1, rows: 4 })
     expect(r.logs.some((l) => l.includes('reward "picky"') && l.includes("empty completion"))).toBe(true)
-    expect(stage.metrics(r.value as RecordBatch)["rewards/picky/failed_calls"]).toBe(1)
   })
 
   it("an async reward that hangs past its timeout is abandoned (and its signal aborted)", async () => {
@@ -248,6 +221,43 @@ describe("RewardStage.load (plugins in worker threads)", () => {
     const out = await run(stage.run(Conformance.makeBatch(rows)))
     expect(values(out, "reward_len")).toEqual([20, 40, 0, 80])
     expect(values(out, "reward_len1")).toEqual([2, 4, 0, 8])
+  })
+
+  // Scores one `Input` field per configured use, as a hash exact in Float32: any difference in what the
+  // worker decodes shows up as a different score.
+  writeFileSync(
+    join(dir, "field.mjs"),
+    `import { Schema } from ${JSON.stringify(effectUrl)}
+     const h = (s) => { let x = 7; for (const c of String(s)) x = (x * 31 + c.codePointAt(0)) % 1000003; return x }
+     const ids = (v, i) => Array.from(v.values.subarray(v.offsets[i], v.offsets[i + 1])).join(",")
+     const read = {
+       prompts: (input, i) => h(input.prompts[i]),
+       completions: (input, i) => h(input.completions[i]),
+       completionPrefix: (input) => h(input.completionPrefix),
+       completionIds: (input, i) => h(ids(input.completionIds, i)),
+       answers: (input, i) => (input.answers[i] === null ? -1 : h(input.answers[i])),
+       metadata: (input, i) => h(JSON.stringify(input.metadata[i])),
+       finishReasons: (input, i) => h(input.finishReasons[i]),
+       groupIds: (input, i) => input.groupIds[i],
+       batch: (input, i) => h(input.batch.getChild("id").get(i)) + input.batch.getChild("reward_prompts").get(i) + input.rows
+     }
+     export default { kind: "reward", name: "field", version: "1.0.0", description: "test", config: Schema.Struct({ field: Schema.String }),
+       make: ({ field }) => ({ score: (input) => Float32Array.from({ length: input.rows }, (_, i) => read[field](input, i)) }) }`
+  )
+  const fields = ["prompts", "completions", "completionPrefix", "completionIds", "answers", "metadata", "finishReasons", "groupIds", "batch"]
+
+  it("a worker scores a batch exactly as the same plugin does in this thread (every Input field, earlier columns)", async () => {
+    const config = decode({ rewards: fields.map((field, i) => ({ plugin: "./field.mjs", name: field, config: { field }, weight: i + 1 })) })
+    const worker = await load(config)
+    const inProcess = await run(RewardStage.load(config, { from: dir, isolation: "in-process" }))
+    const batch = Conformance.makeBatch(rows, { completionPrefix: "<think>" })
+    const [a, b] = [await run(worker.run(batch)), await run(inProcess.run(batch))]
+    for (const column of [...fields.map((f) => `reward_${f}`), "reward"]) {
+      expect(values(a, column), column).toEqual(values(b, column))
+      expect(values(b, column).every(Number.isFinite), column).toBe(true)
+    }
+    // Each field is read per row, not one constant (the prefix is one value for the whole batch).
+    for (const f of fields.filter((f) => f !== "completionPrefix")) expect(new Set(values(b, `reward_${f}`)).size, f).toBeGreaterThan(1)
   })
 
   it("a sync reward that loops forever is cut at its timeout; the worker restarts for the next batch", async () => {
