@@ -134,6 +134,10 @@ export const fill = <E, R>(
       }
     })
 
+/** `batches` (same columns) as one batch, in order; the schema (and its metadata) of the first. */
+export const concat = (batches: ReadonlyArray<RecordBatch<Batch.ScoredType>>): RecordBatch<Batch.ScoredType> =>
+  batches.length === 1 ? batches[0] : concatRows(batches.map((batch) => ({ batch, rows: Int32Array.from({ length: batch.numRows }, (_, i) => i) })), Infinity)
+
 /** One batch of the kept rows, keeping only the first `maxGroups` groups; schema of the first batch. */
 const concatRows = (kept: State["kept"], maxGroups: number): RecordBatch<Batch.ScoredType> => {
   const schema = kept[0].batch.schema

@@ -65,6 +65,12 @@ export interface Parts extends Layout<UserStage.UserStage> {
   /** DAPO dynamic sampling; `undefined` is off. */
   readonly dynamicSampling: DynamicSampling.Config | undefined
   readonly trainer: Update.Trainer
+  /**
+   * Replaces the in-process run of the draw pipeline (the pipeline is still built and checked): the
+   * engine's per-group draw, in this process or on rollout workers, that must give the batch the
+   * pipeline would give for the same per-group seeds.
+   */
+  readonly draw?: (prompts: RecordBatch<Batch.PromptsType>) => Effect.Effect<RecordBatch<Batch.ScoredType>, Stage.StageError>
 }
 
 /** A step's batch with advantages (what it trained on) and its metrics. */
@@ -130,7 +136,8 @@ export const make = (parts: Parts): Effect.Effect<Step, Pipeline.PipelineError> 
     const train = yield* Pipeline.make(trainStages(parts), { source: draw.output, sink: { ...updateSink, input: Batch.Advantages } })
     const run = (prompts: (attempt: number) => RecordBatch<Batch.PromptsType>) =>
       Effect.gen(function*() {
-        const scored = yield* DynamicSampling.fill(parts.dynamicSampling, (attempt) => Effect.suspend(() => Pipeline.runBatch(draw, prompts(attempt))))
+        const scored = yield* DynamicSampling.fill(parts.dynamicSampling, (attempt) =>
+          Effect.suspend(() => parts.draw !== undefined ? parts.draw(prompts(attempt)) : Pipeline.runBatch(draw, prompts(attempt))))
         const batch = yield* Pipeline.runBatch(train, scored.batch)
         const update = yield* parts.trainer.step(batch)
         const metrics = Metrics.ofStep({ batch, failures: parts.rewards.failures(), update, droppedGroups: scored.droppedGroups })
