@@ -4,7 +4,7 @@
  * Errors print as one clear line (what failed) plus the detail, and exit with status 1.
  */
 import { Plugin } from "@r1flow/core"
-import { Recipe, Report, Run } from "@r1flow/engine"
+import { Distributed, Recipe, Report, RolloutWorker, Run } from "@r1flow/engine"
 import type { NodeServices } from "@effect/platform-node"
 import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
@@ -41,11 +41,20 @@ const run = Command.make(
   "run",
   {
     recipe: Argument.String("recipe").pipe(Argument.withDescription(`A built-in recipe (${Run.builtinRecipes().join(", ")}) or a path to a recipe JSON file`)),
-    set: sets
+    set: sets,
+    workers: Flag.Int("workers").pipe(
+      Flag.withDescription("Draw the GRPO rollouts on N local worker processes (a local nats-server is started, JetStream store in the run directory, unless --nats names one); sets each grpo stage's distributed.workers"),
+      Flag.optional
+    ),
+    nats: Flag.String("nats").pipe(Flag.withDescription("Use this nats-server (nats://host:4222; credentials from R1FLOW_NATS_USER / R1FLOW_NATS_PASSWORD) for the rollout workers; sets distributed.nats"), Flag.optional)
   },
-  Effect.fn(function*({ recipe, set }) {
+  Effect.fn(function*({ recipe, set, workers, nats }) {
     const path = Run.resolveRecipe(recipe)
-    const result = yield* Run.run(path, { overrides: set })
+    const overrides = yield* Distributed.runOverrides(path, set, {
+      ...(Option.isSome(workers) ? { workers: workers.value } : {}),
+      ...(Option.isSome(nats) ? { nats: nats.value } : {})
+    })
+    const result = yield* Run.run(path, { overrides })
     for (const line of comparison(result.evals)) yield* Console.log(line)
     yield* Console.log(`\nrun directory: ${result.dir.root}  (report: ${result.dir.report})`)
     yield* Console.log(`backend: ${result.backend.name}; wall time ${(result.seconds / 60).toFixed(1)} min`)
@@ -83,6 +92,26 @@ const evalCmd = Command.make(
     yield* Console.log(`written to ${record.file}`)
   })
 ).pipe(Command.withDescription("Evaluate a run's policy or a checkpoint on held-out data (safe while the run trains: writes only evals/standalone/<label>-<time>.json)"))
+
+const worker = Command.make(
+  "worker",
+  {
+    nats: Flag.String("nats").pipe(Flag.withDescription("The trainer's nats-server, nats://host:4222 (credentials from R1FLOW_NATS_USER / R1FLOW_NATS_PASSWORD or R1FLOW_NATS_NKEY)")),
+    recipe: Flag.String("recipe").pipe(Flag.withDescription("The trainer's recipe (file or built-in name) or its run directory; the worker must draw as the trainer does")),
+    set: sets,
+    stage: Flag.String("stage").pipe(Flag.withDescription("The label of the grpo stage to serve (default: the first grpo stage)"), Flag.optional),
+    id: Flag.String("id").pipe(Flag.withDescription("This worker's name in logs (default host-pid)"), Flag.optional)
+  },
+  Effect.fn(function*({ nats, recipe, set, stage, id }) {
+    yield* RolloutWorker.run({
+      nats,
+      recipe,
+      overrides: set,
+      ...(Option.isSome(stage) ? { stage: stage.value } : {}),
+      ...(Option.isSome(id) ? { workerId: id.value } : {})
+    })
+  })
+).pipe(Command.withDescription("Draw GRPO rollouts for a trainer over NATS: pull prompt groups, sample with the trainer's weights, score with the recipe's rewards, publish them (refused when its rewards, sampling or maths differ from the trainer's)"))
 
 const report = Command.make(
   "report",
@@ -127,7 +156,7 @@ const newCmd = Command.make("new").pipe(Command.withDescription("Create a new pl
 
 const r1flow = Command.make("r1flow").pipe(
   Command.withDescription("Train reasoning language models the DeepSeek-R1 way: GRPO on rule rewards, in TypeScript"),
-  Command.withSubcommands([run, resume, evalCmd, report, plugins, newCmd])
+  Command.withSubcommands([run, resume, worker, evalCmd, report, plugins, newCmd])
 )
 
 /** The whole CLI as one program over `process.argv`; it needs the Node platform services. */

@@ -526,3 +526,16 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       saveStandalone
     ).pipe(Effect.provide(session.services))
   }).pipe(Effect.scoped)
+
+/**
+ * What a rollout worker (`RolloutWorker`) builds of a recipe, exactly as `run` builds it: the backend,
+ * the task data and the tokenizer (freed with the scope). The policy is not here: a worker takes the
+ * trainer's model config and weights over NATS.
+ */
+export const workerInputs = (recipe: Recipe.Recipe) =>
+  Effect.gen(function*() {
+    const backend = yield* initBackend(recipe)
+    const data = yield* buildData(recipe)
+    const { codec } = yield* Effect.acquireRelease(buildTokenizer(recipe, data), (t) => Effect.sync(() => t.codec.free()))
+    return { backend, data, tokenizer: codec }
+  })

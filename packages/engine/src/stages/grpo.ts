@@ -8,8 +8,12 @@
 import { Batch, Config as CoreConfig, Metrics, RewardStage, Rng, UserStage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Step, Update } from "@r1flow/grpo"
 import { Rollout, Transformer } from "@r1flow/model"
+import type { RecordBatch } from "apache-arrow"
 import { Effect, Option, Schema, Struct } from "effect"
+import { join } from "node:path"
+import * as Compute from "../Compute.js"
 import { Run, splitPerf, StageRunError, type Resumed, type RunContext } from "../Context.js"
+import * as Distributed from "../Distributed.js"
 import * as Evaluate from "../Evaluate.js"
 import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
@@ -53,7 +57,12 @@ export const Config = Schema.Struct({
   evalEvery: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   eval: Schema.optionalKey(Evaluate.Config),
   saveRollouts: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
-  logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(5)))
+  logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(5))),
+  /**
+   * Draw by prompt group, each from its own seed, in this process (`workers: 0`, no `nats`) or on rollout
+   * workers over NATS (`Distributed`). Absent: the whole batch from one stream, as always.
+   */
+  distributed: Schema.optionalKey(Distributed.Config)
 })
 /** GRPO stage config. */
 export type Config = typeof Config.Type
@@ -109,10 +118,41 @@ const check = (config: Config, at: RecipeStage.CheckContext) =>
     const rewardNames = yield* Sampling.checkRewardNames(config.rewards, at.where, at.from)
     yield* Sampling.checkAccuracy(config.eval?.accuracy, `${at.where}.eval`, at.from)
     yield* checkPipeline(config, rewardNames, at)
+    if ((config.distributed?.maxStaleness ?? 0) >= 1 && config.update.loss.tisCap === undefined) {
+      return yield* new CoreConfig.ConfigError({
+        source: "distributed",
+        problems: [`${at.where}.distributed.maxStaleness: ${config.distributed?.maxStaleness} lets samples lag the policy, which needs the importance-sampling correction: set ${at.where}.update.loss.tisCap (e.g. 2, as TRL and verl do)`]
+      })
+    }
+  })
+
+/** A step's prompt groups, one batch per row, by the step batch they make (`promptSource`), and the next step's. */
+interface Groups {
+  readonly of: Distributed.GroupsOf
+  readonly next: () => ReadonlyArray<Distributed.Group>
+}
+
+/**
+ * The per-group draw (`Distributed`): here, or over NATS with the run's own nats-server (store in
+ * `<run>/nats`) unless `nats` names one, and `workers` local worker processes (logs in `<run>/nats/logs`).
+ */
+const distributedDraw = (label: string, config: Config, dist: Distributed.Config, ctx: RunContext, parts: Distributed.DrawParts, groups: Groups, tally: Distributed.Staleness) =>
+  Effect.gen(function*() {
+    const seedOf = (index: number) => Distributed.groupSeed(ctx.recipe.seed, label, index)
+    if (dist.nats === undefined && dist.workers === 0) return Distributed.localDraw(groups.of, seedOf, Distributed.drawGroup(ctx, parts), tally)
+    const url = dist.nats ?? (yield* Distributed.localServer(label, join(ctx.dir.root, "nats"))).url
+    const manifest = (yield* RunDir.readJson(ctx.dir.manifest).pipe(Effect.mapError(fail(label)))) as { readonly compute?: Compute.Compute }
+    const compute = manifest.compute !== undefined ? Compute.describe(manifest.compute) : "unknown"
+    const fp = yield* Distributed.fingerprintOf(config, ctx.recipeDir, `${ctx.tokenizer.name} ${ctx.tokenizer.vocabSize}`, compute).pipe(Effect.mapError(fail(label)))
+    const id = Distributed.runId(ctx.recipe.name, label)
+    const trainer = yield* Distributed.connectTrainer(label, url, id, fp, dist.ackWaitMs, ctx.policy.config)
+    const workers = yield* Distributed.startLocalWorkers(dist.workers, { nats: url, runDir: ctx.dir.root, stage: label }, join(ctx.dir.root, "nats", "logs"))
+    ctx.log(`distributed: run ${id} on ${url}, ${dist.workers} local worker(s), maxStaleness ${dist.maxStaleness}`)
+    return Distributed.remoteDraw({ trainer, config: dist, ctx, groupsOf: groups.of, seedOf, next: groups.next, tally, alive: Distributed.anyAlive(label, workers) })
   })
 
 /** The step over this run's parts: rewards, user stages, trainer, then the rollout (its stream opens after the trainer's, as it always has). */
-const makeStep = (label: string, config: Config, ctx: RunContext) =>
+const makeStep = (label: string, config: Config, ctx: RunContext, groups: Groups, tally: Distributed.Staleness) =>
   Effect.gen(function*() {
     const rng = yield* Rng.Rng
     const rewards = yield* Sampling.loadRewards(label, config.rewards)
@@ -120,7 +160,11 @@ const makeStep = (label: string, config: Config, ctx: RunContext) =>
     const update = updateConfig(config, { padId: ctx.tokenizer.specialIds.eot })
     const trainer = yield* Update.make(ctx.policy, update, rng.stream(`${label}/minibatch`)).pipe(Effect.mapError(fail(label)))
     const rollout = yield* Sampling.rolloutStage(ctx, config.sampling, { groupSize: config.groupSize, stream: `${label}/rollout` })
-    const step = yield* Step.make({ rollout, rewards, ...user, advantages: config.advantages, dynamicSampling: config.dynamicSampling, trainer }).pipe(
+    const dist = config.distributed
+    const draw = dist === undefined
+      ? undefined
+      : yield* distributedDraw(label, config, dist, ctx, { sampling: config.sampling, groupSize: config.groupSize, rewards, afterRollout: user.afterRollout, afterRewards: user.afterRewards }, groups, tally)
+    const step = yield* Step.make({ rollout, rewards, ...user, advantages: config.advantages, dynamicSampling: config.dynamicSampling, trainer, ...(draw !== undefined ? { draw } : {}) }).pipe(
       Effect.mapError(fail(label))
     )
     return { step, rewardNames: rewards.names }
@@ -139,15 +183,29 @@ const resumeTrainer = (label: string, resume: Resumed, trainer: Update.Trainer) 
 
 /**
  * A step's prompts: the next `promptsPerStep` rows at the data cursor (moved on, so a resumed run draws the
- * same rows), group ids numbered per attempt so that dynamic sampling's draws never share one.
+ * same rows), group ids numbered per attempt so that dynamic sampling's draws never share one. With a
+ * `distributed` section each row is also its own group batch, indexed by its cursor position (unique in
+ * the stage, and the same on resume), which seeds it; `next` gives the next step's first draw's groups
+ * without moving the cursor (drawn ahead during the update when `maxStaleness ≥ 1`).
  */
 const promptSource = (ctx: RunContext, config: Config, label: string) => {
   const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
-  return (attempt: number) => {
-    const rows = draw(ctx.progress.cursor, config.promptsPerStep)
+  const cut = new WeakMap<RecordBatch<Batch.PromptsType>, ReadonlyArray<Distributed.Group>>()
+  const groupsAt = (cursor: number, first: number) =>
+    draw(cursor, config.promptsPerStep).map((row, i) => ({ index: cursor + i, prompts: Prompts.batch(ctx, [row], first + i) }))
+  const prompts = (attempt: number) => {
+    const cursor = ctx.progress.cursor
+    const rows = draw(cursor, config.promptsPerStep)
     ctx.progress.cursor += config.promptsPerStep
-    return Prompts.batch(ctx, rows, attempt * config.promptsPerStep)
+    const batch = Prompts.batch(ctx, rows, attempt * config.promptsPerStep)
+    if (config.distributed !== undefined) cut.set(batch, groupsAt(cursor, attempt * config.promptsPerStep))
+    return batch
   }
+  const groups: Groups = {
+    of: (batch) => cut.get(batch) ?? [],
+    next: () => (ctx.progress.stageStep + 1 < config.steps ? groupsAt(ctx.progress.cursor, 0) : [])
+  }
+  return { prompts, groups }
 }
 
 const stepError = (label: string) => (e: Step.StepError) =>
@@ -159,9 +217,10 @@ const train = (label: string, config: Config, resume: Resumed) =>
     Effect.gen(function*() {
       const ctx = yield* Run
       const metrics = yield* Metrics.Metrics
-      const { step, rewardNames } = yield* makeStep(label, config, ctx)
+      const { prompts, groups } = promptSource(ctx, config, label)
+      const tally = Distributed.staleness()
+      const { step, rewardNames } = yield* makeStep(label, config, ctx, groups, tally)
       yield* resumeTrainer(label, resume, step.trainer)
-      const prompts = promptSource(ctx, config, label)
       const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
       let tokens = 0
       for (let s = ctx.progress.stageStep; s < config.steps; s++) {
@@ -169,7 +228,7 @@ const train = (label: string, config: Config, resume: Resumed) =>
         ctx.progress.stageStep = s + 1
         ctx.progress.step++
         tokens += stepMetrics[GrpoMetrics.numTokens] ?? 0
-        const { metrics: values, perf } = splitPerf(stepMetrics)
+        const { metrics: values, perf } = splitPerf(config.distributed !== undefined ? { ...stepMetrics, ...tally.take() } : stepMetrics)
         yield* metrics.record(ctx.progress.step, values)
         ctx.perf(ctx.progress.step, perf)
         if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, ctx.progress.step, batch).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
