@@ -1,8 +1,9 @@
 /**
  * Picks the fastest TensorFlow.js backend that loads, and records why.
  *
- * Order: `tensorflow-gpu` (`@tensorflow/tfjs-node-gpu`, CUDA) → `tensorflow` (`@tensorflow/tfjs-node`) →
- * `wasm` (`@tensorflow/tfjs-backend-wasm`, SIMD) → `cpu` (plain JS, ~30x slower than wasm).
+ * Order: `tensorflow-gpu` (`@tensorflow/tfjs-node-gpu`, CUDA) → `webgpu` (Dawn, a hardware adapter only: see
+ * `WebGpu`) → `tensorflow` (`@tensorflow/tfjs-node`) → `wasm` (`@tensorflow/tfjs-backend-wasm`, SIMD) → `cpu`
+ * (plain JS, ~30x slower than wasm). A software WebGPU adapter (lavapipe, SwiftShader) runs only when forced.
  * The two tfjs-node packages are optional dependencies whose install script downloads libtensorflow from
  * outside the npm registry, so they are imported dynamically and a failed import falls through.
  * `R1FLOW_BACKEND` (or `options.force`) forces one backend; a forced backend that fails is an error.
@@ -10,16 +11,17 @@
  * XNNPACK path (see there).
  */
 import * as tf from "@tensorflow/tfjs"
-import { Effect, Schema } from "effect"
+import { Effect, Exit, Scope, Schema } from "effect"
 import * as WasmKernels from "./WasmKernels.js"
+import * as WebGpu from "./WebGpu.js"
 
 /** The backends r1flow knows, fastest first. */
-export const Name = Schema.Literals(["tensorflow-gpu", "tensorflow", "wasm", "cpu"])
+export const Name = Schema.Literals(["tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"])
 /** A backend name as used by `R1FLOW_BACKEND` and the `backend` config key. */
 export type Name = typeof Name.Type
 
 /** The order backends are tried in when none is forced. */
-export const order: ReadonlyArray<Name> = ["tensorflow-gpu", "tensorflow", "wasm", "cpu"]
+export const order: ReadonlyArray<Name> = ["tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"]
 
 /** One attempt to load a backend. */
 export interface Attempt {
@@ -40,6 +42,8 @@ export interface Info {
   readonly threads?: number
   /** Kernels r1flow registered over the backend's stock ones. */
   readonly kernels?: ReadonlyArray<string>
+  /** The WebGPU adapter (webgpu only). */
+  readonly adapter?: WebGpu.Adapter
 }
 
 /** No backend could be set up (only possible when one is forced, or when even `cpu` fails). */
@@ -55,7 +59,33 @@ const importOptional = (specifier: string): Promise<unknown> => import(/* @vite-
 
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0]
 
-const tryOne = async (name: Name): Promise<{ ok: true; detail: string; threads?: number; kernels?: ReadonlyArray<string> } | { ok: false; reason: string }> => {
+type Loaded = { ok: true; detail: string; threads?: number; kernels?: ReadonlyArray<string>; adapter?: WebGpu.Adapter }
+
+// The device of the webgpu backend lives as long as the process (tfjs's engine holds it); its scope is
+// closed only when setting the backend up fails.
+let webgpu: WebGpu.Gpu | undefined
+
+/** The adapter and device of the `webgpu` backend, once it is set up (`WebGpu.check` reads its errors). */
+export const gpu = (): WebGpu.Gpu | undefined => webgpu
+
+const tryWebGpu = async (forced: boolean): Promise<Loaded | { ok: false; reason: string }> => {
+  if (webgpu !== undefined) return { ok: false, reason: "the webgpu backend was set up once already and then left" }
+  const scope = Scope.makeUnsafe()
+  try {
+    const g = await Effect.runPromise(Scope.provide(scope)(WebGpu.open({ allowSoftware: forced })))
+    await WebGpu.register(g)
+    if (!(await tf.setBackend("webgpu"))) throw new Error(`setBackend('webgpu') returned false on ${WebGpu.label(g.adapter)}`)
+    await tf.ready()
+    WebGpu.check(g)
+    webgpu = g
+    return { ok: true, detail: `Dawn on ${WebGpu.label(g.adapter)}`, adapter: g.adapter }
+  } catch (e) {
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    return { ok: false, reason: messageOf(e) }
+  }
+}
+
+const tryOne = async (name: Name, forced: boolean): Promise<Loaded | { ok: false; reason: string }> => {
   try {
     switch (name) {
       case "tensorflow-gpu":
@@ -65,6 +95,8 @@ const tryOne = async (name: Name): Promise<{ ok: true; detail: string; threads?:
         await tf.ready()
         return { ok: true, detail: `libtensorflow via ${name === "tensorflow-gpu" ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"}` }
       }
+      case "webgpu":
+        return await tryWebGpu(forced)
       case "wasm": {
         await import("@tensorflow/tfjs-backend-wasm")
         if (!(await tf.setBackend("wasm"))) return { ok: false, reason: "setBackend('wasm') returned false" }
@@ -98,13 +130,13 @@ const parseForce = (raw: string | undefined): Name | undefined | Error => {
 const select = async (force: Name | undefined, forcedBy: string): Promise<Info> => {
   const tried: Array<Attempt> = []
   for (const name of force === undefined ? order : [force]) {
-    const r = await tryOne(name)
+    const r = await tryOne(name, force !== undefined)
     if (r.ok) {
       tried.push({ name, ok: true, reason: r.detail })
       const reason = force === undefined
         ? `${name}: the first backend that loaded (${r.detail})`
         : `${name}: forced by ${forcedBy} (${r.detail})`
-      return { name, tried, reason, ...(r.threads === undefined ? {} : { threads: r.threads }), ...(r.kernels === undefined ? {} : { kernels: r.kernels }) }
+      return { name, tried, reason, ...(r.threads === undefined ? {} : { threads: r.threads }), ...(r.kernels === undefined ? {} : { kernels: r.kernels }), ...(r.adapter === undefined ? {} : { adapter: r.adapter }) }
     }
     tried.push({ name, ok: false, reason: r.reason })
   }

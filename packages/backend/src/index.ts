@@ -1,3 +1,4 @@
 /** @r1flow/backend: picks the fastest TensorFlow.js backend that loads and records why. */
 export * as Backend from "./Backend.js"
 export * as WasmKernels from "./WasmKernels.js"
+export * as WebGpu from "./WebGpu.js"
