@@ -152,6 +152,28 @@ describe.skipIf(natsServer === undefined)("distributed rollout (nats-server)", (
     expect(read(log1)).not.toMatch(new RegExp(`: group ${lost} at version`))
   }, 600_000)
 
+  it("maxStaleness 1: the next step's groups are drawn during the update, one version stale, with the TIS correction", async () => {
+    const { file } = setup("dist-async", { ackWaitMs: 2000, maxStaleness: 1 })
+    const r = await background(["run", file, "--workers", "2", "--set", "stages.1.config.update.loss.tisCap=2"]).done
+    expect(r.status, r.out).toBe(0)
+    const steps = readFileSync(join(dirOf(r.out), "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).filter((m) => "async/staleness_max" in m)
+    // Step 1's groups are published at its own version; steps 2 and 3 train on groups drawn a version earlier.
+    expect(steps.map((m) => m["async/staleness_max"])).toEqual([0, 1, 1])
+    // The TIS weights w = min(π_old / π_sampler, 2) are logged each step; on-policy they are 1 up to float noise,
+    // on the stale steps π_sampler is the previous version's, so they depart from 1.
+    const tis = steps.map((m) => m["sampling/importance_sampling_ratio/mean"] as number)
+    expect(tis.every((w) => Number.isFinite(w))).toBe(true)
+    expect(Math.abs(tis[0] - 1)).toBeLessThan(1e-4)
+    expect(Math.min(Math.abs(tis[1] - 1), Math.abs(tis[2] - 1))).toBeGreaterThan(1e-4)
+  }, 600_000)
+
+  it("maxStaleness 1 without update.loss.tisCap is refused before the run starts, naming the key", () => {
+    const { file } = setup("dist-async-refused", { maxStaleness: 1 })
+    const r = spawnSync(process.execPath, [bin, "run", file], { encoding: "utf8", timeout: 120_000 })
+    expect(r.status).toBe(1)
+    expect(r.stderr).toContain("update.loss.tisCap")
+  })
+
   it("a worker whose reward config differs from the trainer's is refused, naming the key; the run completes", async () => {
     const port = await freePort()
     const store = mkdtempSync(join(tmpdir(), "r1flow-dist-nats-"))
