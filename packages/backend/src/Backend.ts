@@ -14,6 +14,7 @@ import * as tf from "@tensorflow/tfjs"
 import { Effect, Exit, Scope, Schema } from "effect"
 import * as WasmKernels from "./WasmKernels.js"
 import * as WebGpu from "./WebGpu.js"
+import * as WebGpuKernels from "./WebGpuKernels.js"
 
 /** The backends r1flow knows, fastest first. */
 export const Name = Schema.Literals(["tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"])
@@ -76,9 +77,10 @@ const tryWebGpu = async (forced: boolean): Promise<Loaded | { ok: false; reason:
     await WebGpu.register(g)
     if (!(await tf.setBackend("webgpu"))) throw new Error(`setBackend('webgpu') returned false on ${WebGpu.label(g.adapter)}`)
     await tf.ready()
+    const kernels = WebGpuKernels.install()
     WebGpu.check(g)
     webgpu = g
-    return { ok: true, detail: `Dawn on ${WebGpu.label(g.adapter)}`, adapter: g.adapter }
+    return { ok: true, detail: `Dawn on ${WebGpu.label(g.adapter)}; WGSL ${kernels.join(", ")}`, adapter: g.adapter, kernels }
   } catch (e) {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     return { ok: false, reason: messageOf(e) }

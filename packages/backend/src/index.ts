@@ -2,3 +2,4 @@
 export * as Backend from "./Backend.js"
 export * as WasmKernels from "./WasmKernels.js"
 export * as WebGpu from "./WebGpu.js"
+export * as WebGpuKernels from "./WebGpuKernels.js"
