@@ -12,6 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Exit, Scope, Schema } from "effect"
+import { existsSync, readdirSync } from "node:fs"
 import * as WasmKernels from "./WasmKernels.js"
 import * as WebGpu from "./WebGpu.js"
 import * as WebGpuKernels from "./WebGpuKernels.js"
@@ -69,8 +70,21 @@ let webgpu: WebGpu.Gpu | undefined
 /** The adapter and device of the `webgpu` backend, once it is set up (`WebGpu.check` reads its errors). */
 export const gpu = (): WebGpu.Gpu | undefined => webgpu
 
+/**
+ * Whether this Linux machine shows a GPU device node (a DRM render node or NVIDIA's). Without one any adapter
+ * would be a software one, which the automatic choice refuses anyway: not probing spares the demo loading
+ * Mesa's lavapipe (0.3-0.5 s) and the warnings Dawn prints on stderr. An explicit Vulkan driver list
+ * (`VK_ICD_FILENAMES`, `VK_DRIVER_FILES`) is probed whatever the nodes say.
+ */
+const mayHaveGpu = (): boolean => {
+  if (process.platform !== "linux" || process.env.VK_ICD_FILENAMES !== undefined || process.env.VK_DRIVER_FILES !== undefined) return true
+  const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir) : [])
+  return entries("/dev/dri").some((n) => n.startsWith("renderD")) || entries("/dev").some((n) => /^nvidia\d+$/.test(n))
+}
+
 const tryWebGpu = async (forced: boolean): Promise<Loaded | { ok: false; reason: string }> => {
   if (webgpu !== undefined) return { ok: false, reason: "the webgpu backend was set up once already and then left" }
+  if (!forced && !mayHaveGpu()) return { ok: false, reason: "no GPU device node (/dev/dri/renderD*, /dev/nvidia*), so only a software adapter could be had" }
   const scope = Scope.makeUnsafe()
   try {
     const g = await Effect.runPromise(Scope.provide(scope)(WebGpu.open({ allowSoftware: forced })))

@@ -18,6 +18,8 @@ if (skip !== undefined) console.warn(`automatic webgpu choice test skipped: ${sk
 describe.skipIf(skip !== undefined)("automatic choice with a software adapter", () => {
   it("skips the software adapter, says why, and picks the CPU backend as before", async () => {
     delete process.env[Backend.ENV_VAR]
+    // Machines without a GPU device node are not probed at all; naming the Vulkan driver makes the probe happen.
+    process.env.VK_ICD_FILENAMES ??= "/usr/share/vulkan/icd.d/lvp_icd.json"
     const info = await Backend.init()
     const webgpu = info.tried.find((t) => t.name === "webgpu")
     expect(webgpu).toMatchObject({ ok: false, reason: expect.stringMatching(/^software adapter .*used only when webgpu is forced/) })
