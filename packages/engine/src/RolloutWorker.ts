@@ -72,6 +72,41 @@ const grpoStage = (recipe: Recipe.Recipe, recipePath: string, label: string | un
 /** A worker's failure: its own (`WorkerError`) or a config, plugin, stage, NATS or weights error, each tagged. */
 export type Failure = { readonly _tag: string; readonly message: string }
 
+/** Finds the trainer of run `id`, refuses a draw that differs from its, and reads the model config it published. */
+const handshake = (nc: Parameters<typeof Weights.store>[0], id: string, fp: string, workerId: string, o: Options) =>
+  Effect.gen(function*() {
+    const store = yield* Weights.store(nc, id)
+    const theirs = yield* Distributed.trainerFingerprint(store, o.waitMs ?? 120_000)
+    if (theirs === undefined) return yield* new WorkerError({ reason: "NoTrainer", message: `worker ${workerId}: no trainer of run ${id} on ${o.nats} within ${Math.round((o.waitMs ?? 120_000) / 1000)} s (start \`r1flow run\` with distributed.nats set to this server)` })
+    const diff = Distributed.fingerprintDiff(theirs, fp)
+    if (diff.length > 0) return yield* new WorkerError({ reason: "Refused", message: `worker ${workerId} refused by run ${id}: its draw differs from the trainer's (reward plugins, user stages, sampling, tokenizer and maths must match):\n  ${diff.join("\n  ")}` })
+    const modelEntry = yield* Connection.retrying(Connection.call(nc, `get ${Distributed.modelKey(id)}`, () => store.kv.get(Distributed.modelKey(id))))
+    if (modelEntry === null) return yield* new WorkerError({ reason: "Model", message: `run ${id}: the trainer published no model config (${Distributed.modelKey(id)})` })
+    return yield* Schema.decodeUnknownEffect(Schema.fromJsonString(Transformer.Config))(modelEntry.string()).pipe(
+      Effect.mapError((e) => new WorkerError({ reason: "Model", message: `run ${id}: the trainer's model config does not decode: ${e.message}` })))
+  })
+
+/** The draw reads only the policy, the tokenizer and the template; the rest of a run's context has no use in a worker. */
+const workerContext = (recipe: Recipe.Recipe, recipeDir: string, tokenizer: RunContext["tokenizer"], log: (line: string) => void, policy: () => Transformer.Model | undefined): RunContext => ({
+  recipe,
+  recipeDir,
+  dir: RunDir.at(join(tmpdir(), "r1flow-worker-has-no-run-dir")),
+  tokenizer,
+  data: { train: [], test: [], corpus: [] },
+  get policy() {
+    const p = policy()
+    if (p === undefined) throw new Error("no weights loaded yet")
+    return p
+  },
+  set policy(_) {},
+  progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 },
+  promptIds: (q) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q),
+  log,
+  perf: () => {},
+  checkpointEvery: 0,
+  checkpoint: () => Effect.void
+})
+
 /** Runs a worker until interrupted (or refused). */
 export const run = (o: Options): Effect.Effect<never, Failure> =>
   Effect.scoped(Effect.gen(function*() {
@@ -88,41 +123,14 @@ export const run = (o: Options): Effect.Effect<never, Failure> =>
     log(`worker ${workerId} (pid ${process.pid}): run ${id} (stage ${label} of ${recipePath}) on ${o.nats}; ${compute}`)
 
     const nc = yield* Connection.open({ url: o.nats, name: `r1flow-worker-${workerId}` })
-    const store = yield* Weights.store(nc, id)
-    const theirs = yield* Distributed.trainerFingerprint(store, o.waitMs ?? 120_000)
-    if (theirs === undefined) return yield* new WorkerError({ reason: "NoTrainer", message: `worker ${workerId}: no trainer of run ${id} on ${o.nats} within ${Math.round((o.waitMs ?? 120_000) / 1000)} s (start \`r1flow run\` with distributed.nats set to this server)` })
-    const diff = Distributed.fingerprintDiff(theirs, fp)
-    if (diff.length > 0) return yield* new WorkerError({ reason: "Refused", message: `worker ${workerId} refused by run ${id}: its draw differs from the trainer's (reward plugins, user stages, sampling, tokenizer and maths must match):\n  ${diff.join("\n  ")}` })
-    const modelEntry = yield* Connection.retrying(Connection.call(nc, `get ${Distributed.modelKey(id)}`, () => store.kv.get(Distributed.modelKey(id))))
-    if (modelEntry === null) return yield* new WorkerError({ reason: "Model", message: `run ${id}: the trainer published no model config (${Distributed.modelKey(id)})` })
-    const model = yield* Schema.decodeUnknownEffect(Schema.fromJsonString(Transformer.Config))(modelEntry.string()).pipe(
-      Effect.mapError((e) => new WorkerError({ reason: "Model", message: `run ${id}: the trainer's model config does not decode: ${e.message}` })))
-
+    const model = yield* handshake(nc, id, fp, workerId, o)
     const rewards = yield* RewardStage.loadScoped({ rewards: config.rewards }, { from: recipeDir })
     const afterRollout = yield* UserStage.loadAll(config.afterRollout, { from: recipeDir, where: `${label}.afterRollout` })
     const afterRewards = yield* UserStage.loadAll(config.afterRewards, { from: recipeDir, where: `${label}.afterRewards` })
 
     let policy: Transformer.Model | undefined
     yield* Effect.addFinalizer(() => Effect.sync(() => policy?.dispose()))
-    // The draw reads only the policy, the tokenizer and the template; the rest of a run's context has no use in a worker.
-    const ctx: RunContext = {
-      recipe,
-      recipeDir,
-      dir: RunDir.at(join(tmpdir(), "r1flow-worker-has-no-run-dir")),
-      tokenizer,
-      data: { train: [], test: [], corpus: [] },
-      get policy() {
-        if (policy === undefined) throw new Error("no weights loaded yet")
-        return policy
-      },
-      set policy(_) {},
-      progress: { step: 0, stageIndex: 0, stageStep: 0, cursor: 0 },
-      promptIds: (q) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q),
-      log,
-      perf: () => {},
-      checkpointEvery: 0,
-      checkpoint: () => Effect.void
-    }
+    const ctx = workerContext(recipe, recipeDir, tokenizer, log, () => policy)
     const draw = Distributed.drawGroup(ctx, { sampling: config.sampling, groupSize: config.groupSize, rewards, afterRollout, afterRewards })
     return yield* Worker.run(nc, {
       runId: id,
