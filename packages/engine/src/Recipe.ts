@@ -51,9 +51,13 @@ export const Task = Schema.Union([
 /** Where the prompts come from. */
 export type Task = typeof Task.Type
 
-/** The tokenizer: a standard tiktoken encoding, or a compact vocabulary built from the run's corpus. */
+/**
+ * The tokenizer: a standard tiktoken encoding, a compact vocabulary built from the run's corpus, or a Hugging
+ * Face model directory's `tokenizer.json` + `tokenizer_config.json` (`hf`; `dir` defaults to `model.from`).
+ */
 export const Tokenizer = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("standard"), encoding: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]) }),
+  Schema.Struct({ kind: Schema.Literal("hf"), dir: Schema.optionalKey(Schema.String) }),
   Schema.Struct({
     kind: Schema.Literal("compact"),
     base: Schema.Literals(["cl100k_base", "o200k_base", "r50k_base", "gpt2"]),
@@ -76,6 +80,56 @@ export const Model = Schema.Struct({
   /** Start from this checkpoint directory instead of a fresh initialisation. */
   checkpoint: Schema.optionalKey(Schema.String)
 })
+/** The policy's shape (the vocabulary size comes from the tokenizer). */
+export type Model = typeof Model.Type
+
+/** The shape keys a fresh model needs and a Hugging Face `config.json` fixes, with that file's key for each. */
+export const shapeKeys = {
+  dModel: "hidden_size",
+  nLayers: "num_hidden_layers",
+  nHeads: "num_attention_heads",
+  nKvHeads: "num_key_value_heads",
+  dFf: "intermediate_size",
+  ropeTheta: "rope_theta",
+  tieEmbeddings: "tie_word_embeddings"
+} as const
+
+/**
+ * The recipe's `model` section: a fresh model's shape (`Model`), or `from`, a Hugging Face model directory
+ * (relative to the recipe file's directory; a `--set` value to the working directory) whose `config.json`
+ * fixes the shape: the shape keys are then optional and, when given, must equal the file's, and `maxSeqLen`
+ * caps the context (the rotary tables) below its `max_position_embeddings`.
+ */
+export const PolicyModel = Schema.Struct({
+  dModel: Schema.optionalKey(PositiveInt),
+  nLayers: Schema.optionalKey(PositiveInt),
+  nHeads: Schema.optionalKey(PositiveInt),
+  nKvHeads: Schema.optionalKey(PositiveInt),
+  dFf: Schema.optionalKey(PositiveInt),
+  maxSeqLen: Schema.optionalKey(PositiveInt),
+  ropeTheta: Schema.optionalKey(Schema.Number),
+  tieEmbeddings: Schema.optionalKey(Schema.Boolean),
+  /** Start from this r1flow checkpoint directory instead of a fresh initialisation. */
+  checkpoint: Schema.optionalKey(Schema.String),
+  /** Start from this Hugging Face model directory (`config.json` + safetensors). */
+  from: Schema.optionalKey(Schema.String)
+})
+/** The recipe's `model` section. */
+export type PolicyModel = typeof PolicyModel.Type
+
+const required = ["dModel", "nLayers", "nHeads", "nKvHeads", "dFf", "maxSeqLen"] as const
+
+/**
+ * The fresh model's shape of a `model` section without `from`, or the problems (`model.<key>: …`) that
+ * keep it from being one: a missing shape key, or `from` and `checkpoint` both set.
+ */
+export const shapeOf = (m: PolicyModel): Model | Array<string> => {
+  if (m.from !== undefined && m.checkpoint !== undefined) return ["model.from, model.checkpoint: set one of them (a Hugging Face directory or an r1flow checkpoint)"]
+  const missing = required.filter((k) => m[k] === undefined)
+  if (missing.length > 0) return missing.map((k) => `model.${k}: missing (give the model's shape, or model.from=<dir> to start from a Hugging Face model directory)`)
+  const { from: _from, ...shape } = m
+  return shape as Model
+}
 
 /** One stage of the recipe. */
 export const StageEntry = Schema.Struct({
@@ -99,9 +153,12 @@ export const Recipe = Schema.Struct({
   runsDir: Schema.optionalKey(Schema.String),
   task: Task,
   tokenizer: Tokenizer,
-  /** Prompt format: R1-Zero's plain template or a chat format with system/user/assistant turns. */
-  template: Schema.optionalKey(Schema.Literals(["r1-zero", "chat"])),
-  model: Model,
+  /**
+   * Prompt format: R1-Zero's plain template, a chat format with system/user/assistant turns, or `model`: the
+   * model's own chat template (`chat_template` of an `hf` tokenizer's `tokenizer_config.json`).
+   */
+  template: Schema.optionalKey(Schema.Literals(["r1-zero", "chat", "model"])),
+  model: PolicyModel,
   /** The base corpus of worked solutions (generated tasks): how many, and the share deliberately flawed. */
   corpus: Schema.optionalKey(Schema.Struct({ count: PositiveInt, wrongFraction: Schema.optionalKey(Schema.Finite) })),
   /** Checkpoints: every `every` steps inside a stage (0: only at stage ends), keeping the newest `keep`. */
@@ -122,7 +179,7 @@ export const builtinStages: Readonly<Record<string, string>> = {
 }
 
 /** The transformer config for a recipe's model section and a vocabulary size. */
-export const modelConfig = (m: typeof Model.Type, vocabSize: number) => ({
+export const modelConfig = (m: Model, vocabSize: number) => ({
   vocabSize,
   dModel: m.dModel,
   nLayers: m.nLayers,

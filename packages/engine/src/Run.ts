@@ -7,16 +7,17 @@ import { Config as CoreConfig, Metrics, Plugin, Rng } from "@r1flow/core"
 import { Backend } from "@r1flow/backend"
 import { Checkpoint, Transformer } from "@r1flow/model"
 import { Loaders } from "@r1flow/datasets"
-import { Compact, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
+import { Compact, type HfTokenizer, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
 import { Effect, Layer, Option } from "effect"
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { createRequire } from "node:module"
-import { basename, dirname, join, resolve } from "node:path"
+import { basename, dirname, isAbsolute, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Run as RunService, StageRunError, type Resumed, type RunContext, type Services } from "./Context.js"
 import * as Compute from "./Compute.js"
 import * as Data from "./Data.js"
 import * as Evaluate from "./Evaluate.js"
+import * as ModelSource from "./ModelSource.js"
 import * as Recipe from "./Recipe.js"
 import * as RecipeStage from "./RecipeStage.js"
 import * as Report from "./Report.js"
@@ -76,21 +77,34 @@ export const load = (path: string, overrides: ReadonlyArray<string> = []) =>
     return { recipe, resolved: withOverrides }
   })
 
-/** The run's tokenizer, and the compact vocabulary the run directory keeps (null for a standard encoding). */
-const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"]) =>
-  Effect.sync((): { readonly codec: Codec; readonly vocab: Compact.Vocab | null } => {
-    if (recipe.tokenizer.kind === "standard") return { codec: Tokenizer.makeStandard(recipe.tokenizer.encoding), vocab: null }
-    // The compact vocabulary is learned from what the model will read and write: templated prompts and corpus solutions.
-    const texts: Array<string> = []
-    for (const r of data.corpus) texts.push(r.completion)
-    for (const r of data.train.slice(0, 2000)) texts.push(recipe.template === "chat" ? r.question : Template.r1ZeroText(r.question))
-    const vocab = Compact.build({ base: recipe.tokenizer.base, corpus: texts, size: recipe.tokenizer.size, splitDigits: recipe.tokenizer.splitDigits ?? false })
+/** A compact vocabulary learned from what the model will read and write: templated prompts and corpus solutions. */
+const buildCompact = (recipe: Recipe.Recipe, tokenizer: Extract<Recipe.Recipe["tokenizer"], { kind: "compact" }>, data: RunContext["data"]) => {
+  const texts: Array<string> = []
+  for (const r of data.corpus) texts.push(r.completion)
+  for (const r of data.train.slice(0, 2000)) texts.push(recipe.template === "chat" ? r.question : Template.r1ZeroText(r.question))
+  return Compact.build({ base: tokenizer.base, corpus: texts, size: tokenizer.size, splitDigits: tokenizer.splitDigits ?? false })
+}
+
+/**
+ * The run's tokenizer, and the compact vocabulary the run directory keeps (null for a standard encoding or a
+ * Hugging Face tokenizer, read from `hfDir`: default its `dir`, else `model.from`, as the recipe gives them).
+ */
+const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], hfDir?: string): Effect.Effect<{ readonly codec: Codec; readonly vocab: Compact.Vocab | null }, ModelSource.ModelSourceError> => {
+  const t = recipe.tokenizer
+  if (t.kind === "hf") return Effect.map(ModelSource.loadTokenizer(hfDir ?? t.dir ?? recipe.model.from ?? "."), (codec) => ({ codec, vocab: null }))
+  if (t.kind === "standard") return Effect.sync(() => ({ codec: Tokenizer.makeStandard(t.encoding), vocab: null }))
+  return Effect.sync(() => {
+    const vocab = buildCompact(recipe, t, data)
     return { codec: Tokenizer.makeCompact(vocab), vocab }
   })
+}
 
-const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir) =>
+/** The tokenizer of an existing run: a standard encoding, or the compact vocabulary or Hugging Face files its folder keeps. */
+const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir): Effect.Effect<Codec, ModelSource.ModelSourceError | Compact.CompactVocabError> =>
   recipe.tokenizer.kind === "standard"
-    ? Effect.succeed(Tokenizer.makeStandard(recipe.tokenizer.encoding))
+    ? Effect.succeed<Codec>(Tokenizer.makeStandard(recipe.tokenizer.encoding))
+    : recipe.tokenizer.kind === "hf"
+    ? Effect.map(ModelSource.loadTokenizer(join(dir.root, ModelSource.TOKENIZER_DIR)), (c): Codec => c)
     : Effect.map(Compact.load(join(dir.root, "tokenizer")), Tokenizer.makeCompact)
 
 /** Where a training run's metrics go. */
@@ -233,6 +247,27 @@ const buildData = (recipe: Recipe.Recipe) =>
 
 const jsonLines = (entries: ReadonlyArray<Metrics.Entry>) => entries.map((e) => JSON.stringify({ step: e.step, ...e.values }) + "\n").join("")
 
+/** Keys whose `--set` value is a path: it resolves from the working directory (a recipe file's own values from the file's). */
+const pathKeys = ["model.from", "tokenizer.dir"]
+
+/** `--set` overrides with the path keys' relative values made absolute from the working directory. */
+const absolutePaths = (overrides: ReadonlyArray<string>): Array<string> =>
+  overrides.map((o) => {
+    const eq = o.indexOf("="), key = o.slice(0, eq), value = o.slice(eq + 1)
+    return eq > 0 && pathKeys.includes(key) && value !== "" && !isAbsolute(value) ? `${key}=${resolve(value)}` : o
+  })
+
+/**
+ * What the recipe's `model` section needs beyond its schema: a fresh model's shape complete, not both
+ * `from` and `checkpoint`. Returns the fresh model's shape, or null when the model comes from a directory.
+ */
+const checkModelSection = (recipe: Recipe.Recipe, source: string): Effect.Effect<Recipe.Model | null, CoreConfig.ConfigError> => {
+  const shape = Recipe.shapeOf(recipe.model)
+  const fromDir = recipe.model.from !== undefined || recipe.model.checkpoint !== undefined
+  if (Array.isArray(shape)) return fromDir && !(recipe.model.from !== undefined && recipe.model.checkpoint !== undefined) ? Effect.succeed(null) : Effect.fail(new CoreConfig.ConfigError({ source, problems: shape }))
+  return Effect.succeed(fromDir ? null : shape)
+}
+
 /** Runs `path` to the end in a new run directory. */
 export const run = (path: string, options: Options = {}) =>
   Effect.gen(function*() {
@@ -241,18 +276,38 @@ export const run = (path: string, options: Options = {}) =>
     // changes, and `resume` finds it from anywhere (the manifest records it).
     const recipePath = resolve(path)
     const log = options.log ?? ((line: string) => console.log(line))
-    const { recipe, resolved } = yield* load(recipePath, options.overrides)
+    const overrides = absolutePaths(options.overrides ?? [])
+    const { recipe, resolved } = yield* load(recipePath, overrides)
+    const source = overrides.length > 0 ? `${recipePath} with --set ${overrides.join(" ")}` : recipePath
+    const shape = yield* checkModelSection(recipe, source)
     const stages = yield* prepare(recipe, recipePath, 0)
+    // A model directory's config.json and every shard header (no weights yet), the recipe's model keys against it.
+    const dirs = yield* ModelSource.dirs(recipe, dirname(recipePath), source)
+    const inspected = dirs.from !== undefined
+      ? yield* ModelSource.inspect(recipe, dirs.from)
+      : recipe.model.checkpoint !== undefined
+      ? yield* ModelSource.inspectCheckpoint(recipe.model.checkpoint)
+      : null
     const backend = yield* initBackend(recipe)
     log(`backend: ${backend.name} (${backend.reason})`)
     const data = yield* buildData(recipe)
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
-    const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data), (t) => Effect.sync(() => t.codec.free()))
+    const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
+    const hf = "engine" in tokenizer ? (tokenizer as HfTokenizer.HfCodec) : null
+    if (hf !== null) log(`tokenizer: ${dirs.tokenizer} on ${hf.engine} (${hf.reason})`)
+    yield* ModelSource.checkTemplate(recipe, tokenizer, dirs.tokenizer)
+    if (inspected !== null) yield* ModelSource.checkVocab(dirs.from ?? recipe.model.checkpoint!, inspected, tokenizer, dirs.tokenizer)
     const rng = Rng.makeService(recipe.seed)
-    const policy = recipe.model.checkpoint !== undefined
-      ? yield* Checkpoint.load(recipe.model.checkpoint)
-      : Transformer.init(Recipe.modelConfig(recipe.model, tokenizer.vocabSize), rng.stream("model/init"))
-    log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})`)
+    const loaded = dirs.from !== undefined
+      ? yield* Checkpoint.loadHf(dirs.from, recipe.model.maxSeqLen !== undefined ? { maxSeqLen: recipe.model.maxSeqLen } : {}).pipe(Effect.mapError(ModelSource.fromCheckpoint))
+      : null
+    const policy = loaded !== null
+      ? loaded.model
+      : shape === null
+      ? yield* Checkpoint.load(recipe.model.checkpoint!)
+      : Transformer.init(Recipe.modelConfig(shape, tokenizer.vocabSize), rng.stream("model/init"))
+    const came = loaded === null ? "" : ` from ${dirs.from} (${loaded.origin.family}, ${loaded.origin.dtype}, context ${policy.config.maxSeqLen})`
+    log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters${came}, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})`)
     // The last of the checks that can refuse the run: only once they pass does it get a directory.
     const promptIds = (q: string) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q)
     yield* Data.checkFits(data, { recipe, tokenizer, policy, promptIds }).pipe(Effect.tapError(() => Effect.sync(() => policy.dispose())))
@@ -260,15 +315,19 @@ export const run = (path: string, options: Options = {}) =>
     yield* RunLock.acquire(dir, "run")
     log(`run directory: ${dir.root}`)
     if (vocab !== null) yield* Compact.save(join(dir.root, "tokenizer"), vocab)
+    // Copies of what came from outside, so that resume and export work when those directories move.
+    if (dirs.tokenizer !== undefined) yield* ModelSource.keepTokenizer(dirs.tokenizer, dir.root)
+    if (loaded !== null) yield* ModelSource.keepOrigin(loaded.origin, dir.root)
     const manifest = {
       name: recipe.name,
       seed: recipe.seed,
       recipe: resolved,
       recipeFile: recipePath,
-      overrides: options.overrides ?? [],
+      overrides,
       backend,
       compute: Compute.of(backend),
-      tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize },
+      tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize, ...(hf !== null ? { engine: hf.engine, reason: hf.reason, dir: dirs.tokenizer } : {}) },
+      ...(loaded !== null ? { model: { from: dirs.from!, family: loaded.origin.family, dtype: loaded.origin.dtype } satisfies ModelSource.Recorded } : {}),
       parameters: Transformer.parameterCount(policy),
       started: new Date().toISOString(),
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
@@ -355,9 +414,11 @@ const readCheckpoint = (dir: RunDir.RunDir, manifest: Record<string, unknown>, l
 const checkShape = (recipe: Recipe.Recipe, restored: RunCheckpoint.Restored, vocabSize: number, checkpoint: string) =>
   Effect.gen(function*() {
     const studentBefore = recipe.stages.slice(0, restored.state.progress.stageIndex + 1).some((s) => s.stage === "student")
-    const expected = Recipe.modelConfig(recipe.model, vocabSize)
+    const shape = Recipe.shapeOf(recipe.model)
+    if (studentBefore || Array.isArray(shape) || recipe.model.checkpoint !== undefined || recipe.model.from !== undefined) return
+    const expected = Recipe.modelConfig(shape, vocabSize)
     const got = restored.policy.config
-    if (studentBefore || recipe.model.checkpoint !== undefined || (Object.keys(expected) as Array<keyof typeof expected>).every((k) => expected[k] === got[k])) return
+    if ((Object.keys(expected) as Array<keyof typeof expected>).every((k) => expected[k] === got[k])) return
     yield* disposeRestored(restored)
     return yield* new RunCheckpoint.CheckpointError({ path: checkpoint, reason: `the checkpoint's model shape ${JSON.stringify(got)} differs from the recipe's ${JSON.stringify(expected)}` })
   })
@@ -519,7 +580,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
         split: "test",
         samples: options.samples,
         batchSize: 64,
-        sampling: { maxNewTokens: options.maxNewTokens ?? Math.max(1, recipe.model.maxSeqLen - 100), temperature: options.temperature },
+        sampling: { maxNewTokens: options.maxNewTokens ?? Math.max(1, restored.policy.config.maxSeqLen - 100), temperature: options.temperature },
         ...(options.limit !== undefined ? { limit: options.limit } : {})
       },
       label,

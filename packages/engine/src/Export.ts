@@ -1,0 +1,99 @@
+/**
+ * `r1flow export`: a run's policy (its latest checkpoint, or a checkpoint folder `…/checkpoints/step-N`)
+ * as a Hugging Face model directory (`Checkpoint.exportHf`): config.json of the family the model came
+ * from (`model.from`, kept in `<run>/origin`), safetensors sharded above a size limit with the index,
+ * generation_config.json with the tokenizer's bos / eos / pad ids, and the tokenizer files when the run
+ * used a Hugging Face tokenizer (the copies in `<run>/tokenizer`). r1flow's own compact and standard
+ * tokenizers have no Hugging Face files: the export says so and writes none.
+ *
+ * Reads only: the checkpoint is verified (checksums, config) and nothing of the run is changed, so it is
+ * safe while the run trains.
+ */
+import { Config as CoreConfig } from "@r1flow/core"
+import { Checkpoint } from "@r1flow/model"
+import { type Codec, Compact, type HfTokenizer, Tokenizer } from "@r1flow/tokenizer"
+import { Effect } from "effect"
+import { existsSync, readFileSync } from "node:fs"
+import { join, resolve } from "node:path"
+import * as ModelSource from "./ModelSource.js"
+import * as Recipe from "./Recipe.js"
+import * as RunCheckpoint from "./RunCheckpoint.js"
+import * as RunDir from "./RunDir.js"
+
+/** How to export. */
+export interface Options {
+  /** Stored dtype (default: the source model's when it came from `model.from`, else float32). */
+  readonly dtype?: Checkpoint.TorchDtype
+  /** Shard above this size: bytes or "5GB", "500MB", "2GiB" (default "5GB"). */
+  readonly maxShardSize?: string | number
+  readonly log?: (line: string) => void
+}
+
+/** What was exported, and from where. */
+export interface Result {
+  readonly exported: Checkpoint.Exported
+  /** The checkpoint folder the weights came from. */
+  readonly checkpoint: string
+  /** The tokenizer files written, or why none were. */
+  readonly tokenizer: string
+}
+
+/** `tokenizer_config.json`'s `bos_token` (a string or `{ content }`) as an id of `codec`, if it has one. */
+const bosOf = (tokenizerDir: string, codec: Codec): number | undefined => {
+  const file = join(tokenizerDir, "tokenizer_config.json")
+  if (!existsSync(file)) return undefined
+  const bos = (JSON.parse(readFileSync(file, "utf8")) as { bos_token?: unknown }).bos_token
+  const text = typeof bos === "string" ? bos : typeof bos === "object" && bos !== null ? (bos as { content?: unknown }).content : undefined
+  return typeof text === "string" ? codec.specialTokens[text] : undefined
+}
+
+/** Writes `out` from the run or checkpoint folder `target`. */
+export const run = (target: string, out: string, options: Options = {}) =>
+  Effect.gen(function*() {
+    const log = options.log ?? ((line: string) => console.log(line))
+    const abs = resolve(target)
+    const isCheckpoint = existsSync(join(abs, "state.json"))
+    const root = isCheckpoint ? resolve(abs, "..", "..") : abs
+    const dir = RunDir.at(root)
+    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const found = isCheckpoint ? { dir: abs, notice: null } : yield* RunCheckpoint.latest(dir.checkpoints)
+    if (found.notice !== null) log(`notice: ${found.notice}`)
+    yield* RunCheckpoint.inspect(found.dir, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    const origin = yield* ModelSource.keptOrigin(root, manifest)
+    const hf = recipe.tokenizer.kind === "hf"
+    const tokenizerDir = join(root, ModelSource.TOKENIZER_DIR)
+    const ids = yield* Effect.scoped(Effect.gen(function*() {
+      const codec: Codec = hf
+        ? yield* Effect.acquireRelease(ModelSource.loadTokenizer(tokenizerDir), (c) => Effect.sync(() => c.free()))
+        : yield* Effect.acquireRelease(standardOrCompact(recipe, root), (c) => Effect.sync(() => c.free()))
+      const stops = [...codec.stopIds]
+      const bos = hf ? bosOf(tokenizerDir, codec) : undefined
+      return { eos: stops.length === 1 ? stops[0] : stops, pad: codec.specialIds.pad, bos, name: codec.name, engine: (codec as Partial<HfTokenizer.HfCodec>).engine }
+    }))
+    const policyDir = join(found.dir, "policy")
+    const model = yield* Effect.acquireRelease(Checkpoint.loadHf(policyDir, { trainable: false }), (l) => Effect.sync(() => l.model.dispose()))
+    const exported = yield* Checkpoint.exportHf(out, model.model, {
+      ...(origin !== undefined ? { origin } : {}),
+      ...(options.dtype !== undefined ? { dtype: options.dtype } : {}),
+      ...(options.maxShardSize !== undefined ? { maxShardSize: options.maxShardSize } : {}),
+      eosTokenId: ids.eos,
+      padTokenId: ids.pad,
+      ...(ids.bos !== undefined ? { bosTokenId: ids.bos } : {}),
+      ...(hf ? { tokenizerDir } : {})
+    }).pipe(Effect.mapError(ModelSource.fromCheckpoint))
+    const tokenizer = hf
+      ? `tokenizer files copied from ${tokenizerDir} (${ids.name}, ${ids.engine ?? "tiktoken"})`
+      : `no Hugging Face tokenizer files written: the run's tokenizer ${ids.name} is r1flow's own (tokenizer.kind ${recipe.tokenizer.kind}), which has none; generation_config.json has its ids`
+    log(`exported ${found.dir} → ${out}: ${exported.family}, ${exported.dtype}, ${exported.shards.length} weight file${exported.shards.length === 1 ? "" : "s"} (${(exported.totalSize / 1e6).toFixed(1)} MB)`)
+    log(tokenizer)
+    return { exported, checkpoint: found.dir, tokenizer } satisfies Result
+  }).pipe(Effect.scoped)
+
+/** A standard or compact run's tokenizer, for its ids. */
+const standardOrCompact = (recipe: Recipe.Recipe, root: string): Effect.Effect<Codec, Compact.CompactVocabError> => {
+  const t = recipe.tokenizer
+  return t.kind === "standard"
+    ? Effect.sync(() => Tokenizer.makeStandard(t.encoding))
+    : Effect.map(Compact.load(join(root, "tokenizer")), Tokenizer.makeCompact)
+}
