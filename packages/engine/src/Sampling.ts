@@ -32,7 +32,7 @@ export interface Draw {
 
 /**
  * The rollout stage (`Batch.Prompts` → `Batch.Rollouts`) over the current policy: `groupSize` completions
- * per prompt, stopped at the tokenizer's end of text and decoded by it, drawing from the run's stream `stream`.
+ * per prompt, stopped at the tokenizer's stop ids (`[eot]` for r1flow's own tokenizers; a Hugging Face one adds its eos) and decoded by it, drawing from the run's stream `stream`.
  */
 export const rolloutStage = (ctx: RunContext, sampling: Config, draw: Draw): Effect.Effect<Stage.Stage<Batch.PromptsType, Batch.RolloutsType>, never, Rng.Rng> =>
   Effect.map(Rng.Rng, (rng) =>
@@ -42,7 +42,7 @@ export const rolloutStage = (ctx: RunContext, sampling: Config, draw: Draw): Eff
       temperature: sampling.temperature,
       ...(sampling.topK !== undefined ? { topK: sampling.topK } : {}),
       ...(sampling.topP !== undefined ? { topP: sampling.topP } : {}),
-      stopIds: [ctx.tokenizer.specialIds.eot],
+      stopIds: ctx.tokenizer.stopIds,
       decode: (ids: Int32Array) => ctx.tokenizer.decode(ids).text,
       rng: rng.stream(draw.stream)
     }))
