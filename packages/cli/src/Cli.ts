@@ -1,10 +1,10 @@
 /**
- * The `r1flow` command: run, resume, eval, report, plugins, new reward.
+ * The `r1flow` command: run, resume, eval, export, report, plugins, new reward.
  *
  * Errors print as one clear line (what failed) plus the detail, and exit with status 1.
  */
 import { Plugin } from "@r1flow/core"
-import { Distributed, Recipe, Report, RolloutWorker, Run } from "@r1flow/engine"
+import { Distributed, Export, Recipe, Report, RolloutWorker, Run } from "@r1flow/engine"
 import type { NodeServices } from "@effect/platform-node"
 import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
@@ -113,6 +113,23 @@ const worker = Command.make(
   })
 ).pipe(Command.withDescription("Draw GRPO rollouts for a trainer over NATS: pull prompt groups, sample with the trainer's weights, score with the recipe's rewards, publish them (refused when its rewards, sampling or maths differ from the trainer's)"))
 
+const exportCmd = Command.make(
+  "export",
+  {
+    target: Argument.String("run-or-checkpoint").pipe(Argument.withDescription("A run directory (its latest checkpoint) or a checkpoint directory (…/checkpoints/step-N)")),
+    out: Argument.String("out-dir").pipe(Argument.withDescription("The Hugging Face model directory to write (created if needed)")),
+    dtype: Flag.Literals("dtype", ["float32", "float16", "bfloat16"]).pipe(
+      Flag.withDescription("Stored dtype (default: the source model's when the run started from model.from, else float32); f16/bf16 round to nearest even"),
+      Flag.optional
+    ),
+    maxShardSize: Flag.String("max-shard-size").pipe(Flag.withDescription("Split the weights into shards of at most this size, with model.safetensors.index.json (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)"), Flag.withDefault("5GB"))
+  },
+  Effect.fn(function*({ target, out, dtype, maxShardSize }) {
+    const result = yield* Export.run(target, out, { maxShardSize, ...(Option.isSome(dtype) ? { dtype: dtype.value } : {}) })
+    yield* Console.log(`written: ${result.exported.files.join(", ")}`)
+  })
+).pipe(Command.withDescription("Write a run's policy as a Hugging Face model directory (config.json, safetensors, generation_config.json, the run's Hugging Face tokenizer files) for transformers, vLLM or llama.cpp's converter"))
+
 const report = Command.make(
   "report",
   { run: Argument.String("run-dir") },
@@ -156,7 +173,7 @@ const newCmd = Command.make("new").pipe(Command.withDescription("Create a new pl
 
 const r1flow = Command.make("r1flow").pipe(
   Command.withDescription("Train reasoning language models the DeepSeek-R1 way: GRPO on rule rewards, in TypeScript"),
-  Command.withSubcommands([run, resume, worker, evalCmd, report, plugins, newCmd])
+  Command.withSubcommands([run, resume, worker, evalCmd, exportCmd, report, plugins, newCmd])
 )
 
 /** The whole CLI as one program over `process.argv`; it needs the Node platform services. */
