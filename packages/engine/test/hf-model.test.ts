@@ -92,6 +92,13 @@ describe("r1-zero-hf on a tiny Qwen3 model with the real Qwen3 tokenizer", () =>
       expect(w.findIndex((x, i) => g[i] !== x), name).toBe(-1)
     }
     f32.model.dispose()
+    // Resume and a standalone eval read the tokenizer the run kept (the source directory is gone).
+    rmSync(join(root, "summary.json"))
+    const resumed: Array<string> = []
+    await run(Run.resume(root, { log: (l) => resumed.push(l) }))
+    expect(resumed.some((l) => l.startsWith(`resuming ${root}`))).toBe(true)
+    const record = await run(Run.evaluate(root, { data: "held-out", samples: 1, temperature: 0, maxNewTokens: 3, log: () => {} }))
+    expect(record.meanLength).toBeGreaterThan(0)
     rmSync(base, { recursive: true, force: true })
   }, 600_000)
 })
