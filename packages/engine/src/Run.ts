@@ -268,6 +268,31 @@ const checkModelSection = (recipe: Recipe.Recipe, source: string): Effect.Effect
   return Effect.succeed(fromDir ? null : shape)
 }
 
+/** The policy: a Hugging Face directory's model, an r1flow checkpoint's, or a fresh one of the recipe's shape. */
+const makePolicy = (recipe: Recipe.Recipe, from: string | undefined, shape: Recipe.Model | null, tokenizer: Codec, rng: Rng.Rng["Service"]) =>
+  Effect.gen(function*() {
+    const loaded = from !== undefined
+      ? yield* Checkpoint.loadHf(from, recipe.model.maxSeqLen !== undefined ? { maxSeqLen: recipe.model.maxSeqLen } : {}).pipe(Effect.mapError(ModelSource.fromCheckpoint))
+      : null
+    const policy = loaded !== null
+      ? loaded.model
+      : shape === null
+      ? yield* Checkpoint.load(recipe.model.checkpoint!)
+      : Transformer.init(Recipe.modelConfig(shape, tokenizer.vocabSize), rng.stream("model/init"))
+    return { policy, loaded }
+  })
+
+/** The manifest's tokenizer entry (its engine and why, for a Hugging Face one) and where the model came from. */
+const modelRecord = (
+  tokenizer: Codec,
+  hf: HfTokenizer.HfCodec | null,
+  dirs: { readonly from?: string | undefined; readonly tokenizer?: string | undefined },
+  loaded: { readonly origin: Checkpoint.Origin } | null
+) => ({
+  tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize, ...(hf !== null ? { engine: hf.engine, reason: hf.reason, dir: dirs.tokenizer } : {}) },
+  ...(loaded !== null ? { model: { from: dirs.from!, family: loaded.origin.family, dtype: loaded.origin.dtype } satisfies ModelSource.Recorded } : {})
+})
+
 /** Runs `path` to the end in a new run directory. */
 export const run = (path: string, options: Options = {}) =>
   Effect.gen(function*() {
@@ -298,14 +323,7 @@ export const run = (path: string, options: Options = {}) =>
     yield* ModelSource.checkTemplate(recipe, tokenizer, dirs.tokenizer)
     if (inspected !== null) yield* ModelSource.checkVocab(dirs.from ?? recipe.model.checkpoint!, inspected, tokenizer, dirs.tokenizer)
     const rng = Rng.makeService(recipe.seed)
-    const loaded = dirs.from !== undefined
-      ? yield* Checkpoint.loadHf(dirs.from, recipe.model.maxSeqLen !== undefined ? { maxSeqLen: recipe.model.maxSeqLen } : {}).pipe(Effect.mapError(ModelSource.fromCheckpoint))
-      : null
-    const policy = loaded !== null
-      ? loaded.model
-      : shape === null
-      ? yield* Checkpoint.load(recipe.model.checkpoint!)
-      : Transformer.init(Recipe.modelConfig(shape, tokenizer.vocabSize), rng.stream("model/init"))
+    const { policy, loaded } = yield* makePolicy(recipe, dirs.from, shape, tokenizer, rng)
     const came = loaded === null ? "" : ` from ${dirs.from} (${loaded.origin.family}, ${loaded.origin.dtype}, context ${policy.config.maxSeqLen})`
     log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters${came}, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})`)
     // The last of the checks that can refuse the run: only once they pass does it get a directory.
@@ -326,8 +344,7 @@ export const run = (path: string, options: Options = {}) =>
       overrides,
       backend,
       compute: Compute.of(backend),
-      tokenizer: { name: tokenizer.name, vocabSize: tokenizer.vocabSize, ...(hf !== null ? { engine: hf.engine, reason: hf.reason, dir: dirs.tokenizer } : {}) },
-      ...(loaded !== null ? { model: { from: dirs.from!, family: loaded.origin.family, dtype: loaded.origin.dtype } satisfies ModelSource.Recorded } : {}),
+      ...modelRecord(tokenizer, hf, dirs, loaded),
       parameters: Transformer.parameterCount(policy),
       started: new Date().toISOString(),
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
