@@ -1,12 +1,21 @@
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { chromium } from "playwright-core"
 import { describe, expect, it } from "vitest"
 import * as Report from "../src/Report.js"
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
-const hasChromium = existsSync(CHROMIUM)
-if (!hasChromium) console.warn(`report.test: skipping the browser check: no Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium)`)
+// Executable, not merely present: a file left without its execute bit cannot be launched either.
+const executable = (path: string) => {
+  try {
+    accessSync(path, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+const hasChromium = executable(CHROMIUM)
+if (!hasChromium) console.warn(`report.test: skipping the browser check: no executable Chromium at ${CHROMIUM} (.ci/run installs Debian's chromium)`)
 
 const metrics = Array.from({ length: 30 }, (_, i) => ({
   step: i + 1,
