@@ -1,12 +1,12 @@
 /**
  * Hugging Face `config.json` ↔ `Transformer.Config`, for the decoder families whose forward this model
- * computes exactly: `llama` (Llama 1–3, SmolLM2; Llama 3's `rope_scaling`), `mistral` (without a sliding
+ * computes exactly: `llama` (Llama 1–3, SmolLM2; Llama 3's and linear `rope_scaling`), `mistral` (without a sliding
  * window), `qwen2` (Qwen2 / Qwen2.5: q/k/v biases) and `qwen3` (per-head q/k RMSNorm, explicit `head_dim`).
  *
  * Keys absent from a file take the defaults of transformers' config class of that family (`rms_norm_eps`
  * 1e-6, `rope_theta` 10000, untied head, `head_dim` hidden/heads, or 128 for Qwen3, …). Anything the
  * forward would not reproduce is refused with the key named: another `model_type`, an activation other
- * than SiLU, a rope type other than default / llama3, a partial rotary factor, sliding-window attention,
+ * than SiLU, a rope type other than default / linear / llama3 (dynamic NTK and yarn change the table per sequence length or rescale attention), a partial rotary factor, sliding-window attention,
  * biases on o_proj or the MLP, quantised weights. transformers v5's `rope_parameters` is read like
  * `rope_theta` + `rope_scaling`.
  */
@@ -82,7 +82,7 @@ const familyOf = (raw: Raw): Family => {
   return f
 }
 
-/** The rotary settings: theta and Llama 3 scaling, from `rope_theta` + `rope_scaling` or v5 `rope_parameters`. */
+/** The rotary settings: theta and a Llama 3 or linear scaling, from `rope_theta` + `rope_scaling` or v5 `rope_parameters`. */
 const ropeOf = (raw: Raw): { theta: number; scaling: Transformer.RopeScaling | undefined } => {
   const params = opt(raw, "rope_parameters", "an object", isRecord)
   const [where, scaling] = params !== undefined ? ["rope_parameters", params] : ["rope_scaling", opt(raw, "rope_scaling", "an object or null", isRecord)]
@@ -91,8 +91,14 @@ const ropeOf = (raw: Raw): { theta: number; scaling: Transformer.RopeScaling | u
   const typeKey = "rope_type" in scaling ? "rope_type" : "type"
   const type = opt(scaling, typeKey, "a string", isStr, `${where}.`) ?? "default"
   if (type === "default") return { theta, scaling: undefined }
-  if (type !== "llama3") throw new Bad(`${where}.${typeKey}`, `${show(type)} is not implemented (supported: default, llama3)`)
   const num = (k: string) => req(scaling, k, "a number", isNum, `${where}.`)
+  if (type === "linear") {
+    const factor = num("factor")
+    if (!(factor > 0)) throw new Bad(`${where}.factor`, `linear needs factor > 0, got ${show(factor)}`)
+    return { theta, scaling: { ropeType: "linear", factor } }
+  }
+  // dynamic NTK rescales θ with each sequence's length, yarn also rescales the attention: neither is the fixed table this model holds.
+  if (type !== "llama3") throw new Bad(`${where}.${typeKey}`, `${show(type)} is not supported (supported: default, linear, llama3)`)
   const out: Transformer.RopeScaling = {
     ropeType: "llama3",
     factor: num("factor"),
@@ -190,7 +196,7 @@ const written = [
 export const toJson = (c: Transformer.Config, family: Family, torchDtype: string, base: Raw = {}): Record<string, unknown> => {
   const kept = Object.fromEntries(Object.entries(base).filter(([k]) => !written.includes(k)))
   const s = c.ropeScaling
-  const scaling = s === undefined ? null : {
+  const scaling = s === undefined ? null : s.ropeType === "linear" ? { rope_type: "linear", factor: s.factor } : {
     rope_type: s.ropeType,
     factor: s.factor,
     low_freq_factor: s.lowFreqFactor,

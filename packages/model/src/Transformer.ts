@@ -37,7 +37,7 @@ import { Schema } from "effect"
  * `… / highFreqFactor` kept, and the band between interpolated smoothly (transformers'
  * `_compute_llama3_parameters`; its attention factor is 1).
  */
-export const RopeScaling = Schema.Struct({
+export const Llama3Scaling = Schema.Struct({
   ropeType: Schema.Literal("llama3"),
   factor: Schema.Number,
   lowFreqFactor: Schema.Number,
@@ -45,6 +45,16 @@ export const RopeScaling = Schema.Struct({
   originalMaxPositionEmbeddings: Schema.Number
 })
 /** Llama 3's rotary frequency scaling. */
+export type Llama3Scaling = typeof Llama3Scaling.Type
+
+/** Linear position interpolation (transformers' `linear`): every frequency divided by `factor`. */
+export const LinearScaling = Schema.Struct({ ropeType: Schema.Literal("linear"), factor: Schema.Number })
+/** Linear position interpolation. */
+export type LinearScaling = typeof LinearScaling.Type
+
+/** A rotary frequency scaling: Llama 3's or linear. */
+export const RopeScaling = Schema.Union([Llama3Scaling, LinearScaling])
+/** A rotary frequency scaling. */
 export type RopeScaling = typeof RopeScaling.Type
 
 /** Model shape. `vocabSize` comes from the tokenizer; head width is `headDim`, else `dModel / nHeads`. */
@@ -142,7 +152,8 @@ export const problems = (c: Config): Array<string> => {
   if (!(c.ropeTheta > 0)) out.push(`ropeTheta must be positive, got ${c.ropeTheta}`)
   if (!(c.normEps > 0)) out.push(`normEps must be positive, got ${c.normEps}`)
   const s = c.ropeScaling
-  if (s !== undefined && !(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor && s.originalMaxPositionEmbeddings > 0)) {
+  if (s?.ropeType === "linear" && !(s.factor > 0)) out.push(`ropeScaling (linear) needs factor > 0, got ${JSON.stringify(s)}`)
+  if (s?.ropeType === "llama3" && !(s.factor > 0 && s.lowFreqFactor > 0 && s.highFreqFactor > s.lowFreqFactor && s.originalMaxPositionEmbeddings > 0)) {
     out.push(`ropeScaling needs factor > 0, highFreqFactor > lowFreqFactor > 0 and originalMaxPositionEmbeddings > 0, got ${JSON.stringify(s)}`)
   }
   return out
@@ -196,7 +207,7 @@ const transpose2d = (a: Float32Array, rows: number, cols: number): Float32Array 
  * λ = 2π / f and L = originalMaxPositionEmbeddings, f / factor where λ > L / low, f where λ < L / high,
  * else (1 − s)·f / factor + s·f with s = (L / λ − low) / (high − low).
  */
-export const llama3InvFreq = (c: Config, s: RopeScaling): Float64Array => {
+export const llama3InvFreq = (c: Config, s: Llama3Scaling): Float64Array => {
   const hd = headDim(c), half = hd / 2
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor, highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor
   const out = new Float64Array(half)
@@ -212,10 +223,17 @@ export const llama3InvFreq = (c: Config, s: RopeScaling): Float64Array => {
   return out
 }
 
+/** `inv_freq` under `s`: Llama 3's bands, or linear interpolation (`θ^(-2i/d) / factor`, transformers' `linear`). */
+export const scaledInvFreq = (c: Config, s: RopeScaling): Float64Array => {
+  if (s.ropeType === "llama3") return llama3InvFreq(c, s)
+  const hd = headDim(c)
+  return Float64Array.from({ length: hd / 2 }, (_, i) => Math.pow(c.ropeTheta, (-2 * i) / hd) / s.factor)
+}
+
 const makeConstants = (c: Config): Constants => {
   const hd = headDim(c), half = hd / 2, T = c.maxSeqLen
   const cos = new Float32Array(T * hd), sin = new Float32Array(T * hd)
-  const scaled = c.ropeScaling === undefined ? undefined : llama3InvFreq(c, c.ropeScaling)
+  const scaled = c.ropeScaling === undefined ? undefined : scaledInvFreq(c, c.ropeScaling)
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
       const a = scaled === undefined ? t * Math.pow(c.ropeTheta, (-2 * i) / hd) : t * scaled[i]

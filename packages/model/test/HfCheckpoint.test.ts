@@ -31,6 +31,7 @@ const cases: ReadonlyArray<[Family, Safetensors.FloatDType, number]> = [
   ["llama", "F32", 1],
   ["llama", "BF16", 3],
   ["llama3", "BF16", 1],
+  ["llama-linear", "F32", 1],
   ["smollm2", "F16", 2],
   ["mistral", "F32", 2],
   ["qwen2", "BF16", 1],
@@ -157,8 +158,8 @@ describe("Hugging Face checkpoint errors: one line naming the file and the key o
   }
   const configCases: ReadonlyArray<[string, Family, (c: Record<string, unknown>) => void, string, RegExp]> = [
     ["an unsupported model_type", "llama", (c) => void (c.model_type = "gemma2"), "model_type", /model_type "gemma2" is not supported \(supported: llama, mistral, qwen2, qwen3\)/],
-    ["an unknown rope type", "llama3", (c) => void ((c.rope_scaling as Record<string, unknown>).rope_type = "yarn"), "rope_scaling.rope_type", /"yarn" is not implemented/],
-    ["an old-style rope type key", "llama", (c) => void (c.rope_scaling = { type: "dynamic", factor: 2 }), "rope_scaling.type", /"dynamic" is not implemented/],
+    ["an unknown rope type", "llama3", (c) => void ((c.rope_scaling as Record<string, unknown>).rope_type = "yarn"), "rope_scaling.rope_type", /"yarn" is not supported/],
+    ["an old-style rope type key", "llama", (c) => void (c.rope_scaling = { type: "dynamic", factor: 2 }), "rope_scaling.type", /"dynamic" is not supported/],
     ["a llama3 rope_scaling without its factors", "llama3", (c) => void delete (c.rope_scaling as Record<string, unknown>).low_freq_factor, "rope_scaling.low_freq_factor", /is missing/],
     ["Mistral's sliding window", "mistral", (c) => void (c.sliding_window = 16), "sliding_window", /16 < max_position_embeddings 64/],
     ["Qwen's use_sliding_window", "qwen2", (c) => void (c.use_sliding_window = true), "use_sliding_window", /not supported/],

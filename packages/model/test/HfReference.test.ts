@@ -53,6 +53,7 @@ beforeAll(async () => {
 const cases: ReadonlyArray<[Family, Safetensors.FloatDType, number]> = [
   ["llama", "F32", 1],
   ["llama3", "BF16", 2],
+  ["llama-linear", "F32", 1],
   ["smollm2", "F16", 1],
   ["mistral", "BF16", 1],
   ["qwen2", "F32", 2],

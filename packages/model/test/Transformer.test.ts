@@ -112,7 +112,7 @@ describe("Transformer", () => {
 
   it("Llama 3 scaling keeps high frequencies, divides low ones by the factor and blends the band between", () => {
     const c: Transformer.Config = { ...tiny, nHeads: 2, nKvHeads: 1, ropeScaling: { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 } }
-    const f = Transformer.llama3InvFreq(c, c.ropeScaling!)
+    const f = Transformer.llama3InvFreq(c, c.ropeScaling as Transformer.Llama3Scaling)
     // hd 8: plain frequencies 1, 0.1, 0.01, 0.001 (wavelengths 6.3, 63, 628, 6283 against 64/4 = 16 and 64/1 = 64).
     const smooth = (64 / (2 * Math.PI / 0.1) - 1) / 3
     const want = [1, (1 - smooth) * 0.1 / 8 + smooth * 0.1, 0.01 / 8, 0.001 / 8]

@@ -57,13 +57,15 @@ def read_weights(d):
 
 
 def inv_freq(cfg, hd):
-    """transformers' default rope init and `_compute_llama3_parameters`."""
+    """transformers' default rope init, `_compute_linear_scaling_rope_parameters` and `_compute_llama3_parameters`."""
     base = cfg.get("rope_theta", 10000.0)
     f = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=DT) / hd))
     rs = cfg.get("rope_scaling")
     kind = None if rs is None else rs.get("rope_type", rs.get("type"))
     if kind in (None, "default"):
         return f
+    if kind == "linear":
+        return f / rs["factor"]
     assert kind == "llama3", kind
     factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
     old = rs["original_max_position_embeddings"]

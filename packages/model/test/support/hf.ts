@@ -10,7 +10,7 @@ import * as path from "node:path"
 import { Safetensors } from "../../src/index.js"
 
 /** The families (and family variants) the helper writes. */
-export const families = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2-untied", "qwen3"] as const
+export const families = ["llama", "llama3", "llama-linear", "smollm2", "mistral", "qwen2", "qwen2-untied", "qwen3"] as const
 export type Family = (typeof families)[number]
 
 const base = {
@@ -43,6 +43,9 @@ export const hfConfig = (family: Family, torchDtype: string): Record<string, unk
         rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
         max_position_embeddings: 512, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, torch_dtype: torchDtype
       }
+    case "llama-linear":
+      // Linear interpolation (transformers' `linear`): every rotary frequency divided by the factor.
+      return { architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, rope_theta: 10000, rope_scaling: { rope_type: "linear", factor: 4 }, attention_bias: false, mlp_bias: false, tie_word_embeddings: false, torch_dtype: torchDtype }
     case "smollm2":
       return { architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, num_key_value_heads: 4, rope_theta: 100000, rope_scaling: null, tie_word_embeddings: true, attention_bias: false, mlp_bias: false, head_dim: 4, torch_dtype: torchDtype }
     case "mistral":
