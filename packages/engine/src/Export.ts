@@ -9,16 +9,16 @@
  * Reads only: the checkpoint is verified (checksums, config) and nothing of the run is changed, so it is
  * safe while the run trains.
  */
-import { Config as CoreConfig } from "@r1flow/core"
 import { Checkpoint } from "@r1flow/model"
-import { type Codec, Compact, type HfTokenizer, Tokenizer } from "@r1flow/tokenizer"
+import type { Config as CoreConfig } from "@r1flow/core"
+import type { Codec, Compact, HfTokenizer } from "@r1flow/tokenizer"
 import { Effect } from "effect"
 import { existsSync, readFileSync } from "node:fs"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import * as ModelSource from "./ModelSource.js"
-import * as Recipe from "./Recipe.js"
+import * as Run from "./Run.js"
 import * as RunCheckpoint from "./RunCheckpoint.js"
-import * as RunDir from "./RunDir.js"
+import type * as RunDir from "./RunDir.js"
 
 /** How to export. */
 export interface Options {
@@ -47,31 +47,33 @@ const bosOf = (tokenizerDir: string, codec: Codec): number | undefined => {
   return typeof text === "string" ? codec.specialTokens[text] : undefined
 }
 
+/** Why an export failed: the run folder, its recipe, its checkpoint, its tokenizer or the model files. */
+export type ExportError =
+  | RunDir.RunDirError
+  | CoreConfig.ConfigError
+  | RunCheckpoint.CheckpointError
+  | Compact.CompactVocabError
+  | ModelSource.ModelSourceError
+  | Checkpoint.CheckpointError
+
 /** Writes `out` from the run or checkpoint folder `target`. */
-export const run = (target: string, out: string, options: Options = {}) =>
+export const run = (target: string, out: string, options: Options = {}): Effect.Effect<Result, ExportError> =>
   Effect.gen(function*() {
     const log = options.log ?? ((line: string) => console.log(line))
-    const abs = resolve(target)
-    const isCheckpoint = existsSync(join(abs, "state.json"))
-    const root = isCheckpoint ? resolve(abs, "..", "..") : abs
-    const dir = RunDir.at(root)
-    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
-    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
-    const found = isCheckpoint ? { dir: abs, notice: null } : yield* RunCheckpoint.latest(dir.checkpoints)
-    if (found.notice !== null) log(`notice: ${found.notice}`)
-    yield* RunCheckpoint.inspect(found.dir, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
+    const { dir, manifest, recipe, checkpoint } = yield* Run.openTarget(target, log)
+    const from = yield* checkpoint
+    const root = dir.root
+    yield* RunCheckpoint.inspect(from, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     const origin = yield* ModelSource.keptOrigin(root, manifest)
     const hf = recipe.tokenizer.kind === "hf"
     const tokenizerDir = join(root, ModelSource.TOKENIZER_DIR)
     const ids = yield* Effect.scoped(Effect.gen(function*() {
-      const codec: Codec = hf
-        ? yield* Effect.acquireRelease(ModelSource.loadTokenizer(tokenizerDir), (c) => Effect.sync(() => c.free()))
-        : yield* Effect.acquireRelease(standardOrCompact(recipe, root), (c) => Effect.sync(() => c.free()))
+      const codec: Codec = yield* Effect.acquireRelease(Run.loadTokenizer(recipe, dir), (c) => Effect.sync(() => c.free()))
       const stops = [...codec.stopIds]
       const bos = hf ? bosOf(tokenizerDir, codec) : undefined
       return { eos: stops.length === 1 ? stops[0] : stops, pad: codec.specialIds.pad, bos, name: codec.name, engine: (codec as Partial<HfTokenizer.HfCodec>).engine }
     }))
-    const policyDir = join(found.dir, "policy")
+    const policyDir = join(from, "policy")
     const model = yield* Effect.acquireRelease(Checkpoint.loadHf(policyDir, { trainable: false }), (l) => Effect.sync(() => l.model.dispose()))
     const exported = yield* Checkpoint.exportHf(out, model.model, {
       ...(origin !== undefined ? { origin } : {}),
@@ -85,15 +87,8 @@ export const run = (target: string, out: string, options: Options = {}) =>
     const tokenizer = hf
       ? `tokenizer files copied from ${tokenizerDir} (${ids.name}, ${ids.engine ?? "tiktoken"})`
       : `no Hugging Face tokenizer files written: the run's tokenizer ${ids.name} is r1flow's own (tokenizer.kind ${recipe.tokenizer.kind}), which has none; generation_config.json has its ids`
-    log(`exported ${found.dir} → ${out}: ${exported.family}, ${exported.dtype}, ${exported.shards.length} weight file${exported.shards.length === 1 ? "" : "s"} (${(exported.totalSize / 1e6).toFixed(1)} MB)`)
+    log(`exported ${from} → ${out}: ${exported.family}, ${exported.dtype}, ${exported.shards.length} weight file${exported.shards.length === 1 ? "" : "s"} (${(exported.totalSize / 1e6).toFixed(1)} MB)`)
     log(tokenizer)
-    return { exported, checkpoint: found.dir, tokenizer } satisfies Result
+    return { exported, checkpoint: from, tokenizer } satisfies Result
   }).pipe(Effect.scoped)
 
-/** A standard or compact run's tokenizer, for its ids. */
-const standardOrCompact = (recipe: Recipe.Recipe, root: string): Effect.Effect<Codec, Compact.CompactVocabError> => {
-  const t = recipe.tokenizer
-  return t.kind === "standard"
-    ? Effect.sync(() => Tokenizer.makeStandard(t.encoding))
-    : Effect.map(Compact.load(join(root, "tokenizer")), Tokenizer.makeCompact)
-}

@@ -100,7 +100,8 @@ const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], hfDir?:
 }
 
 /** The tokenizer of an existing run: a standard encoding, or the compact vocabulary or Hugging Face files its folder keeps. */
-const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir): Effect.Effect<Codec, ModelSource.ModelSourceError | Compact.CompactVocabError> =>
+/** The tokenizer a run folder keeps: a standard encoding, its compact vocabulary, or its copy of a Hugging Face tokenizer. */
+export const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir): Effect.Effect<Codec, ModelSource.ModelSourceError | Compact.CompactVocabError> =>
   recipe.tokenizer.kind === "standard"
     ? Effect.succeed<Codec>(Tokenizer.makeStandard(recipe.tokenizer.encoding))
     : recipe.tokenizer.kind === "hf"
@@ -548,6 +549,27 @@ export interface EvaluateOptions {
 }
 
 /**
+ * A run folder, or one of its checkpoints (`…/checkpoints/step-N`), as `evaluate` and `export` take it: the
+ * run's folder, manifest and recipe, and the checkpoint to read (given, or the run's newest valid one, with
+ * a notice when a newer one was damaged), looked up only when asked so that cheaper checks can go first.
+ */
+export const openTarget = (target: string, log: (line: string) => void) =>
+  Effect.gen(function*() {
+    const abs = resolve(target)
+    const isCheckpoint = existsSync(join(abs, "state.json"))
+    const dir = RunDir.at(isCheckpoint ? resolve(abs, "..", "..") : abs)
+    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
+    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const checkpoint = isCheckpoint
+      ? Effect.succeed(abs)
+      : Effect.map(RunCheckpoint.latest(dir.checkpoints), (found) => {
+        if (found.notice !== null) log(`notice: ${found.notice}`)
+        return found.dir
+      })
+    return { dir, manifest, recipe, checkpoint }
+  })
+
+/**
  * Evaluates a run's latest policy (or a checkpoint folder `…/checkpoints/step-N`) on held-out data.
  * It takes no lock and writes none of the trainer's files (so it is safe while the run trains): the
  * result goes to `evals/standalone/<label>-<timestamp>.json`, a name no other evaluation has.
@@ -555,12 +577,7 @@ export interface EvaluateOptions {
 export const evaluate = (target: string, options: EvaluateOptions) =>
   Effect.gen(function*() {
     const log = options.log ?? ((line: string) => console.log(line))
-    const abs = resolve(target)
-    const isCheckpoint = existsSync(join(abs, "state.json"))
-    const root = isCheckpoint ? resolve(abs, "..", "..") : abs
-    const dir = RunDir.at(root)
-    const manifest = (yield* RunDir.readJson(dir.manifest)) as Record<string, unknown>
-    const recipe = yield* CoreConfig.decode(Recipe.Recipe, manifest.recipe, { source: `${dir.manifest} (recipe)` })
+    const { dir, manifest, recipe, checkpoint: latest } = yield* openTarget(target, log)
     // The problems first: a bad or empty file is reported before a checkpoint is loaded.
     const test = options.data === "held-out"
       ? (yield* Data.build(recipe.task, recipe.seed, { corpusSize: 0 })).test
@@ -569,9 +586,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       const file = options.data !== "held-out" ? options.data : typeof recipe.task.test === "string" ? recipe.task.test : `the ${recipe.task.kind} held-out split`
       return yield* new Loaders.DataFileError({ file, message: `${file}: no problems to evaluate` })
     }
-    const found = isCheckpoint ? { dir: abs, notice: null } : yield* RunCheckpoint.latest(dir.checkpoints)
-    if (found.notice !== null) log(`notice: ${found.notice}`)
-    const checkpoint = found.dir
+    const checkpoint = yield* latest
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     restored.reference?.dispose()
     const backend = yield* initBackend(recipe)
