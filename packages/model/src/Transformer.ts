@@ -87,6 +87,20 @@ export interface Weight {
   readonly variable: tf.Variable
 }
 
+/** The Linear layers of a block that LoRA can adapt (HF `q_proj` … `down_proj`). */
+export type Target = "q" | "k" | "v" | "o" | "gate" | "up" | "down"
+
+/**
+ * A low-rank adapter on one Linear layer (LoRA): `x · W + scale · (x · A) · B`, A `[in, r]`, B `[r, out]`
+ * (held like the layer's weight, the transpose of PEFT's `lora_A` `[r, in]` / `lora_B` `[out, r]`).
+ */
+export interface Adapter {
+  readonly a: tf.Variable
+  readonly b: tf.Variable
+  /** α / r. */
+  readonly scale: number
+}
+
 /** The weights of one block, in HF names. */
 export interface Layer {
   readonly inputNorm: tf.Variable
@@ -104,6 +118,8 @@ export interface Layer {
   readonly gate: tf.Variable
   readonly up: tf.Variable
   readonly down: tf.Variable
+  /** LoRA adapters by target (see `Lora`); none means the block runs its base weights only. */
+  readonly adapters?: Partial<Record<Target, Adapter>>
 }
 
 /** Constants derived from the config: RoPE tables and the rotate-half matrix. */
@@ -376,6 +392,15 @@ const linear = (x: tf.Tensor2D, w: tf.Tensor, b?: tf.Variable): tf.Tensor2D => {
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D)
 }
 
+/** A block's Linear `target` on x [N, in]: `linear`, plus its LoRA adapter's `scale · (x · A) · B` where it has one. */
+const project = (layer: Layer, target: Target, x: tf.Tensor2D, b?: tf.Variable): tf.Tensor2D => {
+  const y = linear(x, layer[target], b)
+  const ad = layer.adapters?.[target]
+  if (ad === undefined) return y
+  const low = tf.matMul(tf.matMul(x, ad.a), ad.b) // [N, r] → [N, out]
+  return tf.add(y, tf.mul(low, ad.scale)) as tf.Tensor2D
+}
+
 /**
  * `oneHot(ids, depth)` as float32. The wasm OneHot kernel ignores a float32 dtype and writes int32 bits
  * (all zeros read as floats), so the one-hot is made as int32 and cast.
@@ -532,9 +557,9 @@ const block = (
   const n1 = Fused.rmsNorm(x, layer.inputNorm, c.normEps)
   // Qwen3 normalises each head before the rotation: RMSNorm over the last axis, hd wide.
   const perHead = (y: tf.Tensor4D, g: tf.Variable | undefined) => (g === undefined ? y : Fused.rmsNorm(y, g, c.normEps))
-  const q = Fused.rope(perHead(tf.reshape(linear(n1, layer.q, layer.qBias), [batch, time, H, hd]), layer.qNorm), pos.cosQ, pos.sinQ, model.constants.rotate)
-  const kNew = Fused.rope(perHead(tf.reshape(linear(n1, layer.k, layer.kBias), [batch, time, Hkv, hd]), layer.kNorm), pos.cos, pos.sin, model.constants.rotate)
-  const vNew = tf.reshape(linear(n1, layer.v, layer.vBias), [batch, time, Hkv, hd])
+  const q = Fused.rope(perHead(tf.reshape(project(layer, "q", n1, layer.qBias), [batch, time, H, hd]), layer.qNorm), pos.cosQ, pos.sinQ, model.constants.rotate)
+  const kNew = Fused.rope(perHead(tf.reshape(project(layer, "k", n1, layer.kBias), [batch, time, Hkv, hd]), layer.kNorm), pos.cos, pos.sin, model.constants.rotate)
+  const vNew = tf.reshape(project(layer, "v", n1, layer.vBias), [batch, time, Hkv, hd])
   // [B, Hkv, T, hd]; with a cache, append along time → [B, Hkv, S, hd].
   let k = tf.transpose(kNew, [0, 2, 1, 3]) as tf.Tensor4D
   let v = tf.transpose(vNew, [0, 2, 1, 3]) as tf.Tensor4D
@@ -567,10 +592,10 @@ const block = (
     ? attendSmall(qg, kAll, vAll, pos.mask)
     : attend(qg, kAll, vAll, pos.mask, time) // [B, Hkv, G·T, hd]
   const merged = tf.reshape(tf.transpose(tf.reshape(att, [batch, H, time, hd]), [0, 2, 1, 3]), [batch * time, H * hd])
-  const h = tf.add(x, linear(merged as tf.Tensor2D, layer.o)) as tf.Tensor2D
+  const h = tf.add(x, project(layer, "o", merged as tf.Tensor2D)) as tf.Tensor2D
   const n2 = Fused.rmsNorm(h, layer.postNorm, c.normEps)
-  const gate = linear(n2, layer.gate)
-  const mlp = linear(Fused.swiglu(gate, linear(n2, layer.up)), layer.down)
+  const gate = project(layer, "gate", n2)
+  const mlp = project(layer, "down", Fused.swiglu(gate, project(layer, "up", n2)))
   return { x: tf.add(h, mlp), cache: filled === undefined ? { k, v } : { k: past!.k, v: past!.v, length: filled } }
 }
 
@@ -584,63 +609,140 @@ const causalMask = (time: number, groups: number, past = 0): tf.Tensor4D => {
   return tf.tensor4d(m, [1, 1, groups * time, S])
 }
 
+/** Options of `forward`, `hidden` and their shared-prefix forms. */
+export interface ForwardOptions {
+  /**
+   * Activation checkpointing: each block keeps only its input for the backward and runs again there, so
+   * the activations of one block at a time are alive rather than all of them. Same values and gradients.
+   */
+  readonly checkpoint?: boolean
+}
+
+/** The variables of a block that gradients can reach: its trainable weights and adapters. */
+const trainableOf = (layer: Layer): Array<tf.Variable> => {
+  const { adapters, ...weights } = layer
+  const all = [...Object.values(weights), ...Object.values(adapters ?? {}).flatMap((a) => [a.a, a.b])]
+  return all.filter((v): v is tf.Variable => v instanceof tf.Variable && v.trainable)
+}
+
+/**
+ * `run(xs, pos)`, one block on its inputs, under activation checkpointing: the forward keeps no
+ * intermediate tensor, and the backward runs it again under a tape for the gradients of `xs` and of the
+ * layer's trainable variables. The same kernels run both times, so the gradients are those of `run`.
+ * `pos` is kept with the inputs (the forward's own copies are gone by the time the backward runs).
+ */
+const checkpointed = (
+  layer: Layer,
+  run: (xs: Array<tf.Tensor>, pos: ReadonlyArray<Positions>) => tf.Tensor,
+  xs: Array<tf.Tensor>,
+  pos: ReadonlyArray<Positions>
+): tf.Tensor => {
+  const vars = trainableOf(layer)
+  const keys = ["cos", "sin", "cosQ", "sinQ", "mask"] as const
+  const unpack = (ts: Array<tf.Tensor>): Array<Positions> =>
+    pos.map((_, i) => Object.fromEntries(keys.map((k, j) => [k, ts[i * keys.length + j]])) as unknown as Positions)
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const inputs = args.slice(0, xs.length) as Array<tf.Tensor>
+    ;(args[args.length - 1] as tf.GradSaveFunc)([...inputs, ...pos.flatMap((p) => keys.map((k) => p[k]))])
+    return {
+      value: run(inputs, pos),
+      gradFunc: (dy: tf.Tensor | Array<tf.Tensor>, saved: Array<tf.Tensor>) => {
+        const again = saved.slice(0, xs.length), kept = unpack(saved.slice(xs.length))
+        // A gradient taken inside a backward pass replaces the engine's tape, which the outer pass still reads.
+        const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state
+        const tape = state.activeTape
+        const { value, grads } = tf.engine().gradients(() => run(again, kept), [...again, ...vars], dy as tf.Tensor)
+        state.activeTape = tape
+        value.dispose()
+        return grads
+      }
+    }
+  })
+  return f(...xs, ...vars)
+}
+
+/** Rotary tables and causal mask of `n` positions from `from`, for T = n queries per row. */
+const positionsAt = (model: Model, from: number, n: number): Positions => {
+  const k = model.constants
+  const slice = (t: tf.Tensor2D) => tf.reshape(tf.slice(t, [from, 0], [n, -1]), [1, n, 1, -1])
+  return { cos: slice(k.cos), sin: slice(k.sin), cosQ: slice(k.cosQ), sinQ: slice(k.sinQ), mask: causalMask(n, model.config.nHeads / model.config.nKvHeads, from) }
+}
+
+/**
+ * The final-normed hidden states `[B·T, C]` of every position of `ids` `[B, T]` (int32), positions 0…T−1,
+ * causal: `forward` without its output head (a chunked head takes it from here).
+ * Differentiable; call inside `tf.tidy` / `tf.variableGrads`.
+ */
+export const hidden = (model: Model, ids: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor2D => {
+  const c = model.config
+  const [batch, time] = ids.shape
+  if (time > c.maxSeqLen) throw new RangeError(`sequence of ${time} tokens is longer than maxSeqLen ${c.maxSeqLen}`)
+  const pos = positionsAt(model, 0, time)
+  let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
+  for (const layer of model.layers) {
+    const run = ([a]: Array<tf.Tensor>, [p]: ReadonlyArray<Positions>) => block(model, layer, a as tf.Tensor2D, batch, time, p, undefined).x
+    x = (options.checkpoint === true ? checkpointed(layer, run, [x], [pos]) : run([x], [pos])) as tf.Tensor2D
+  }
+  return Fused.rmsNorm(x, model.norm, c.normEps)
+}
+
 /**
  * Logits `[B, T, V]` of every position of `ids` `[B, T]` (int32), positions 0…T−1, causal.
  * Differentiable; call inside `tf.tidy` / `tf.variableGrads`.
  */
-export const forward = (model: Model, ids: tf.Tensor2D): tf.Tensor3D => {
-  const c = model.config
-  const [batch, time] = ids.shape
-  if (time > c.maxSeqLen) throw new RangeError(`sequence of ${time} tokens is longer than maxSeqLen ${c.maxSeqLen}`)
-  const k = model.constants
-  const slice = (t: tf.Tensor2D) => tf.reshape(tf.slice(t, [0, 0], [time, -1]), [1, time, 1, -1])
-  const pos: Positions = { cos: slice(k.cos), sin: slice(k.sin), cosQ: slice(k.cosQ), sinQ: slice(k.sinQ), mask: causalMask(time, c.nHeads / c.nKvHeads) }
-  let x = embedLookup(model.embed, tf.reshape(ids, [-1]) as tf.Tensor1D)
-  for (const layer of model.layers) x = block(model, layer, x, batch, time, pos, undefined).x
-  return logitsOf(model, x, batch, time)
-}
+export const forward = (model: Model, ids: tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D =>
+  logitsOf(model, hidden(model, ids, options), ids.shape[0], ids.shape[1])
 
-/** Final norm and output head: x [B·T, C] → logits [B, T, V]. */
-const logitsOf = (model: Model, x: tf.Tensor2D, batch: number, time: number): tf.Tensor3D => {
-  const c = model.config
-  const n = Fused.rmsNorm(x, model.norm, c.normEps)
+/** Output head: final-normed x [B·T, C] → logits [B, T, V]. */
+const logitsOf = (model: Model, n: tf.Tensor2D, batch: number, time: number): tf.Tensor3D => {
   const logits = model.lmHead === undefined ? tf.matMul(n, model.embed, false, true) : linear(n, model.lmHead)
-  return tf.reshape(logits, [batch, time, c.vocabSize])
+  return tf.reshape(logits, [batch, time, model.config.vocabSize])
 }
 
 /**
- * `forward` of B sequences that all begin with the same P tokens, computing that prefix once: `prefix`
+ * `hidden` of B sequences that all begin with the same P tokens, computing that prefix once: `prefix`
  * `[1, P]` runs as a batch of one, and `suffix` `[B, S]` (positions P…P+S−1 of each row) attends over the
- * prefix's keys/values, which every row shares, then its own. Returns the prefix's logits `[1, P, V]` (the
- * same for every row) and the suffix's `[B, S, V]`; together they equal `forward` of the rows
- * `prefix ++ suffix[b]` up to float rounding, and so do the gradients (the prefix's are summed over rows).
+ * prefix's keys/values, which every row shares, then its own. Returns the prefix's final-normed hidden
+ * states `[P, C]` (the same for every row) and the suffix's `[B·S, C]`; together they equal `hidden` of the
+ * rows `prefix ++ suffix[b]` up to float rounding, and so do the gradients (the prefix's are summed over rows).
  * Differentiable; call inside `tf.tidy` / `tf.variableGrads`. Needs P ≥ 1 and S ≥ 1.
  */
-export const forwardShared = (model: Model, prefix: tf.Tensor2D, suffix: tf.Tensor2D): { prefix: tf.Tensor3D; suffix: tf.Tensor3D } => {
-  const c = model.config, G = c.nHeads / c.nKvHeads
+export const hiddenShared = (model: Model, prefix: tf.Tensor2D, suffix: tf.Tensor2D, options: ForwardOptions = {}): { prefix: tf.Tensor2D; suffix: tf.Tensor2D } => {
+  const c = model.config
   const [one, P] = prefix.shape
   const [batch, S] = suffix.shape
   if (one !== 1) throw new RangeError(`forwardShared: the prefix must be one row, got ${one}`)
   if (P < 1 || S < 1) throw new RangeError(`forwardShared: prefix (${P}) and suffix (${S}) need at least one token each`)
   if (P + S > c.maxSeqLen) throw new RangeError(`sequence of ${P + S} tokens is longer than maxSeqLen ${c.maxSeqLen}`)
-  const k = model.constants
-  const slice = (t: tf.Tensor2D, from: number, n: number) => tf.reshape(tf.slice(t, [from, 0], [n, -1]), [1, n, 1, -1])
-  const at = (from: number, n: number): Positions => ({
-    cos: slice(k.cos, from, n),
-    sin: slice(k.sin, from, n),
-    cosQ: slice(k.cosQ, from, n),
-    sinQ: slice(k.sinQ, from, n),
-    mask: causalMask(n, G, from)
-  })
-  const posP = at(0, P), posS = at(P, S)
+  const posP = positionsAt(model, 0, P), posS = positionsAt(model, P, S)
   let xp = embedLookup(model.embed, tf.reshape(prefix, [-1]) as tf.Tensor1D) // [P, C]
   let xs = embedLookup(model.embed, tf.reshape(suffix, [-1]) as tf.Tensor1D) // [B·S, C]
   for (const layer of model.layers) {
-    const p = block(model, layer, xp, 1, P, posP, undefined)
-    xs = block(model, layer, xs, batch, S, posS, undefined, p.cache).x
-    xp = p.x
+    if (options.checkpoint === true) {
+      // One checkpointed unit per layer: the suffix needs the prefix's keys, so both rows run (and rerun) together.
+      const run = ([a, b]: Array<tf.Tensor>, [pp, ps]: ReadonlyArray<Positions>) => {
+        const p = block(model, layer, a as tf.Tensor2D, 1, P, pp, undefined)
+        return tf.concat([p.x, block(model, layer, b as tf.Tensor2D, batch, S, ps, undefined, p.cache).x], 0) // [P + B·S, C]
+      }
+      const both = checkpointed(layer, run, [xp, xs], [posP, posS])
+      xp = tf.slice(both, [0, 0], [P, -1]) as tf.Tensor2D
+      xs = tf.slice(both, [P, 0], [-1, -1]) as tf.Tensor2D
+    } else {
+      const p = block(model, layer, xp, 1, P, posP, undefined)
+      xs = block(model, layer, xs, batch, S, posS, undefined, p.cache).x
+      xp = p.x
+    }
   }
-  return { prefix: logitsOf(model, xp, 1, P), suffix: logitsOf(model, xs, batch, S) }
+  return { prefix: Fused.rmsNorm(xp, model.norm, c.normEps), suffix: Fused.rmsNorm(xs, model.norm, c.normEps) }
+}
+
+/**
+ * `forward` of rows sharing a P-token prefix, the prefix computed once (`hiddenShared`): the prefix's
+ * logits `[1, P, V]` (the same for every row) and the suffix's `[B, S, V]`. Differentiable.
+ */
+export const forwardShared = (model: Model, prefix: tf.Tensor2D, suffix: tf.Tensor2D, options: ForwardOptions = {}): { prefix: tf.Tensor3D; suffix: tf.Tensor3D } => {
+  const h = hiddenShared(model, prefix, suffix, options)
+  return { prefix: logitsOf(model, h.prefix, 1, prefix.shape[1]), suffix: logitsOf(model, h.suffix, suffix.shape[0], suffix.shape[1]) }
 }
 
 /** Keys and values of every layer. */
