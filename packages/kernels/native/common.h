@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <math.h>
+#include <limits.h>
 #include <unistd.h>
 
 /* Functions compiled for AVX-512, AVX2+FMA and plain x86-64, picked at load time. */
@@ -62,7 +63,12 @@ void gemm1(int ta, int tb, int m, int n, int k, const float* a, int lda, const f
 void exp_block(const float* in, float* out, long n);
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "r1kernels: N-API call failed: " #call); return NULL; } } while (0)
-/* The bytes of a typed-array view of the wasm heap (NULL, with a JS error thrown, when not one). */
+/* The base of absolute-address mode: a heap argument of null means offsets are addresses less ABS_BASE (see
+ * `address`). Not 0, so that NULL keeps meaning "an error was thrown"; no mapping lies below it (the first
+ * page is never mapped), so every address − ABS_BASE is ≥ 0. */
+#define ABS_BASE ((char*)4096)
+/* The bytes of a typed-array view of the wasm heap (NULL, with a JS error thrown, when not one); for null,
+ * ABS_BASE and no bound (the JavaScript side checks each operand against its typed array). */
 char* heap_of(napi_env env, napi_value v, size_t* bytes);
 /* A number argument (booleans read as 0 / 1). */
 double num(napi_env env, napi_value v);

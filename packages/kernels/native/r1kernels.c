@@ -567,6 +567,12 @@ char* heap_of(napi_env env, napi_value v, size_t* bytes) {
   size_t length, offset;
   void* data;
   napi_value ab;
+  napi_valuetype kind;
+  /* null: absolute addresses (the cpu backend's typed arrays); the JS side has checked every operand's bounds. */
+  if (napi_typeof(env, v, &kind) == napi_ok && kind == napi_null) {
+    *bytes = (size_t)LONG_MAX;
+    return ABS_BASE;
+  }
   if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) != napi_ok) {
     napi_throw_type_error(env, NULL, "r1kernels: the heap must be a typed array over the wasm memory");
     return NULL;
@@ -574,6 +580,24 @@ char* heap_of(napi_env env, napi_value v, size_t* bytes) {
   size_t elem = type == napi_float32_array || type == napi_int32_array || type == napi_uint32_array ? 4 : type == napi_float64_array ? 8 : 1;
   *bytes = length * elem;
   return data;
+}
+
+/* address(typedArray): where its bytes are, as an offset from ABS_BASE (exact in a double: user-space pointers
+ * are < 2^47); 0 for an empty array. V8 moves a typed array's bytes only while they live inside its heap (≤ 64
+ * bytes); reading the data here externalises them, so the address stays valid for the array's lifetime. */
+static napi_value js_address(napi_env env, napi_callback_info info) {
+  napi_value argv[1], r;
+  if (!get_args(env, info, 1, argv, "address")) return NULL;
+  napi_typedarray_type type;
+  size_t length, offset;
+  void* data;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset) != napi_ok) {
+    napi_throw_type_error(env, NULL, "r1kernels.address: expected a typed array");
+    return NULL;
+  }
+  CHECK(napi_create_double(env, length == 0 || data == NULL ? 0.0 : (double)((uintptr_t)data - (uintptr_t)ABS_BASE), &r));
+  return r;
 }
 
 /* A number argument (booleans read as 0 / 1). */
@@ -850,6 +874,7 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   napi_property_descriptor props[] = {
     {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
+    {"address", NULL, js_address, NULL, NULL, NULL, napi_default, NULL},
     {"exp", NULL, js_exp, NULL, NULL, NULL, napi_default, NULL},
     {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
     {"sum", NULL, js_sum, NULL, NULL, NULL, napi_default, NULL},

@@ -10,7 +10,7 @@
  * no addon) the composite runs.
  */
 import * as tf from "@tensorflow/tfjs"
-import type { WasmBackend } from "./MatMul.js"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 import * as Registry from "./Registry.js"
 
@@ -51,21 +51,20 @@ export const update = (p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, grad: tf.Tensor
 }
 
 type Native = Addon & {
-  adamw(heap: Uint8Array, p: number, m: number, v: number, g: number, pOut: number, mOut: number, vOut: number, n: number, hyper: Float64Array): void
+  adamw(heap: Uint8Array | null, p: number, m: number, v: number, g: number, pOut: number, mOut: number, vOut: number, n: number, hyper: Float64Array): void
 }
 
 const hyper = new Float64Array(10)
 
 /** The native kernel. */
 export const kernel = (addon: Addon): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { p, m, v, g } = args.inputs as Record<"p" | "m" | "v" | "g", tf.TensorInfo>
   const h = args.attrs as unknown as Hyper
-  const outs = [p, m, v].map((t) => backend.makeOutput(t.shape, "float32"))
+  const outs = [p, m, v].map((t) => mem.output(t.shape, "float32"))
   const n = tf.util.sizeFromShape(p.shape)
   if (n === 0) return outs
-  const off = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
   hyper.set([h.beta1, 1 - h.beta1, h.beta2, 1 - h.beta2, h.c1, h.c2, h.epsilon, h.decay, h.learningRate, h.scale])
-  ;(addon as Native).adamw(backend.wasm.HEAPU8, off(p), off(m), off(v), off(g), off(outs[0]), off(outs[1]), off(outs[2]), n, hyper)
+  ;(addon as Native).adamw(mem.heap(), mem.offset(p), mem.offset(m), mem.offset(v), mem.offset(g), mem.offset(outs[0]), mem.offset(outs[1]), mem.offset(outs[2]), n, hyper)
   return outs
 }

@@ -1,5 +1,5 @@
 /**
- * Fused causal attention, forward and backward, natively on the wasm heap.
+ * Fused causal attention, forward and backward, natively on the wasm heap or the cpu backend's arrays.
  *
  *   O = softmax(Q Kᵀ + M) V    Q [B, Hkv, G·T, hd] (row g·T + t), K, V [B, Hkv, S, hd], S = past + T
  *
@@ -15,7 +15,7 @@
  * `causal` computes the composite `matMul(softmax(add(matMul(q, k, false, true), mask)), v)`.
  */
 import * as tf from "@tensorflow/tfjs"
-import type { WasmBackend } from "./MatMul.js"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 import * as Registry from "./Registry.js"
 
@@ -26,11 +26,11 @@ export const BACKWARD = "R1CausalAttentionGrad"
 /** The addon's attention functions (offsets in bytes, mask strides in elements; see native/attention.c). */
 interface AttentionAddon {
   attentionForward(
-    heap: Uint8Array, B: number, H: number, G: number, T: number, past: number, hd: number,
+    heap: Uint8Array | null, B: number, H: number, G: number, T: number, past: number, hd: number,
     qOff: number, kOff: number, vOff: number, mOff: number, mStrideB: number, mStrideH: number, oOff: number, lseOff: number
   ): void
   attentionBackward(
-    heap: Uint8Array, B: number, H: number, G: number, T: number, past: number, hd: number,
+    heap: Uint8Array | null, B: number, H: number, G: number, T: number, past: number, hd: number,
     qOff: number, kOff: number, vOff: number, mOff: number, mStrideB: number, mStrideH: number, oOff: number, lseOff: number,
     dyOff: number, dqOff: number, dkOff: number, dvOff: number
   ): void
@@ -109,37 +109,35 @@ tf.registerGradient({
   }
 })
 
-const offset = (backend: WasmBackend, t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
-
 const unsupported = (name: string) => new Error(`${name}: inputs the native kernel does not take (Attention.causal checks them first)`)
 
 /** Forward: outputs O [B, Hkv, G·T, hd] and the row log-sum-exp [B, Hkv, G·T]. */
 const forward = (addon: AttentionAddon): tf.KernelFunc => ({ inputs, attrs, backend }) => {
-  const w = backend as unknown as WasmBackend
+  const mem = Memory.of(backend, addon as unknown as Addon)
   const { q, k, v, mask } = inputs as Record<"q" | "k" | "v" | "mask", tf.TensorInfo>
   const { past } = attrs as unknown as { past: number }
   const l = layout(q, k, v, mask, past)
   if (l === undefined) throw unsupported(FORWARD)
   // Allocate first: it can grow the wasm memory, which replaces HEAPU8.
-  const o = w.makeOutput(q.shape, "float32"), lse = w.makeOutput(q.shape.slice(0, 3), "float32")
+  const o = mem.output(q.shape, "float32"), lse = mem.output(q.shape.slice(0, 3), "float32")
   addon.attentionForward(
-    w.wasm.HEAPU8, l.B, l.H, l.G, l.T, past, l.hd, offset(w, q), offset(w, k), offset(w, v), offset(w, mask), l.msb, l.msh,
-    offset(w, o), offset(w, lse)
+    mem.heap(), l.B, l.H, l.G, l.T, past, l.hd, mem.offset(q), mem.offset(k), mem.offset(v), mem.offset(mask), l.msb, l.msh,
+    mem.offset(o), mem.offset(lse)
   )
   return [o, lse]
 }
 
 /** Backward: outputs dQ, dK, dV from the forward's inputs, its outputs O and log-sum-exp, and dO. */
 const backward = (addon: AttentionAddon): tf.KernelFunc => ({ inputs, attrs, backend }) => {
-  const w = backend as unknown as WasmBackend
+  const mem = Memory.of(backend, addon as unknown as Addon)
   const { q, k, v, mask, o, lse, dy } = inputs as Record<"q" | "k" | "v" | "mask" | "o" | "lse" | "dy", tf.TensorInfo>
   const { past } = attrs as unknown as { past: number }
   const l = layout(q, k, v, mask, past)
   if (l === undefined) throw unsupported(BACKWARD)
-  const dq = w.makeOutput(q.shape, "float32"), dk = w.makeOutput(k.shape, "float32"), dv = w.makeOutput(v.shape, "float32")
+  const dq = mem.output(q.shape, "float32"), dk = mem.output(k.shape, "float32"), dv = mem.output(v.shape, "float32")
   addon.attentionBackward(
-    w.wasm.HEAPU8, l.B, l.H, l.G, l.T, past, l.hd, offset(w, q), offset(w, k), offset(w, v), offset(w, mask), l.msb, l.msh,
-    offset(w, o), offset(w, lse), offset(w, dy), offset(w, dq), offset(w, dk), offset(w, dv)
+    mem.heap(), l.B, l.H, l.G, l.T, past, l.hd, mem.offset(q), mem.offset(k), mem.offset(v), mem.offset(mask), l.msb, l.msh,
+    mem.offset(o), mem.offset(lse), mem.offset(dy), mem.offset(dq), mem.offset(dk), mem.offset(dv)
   )
   return [dq, dk, dv]
 }

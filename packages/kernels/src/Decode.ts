@@ -11,7 +11,7 @@
  * keys: simple, but a copy per row). Not differentiable: generation runs outside gradients.
  */
 import * as tf from "@tensorflow/tfjs"
-import type { WasmBackend } from "./MatMul.js"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 import * as Registry from "./Registry.js"
 
@@ -59,22 +59,21 @@ const fits = (x: Inputs): boolean => {
 export const attend = (x: Inputs): tf.Tensor4D =>
   available() && fits(x) ? tf.engine().runKernel(KERNEL, { ...x }) as tf.Tensor4D : composite(x)
 
-type Native = Addon & { decode(heap: Uint8Array, offsets: Float64Array, dims: Int32Array): void }
+type Native = Addon & { decode(heap: Uint8Array | null, offsets: Float64Array, dims: Int32Array): void }
 
 const offsets = new Float64Array(9)
 const dims = new Int32Array(8)
 
 /** The native kernel. */
 export const kernel = (addon: Addon): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const x = args.inputs as unknown as Record<keyof Inputs, tf.TensorInfo>
   const [b, h, g, d] = x.q.shape
-  const out = backend.makeOutput([b, h, g, d], "float32")
+  const out = mem.output([b, h, g, d], "float32")
   if (b * h * g * d === 0) return out
-  const off = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
-  offsets.set([x.q, x.promptK, x.promptV, x.promptOf, x.promptBias, x.k, x.v, x.mask, out].map(off))
+  offsets.set([x.q, x.promptK, x.promptV, x.promptOf, x.promptBias, x.k, x.v, x.mask, out].map(mem.offset))
   dims.set([b, h, g, d, x.promptK.shape[0], x.promptK.shape[2], x.mask.shape[3], x.k.shape[2]])
-  ;(addon as Native).decode(backend.wasm.HEAPU8, offsets, dims)
+  ;(addon as Native).decode(mem.heap(), offsets, dims)
   return out
 }
 
@@ -90,27 +89,32 @@ export const WRITE_KERNEL = "R1CacheWrite"
 export const write = (cache: tf.Tensor4D, x: tf.Tensor4D, at: number): void => {
   const [b, h, cap, d] = cache.shape
   const t = x.shape[2]
-  if (!Registry.has(WRITE_KERNEL)) throw new Error(`Decode.write needs the native kernels on the wasm backend (backend: ${tf.getBackend()})`)
+  if (!Registry.has(WRITE_KERNEL)) throw new Error(`Decode.write needs the native kernels on the wasm or cpu backend (backend: ${tf.getBackend()})`)
   if (cache.dtype !== "float32" || x.dtype !== "float32" || x.shape[0] !== b || x.shape[1] !== h || x.shape[3] !== d || !(at >= 0 && at + t <= cap)) {
     throw new RangeError(`Decode.write: [${x.shape}] at slot ${at} does not fit a cache of [${cache.shape}]`)
   }
   tf.dispose(tf.engine().runKernel(WRITE_KERNEL, { cache, x }, { at }) as tf.Tensor)
 }
 
-/** The write kernel: row copies inside the wasm heap; returns the cache's buffer again (shared, like `Identity`). */
-export const writeKernel: tf.KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend & { incRef(dataId: unknown): void }
+/**
+ * The write kernel: row copies in JavaScript (inside the wasm heap, or between the cpu backend's arrays);
+ * returns the cache's buffer again (shared, like `Identity`).
+ */
+export const writeKernel = (addon: Addon): tf.KernelFunc => (args) => {
+  const mem = Memory.of(args.backend, addon)
   const { cache, x } = args.inputs as { cache: tf.TensorInfo; x: tf.TensorInfo }
   const { at } = args.attrs as unknown as { at: number }
   const [b, h, cap, d] = cache.shape
   const t = x.shape[2]
-  const heap = backend.wasm.HEAPU8
-  const c0 = backend.dataIdMap.get(cache.dataId).memoryOffset, x0 = backend.dataIdMap.get(x.dataId).memoryOffset
   const rowBytes = 4 * t * d
-  for (let i = 0; i < b * h; i++) {
-    const src = x0 + i * rowBytes
-    heap.copyWithin(c0 + 4 * (i * cap + at) * d, src, src + rowBytes)
+  const heap = mem.heap()
+  if (heap !== null) {
+    const c0 = mem.offset(cache), x0 = mem.offset(x)
+    for (let i = 0; i < b * h; i++) heap.copyWithin(c0 + 4 * (i * cap + at) * d, x0 + i * rowBytes, x0 + (i + 1) * rowBytes)
+  } else {
+    const into = mem.view(cache), from = mem.view(x), row = t * d
+    for (let i = 0; i < b * h; i++) into.set(from.subarray(i * row, (i + 1) * row), (i * cap + at) * d)
   }
-  backend.incRef(cache.dataId)
+  ;(args.backend as unknown as { incRef(dataId: unknown): void }).incRef(cache.dataId)
   return { dataId: cache.dataId, shape: cache.shape, dtype: cache.dtype }
 }

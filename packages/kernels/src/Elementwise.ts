@@ -1,25 +1,24 @@
 /**
- * Elementwise kernels for the wasm backend on the native addon, in place on the wasm heap: `Exp` (a SIMD
+ * Elementwise kernels for the wasm and cpu backends on the native addon, in place on their memory (`Memory`): `Exp` (a SIMD
  * polynomial, ≤ 2 ulp), `Add` / `Sub` / `Multiply` / `RealDiv` with tfjs broadcasting, and `GatherV2` (row
  * copies; the stock kernel walks every element) and `Sum` over a run of neighbouring axes (the stock kernel
  * transposes first when they are not the innermost). Each splits large tensors over the addon's threads and
  * defers to the kernel registered before it for dtypes or attributes it does not handle.
  */
 import * as tf from "@tensorflow/tfjs"
-import type { WasmBackend } from "./MatMul.js"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 
-const offset = (backend: WasmBackend, t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
 const product = (xs: ReadonlyArray<number>) => xs.reduce((p, d) => p * d, 1)
 
 /** `Exp` on float32. */
 export const exp = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { x } = args.inputs as { x: tf.TensorInfo }
   if (x.dtype !== "float32") return previous(args)
-  const out = backend.makeOutput(x.shape, "float32")
+  const out = mem.output(x.shape, "float32")
   const n = product(x.shape)
-  if (n > 0) addon.exp(backend.wasm.HEAPU8, offset(backend, x), offset(backend, out), n)
+  if (n > 0) addon.exp(mem.heap(), mem.offset(x), mem.offset(out), n)
   return out
 }
 
@@ -65,13 +64,13 @@ export const collapse = (aShape: ReadonlyArray<number>, bShape: ReadonlyArray<nu
 
 /** `Add`, `Sub`, `Multiply` or `RealDiv` on two float32 tensors with broadcasting. */
 export const binary = (addon: Addon, op: number, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo }
   if (a.dtype !== "float32" || b.dtype !== "float32") return previous(args)
   const outShape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape)
   const { shape, sa, sb } = collapse(a.shape, b.shape)
   if (shape.length > 8) return previous(args)
-  const out = backend.makeOutput(outShape, "float32")
+  const out = mem.output(outShape, "float32")
   if (product(outShape) === 0) return out
   const r = shape.length
   desc[0] = r
@@ -80,24 +79,24 @@ export const binary = (addon: Addon, op: number, previous: tf.KernelFunc): tf.Ke
     desc[1 + r + d] = sa[d]
     desc[1 + 2 * r + d] = sb[d]
   }
-  addon.binary(backend.wasm.HEAPU8, op, offset(backend, a), offset(backend, b), offset(backend, out), desc)
+  addon.binary(mem.heap(), op, mem.offset(a), mem.offset(b), mem.offset(out), desc)
   return out
 }
 
 /** `GatherV2` with `batchDims` 0 on float32 / int32 params and int32 indices. */
 export const gather = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend & { disposeData(dataId: unknown): boolean }
+  const mem = Memory.of(args.backend, addon)
   const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo }
   const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims?: number }
   if ((batchDims ?? 0) !== 0 || (x.dtype !== "float32" && x.dtype !== "int32") || indices.dtype !== "int32") return previous(args)
   const ax = tf.util.parseAxisParam(axis, x.shape)[0]
   const outer = product(x.shape.slice(0, ax)), dim = x.shape[ax], inner = product(x.shape.slice(ax + 1))
   const nIdx = product(indices.shape)
-  const out = backend.makeOutput([...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)], x.dtype)
+  const out = mem.output([...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)], x.dtype)
   if (outer * nIdx * inner === 0) return out
-  const bad = addon.gather(backend.wasm.HEAPU8, 4, offset(backend, x), outer, dim, inner, offset(backend, indices), nIdx, offset(backend, out))
+  const bad = addon.gather(mem.heap(), 4, mem.offset(x), outer, dim, inner, mem.offset(indices), nIdx, mem.offset(out))
   if (bad >= 0) {
-    backend.disposeData(out.dataId)
+    ;(args.backend as unknown as { disposeData(dataId: unknown): boolean }).disposeData(out.dataId)
     throw new Error(`GatherV2: the index value ${bad} is not in [0, ${dim - 1}]`)
   }
   return out
@@ -105,7 +104,7 @@ export const gather = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => 
 
 /** `Sum` of float32 over axes that are neighbours in the shape (`[outer, reduced…, inner]`). */
 export const sum = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { x } = args.inputs as { x: tf.TensorInfo }
   const { axis, keepDims } = args.attrs as unknown as { axis: number | Array<number>; keepDims: boolean }
   if (x.dtype !== "float32") return previous(args)
@@ -114,15 +113,15 @@ export const sum = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (ar
   const first = axes[0], last = axes[axes.length - 1]
   const outer = product(x.shape.slice(0, first)), dim = product(x.shape.slice(first, last + 1)), inner = product(x.shape.slice(last + 1))
   const outShape = keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d)) : [...x.shape.slice(0, first), ...x.shape.slice(last + 1)]
-  const out = backend.makeOutput(outShape, "float32")
+  const out = mem.output(outShape, "float32")
   if (outer * inner === 0) return out
-  if (dim === 0) backend.wasm.HEAPU8.fill(0, offset(backend, out), offset(backend, out) + 4 * outer * inner)
-  else addon.sum(backend.wasm.HEAPU8, offset(backend, x), outer, dim, inner, offset(backend, out))
+  if (dim === 0) mem.view(out).fill(0)
+  else addon.sum(mem.heap(), mem.offset(x), outer, dim, inner, mem.offset(out))
   return out
 }
 
 type SegmentAddon = Addon & {
-  segmentSum(heap: Uint8Array, xOff: number, idsOff: number, rows: number, inner: number, segments: number, outOff: number): void
+  segmentSum(heap: Uint8Array | null, xOff: number, idsOff: number, rows: number, inner: number, segments: number, outOff: number): void
 }
 
 /**
@@ -131,15 +130,15 @@ type SegmentAddon = Addon & {
  * (deterministic); ids outside `[0, numSegments)` are dropped, as tfjs's other backends do.
  */
 export const segmentSum = (addon: Addon): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { x, segmentIds } = args.inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo }
   const { numSegments } = args.attrs as unknown as { numSegments: number }
   if (x.dtype !== "float32" || segmentIds.dtype !== "int32" || segmentIds.shape.length !== 1 || segmentIds.shape[0] !== x.shape[0]) {
     throw new Error(`UnsortedSegmentSum: native kernel takes float32 x [N, ...] and int32 ids [N]; got ${x.dtype} [${x.shape}] and ${segmentIds.dtype} [${segmentIds.shape}]`)
   }
   const inner = product(x.shape.slice(1))
-  const out = backend.makeOutput([numSegments, ...x.shape.slice(1)], "float32")
+  const out = mem.output([numSegments, ...x.shape.slice(1)], "float32")
   if (numSegments * inner === 0) return out
-  ;(addon as SegmentAddon).segmentSum(backend.wasm.HEAPU8, offset(backend, x), offset(backend, segmentIds), x.shape[0], inner, numSegments, offset(backend, out))
+  ;(addon as SegmentAddon).segmentSum(mem.heap(), mem.offset(x), mem.offset(segmentIds), x.shape[0], inner, numSegments, mem.offset(out))
   return out
 }

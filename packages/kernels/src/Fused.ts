@@ -1,22 +1,22 @@
 /**
  * Fused RMSNorm, SwiGLU and rotary embedding (RoPE), forward and backward. Where their native kernels are
- * registered for the current backend (`Kernels.install` on wasm), each op is one kernel forward and one backward
+ * registered for the current backend (`Kernels.install` on wasm and cpu), each op is one kernel forward and one backward
  * (the composites run 5–15 kernels each way, each allocating an intermediate); elsewhere, and for dtypes and
  * shapes the kernels do not take, each op is the composite of tfjs ops the model always ran, so other backends
  * and builds without the addon compute exactly what they did before.
  */
 import * as tf from "@tensorflow/tfjs"
-import type { WasmBackend } from "./MatMul.js"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 import { has as native } from "./Registry.js"
 
 /** What the addon exports for these kernels (`native/fused.c`); offsets in bytes into `heap`. */
 interface FusedAddon {
-  rmsNorm(heap: Uint8Array, xOff: number, gOff: number, yOff: number, rows: number, c: number, eps: number): void
-  rmsNormGrad(heap: Uint8Array, dyOff: number, xOff: number, gOff: number, dxOff: number, dgOff: number, rows: number, c: number, eps: number): void
-  swiglu(heap: Uint8Array, gateOff: number, upOff: number, yOff: number, n: number): void
-  swigluGrad(heap: Uint8Array, dyOff: number, gateOff: number, upOff: number, dGateOff: number, dUpOff: number, n: number): void
-  rope(heap: Uint8Array, xOff: number, cosOff: number, sinOff: number, yOff: number, b: number, t: number, h: number, hd: number, cosBatch: number, backward: 0 | 1): void
+  rmsNorm(heap: Uint8Array | null, xOff: number, gOff: number, yOff: number, rows: number, c: number, eps: number): void
+  rmsNormGrad(heap: Uint8Array | null, dyOff: number, xOff: number, gOff: number, dxOff: number, dgOff: number, rows: number, c: number, eps: number): void
+  swiglu(heap: Uint8Array | null, gateOff: number, upOff: number, yOff: number, n: number): void
+  swigluGrad(heap: Uint8Array | null, dyOff: number, gateOff: number, upOff: number, dGateOff: number, dUpOff: number, n: number): void
+  rope(heap: Uint8Array | null, xOff: number, cosOff: number, sinOff: number, yOff: number, b: number, t: number, h: number, hd: number, cosBatch: number, backward: 0 | 1): void
 }
 
 const RMS_NORM = "R1RmsNorm"
@@ -107,51 +107,50 @@ tf.registerGradient({
 })
 
 // ---------------------------------------------------------------------------------------------------
-// Kernels on the wasm heap. Outputs are allocated before HEAPU8 is read: an allocation can grow (replace) it.
-
-const offset = (backend: WasmBackend, t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset
+// Kernels on the backend's memory (`Memory`). Outputs are allocated before the heap is read: a wasm allocation can
+// grow (replace) it.
 const rowsOf = (shape: ReadonlyArray<number>) => shape.slice(0, -1).reduce((p, d) => p * d, 1)
 
 /** The native kernels of this module, by kernel name, for `Kernels.install`. */
 export const kernels = (addon: Addon): ReadonlyArray<readonly [string, tf.KernelFunc]> => {
   const a = addon as unknown as FusedAddon
   const rmsNormK: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const be = backend as unknown as WasmBackend
+    const mem = Memory.of(backend, addon)
     const { x, g } = inputs as { x: tf.TensorInfo; g: tf.TensorInfo }
-    const y = be.makeOutput(x.shape, "float32")
-    a.rmsNorm(be.wasm.HEAPU8, offset(be, x), offset(be, g), offset(be, y), rowsOf(x.shape), x.shape[x.shape.length - 1], (attrs as unknown as { eps: number }).eps)
+    const y = mem.output(x.shape, "float32")
+    a.rmsNorm(mem.heap(), mem.offset(x), mem.offset(g), mem.offset(y), rowsOf(x.shape), x.shape[x.shape.length - 1], (attrs as unknown as { eps: number }).eps)
     return y
   }
   const rmsNormGradK: tf.KernelFunc = ({ inputs, backend, attrs }) => {
-    const be = backend as unknown as WasmBackend
+    const mem = Memory.of(backend, addon)
     const { dy, x, g } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; g: tf.TensorInfo }
-    const dx = be.makeOutput(x.shape, "float32"), dg = be.makeOutput(g.shape, "float32")
-    a.rmsNormGrad(be.wasm.HEAPU8, offset(be, dy), offset(be, x), offset(be, g), offset(be, dx), offset(be, dg), rowsOf(x.shape), g.shape[0],
+    const dx = mem.output(x.shape, "float32"), dg = mem.output(g.shape, "float32")
+    a.rmsNormGrad(mem.heap(), mem.offset(dy), mem.offset(x), mem.offset(g), mem.offset(dx), mem.offset(dg), rowsOf(x.shape), g.shape[0],
       (attrs as unknown as { eps: number }).eps)
     return [dx, dg]
   }
   const swigluK: tf.KernelFunc = ({ inputs, backend }) => {
-    const be = backend as unknown as WasmBackend
+    const mem = Memory.of(backend, addon)
     const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo }
-    const y = be.makeOutput(gate.shape, "float32")
-    a.swiglu(be.wasm.HEAPU8, offset(be, gate), offset(be, up), offset(be, y), rowsOf(gate.shape) * (gate.shape.at(-1) ?? 1))
+    const y = mem.output(gate.shape, "float32")
+    a.swiglu(mem.heap(), mem.offset(gate), mem.offset(up), mem.offset(y), rowsOf(gate.shape) * (gate.shape.at(-1) ?? 1))
     return y
   }
   const swigluGradK: tf.KernelFunc = ({ inputs, backend }) => {
-    const be = backend as unknown as WasmBackend
+    const mem = Memory.of(backend, addon)
     const { dy, gate, up } = inputs as { dy: tf.TensorInfo; gate: tf.TensorInfo; up: tf.TensorInfo }
-    const dGate = be.makeOutput(gate.shape, "float32"), dUp = be.makeOutput(up.shape, "float32")
-    a.swigluGrad(be.wasm.HEAPU8, offset(be, dy), offset(be, gate), offset(be, up), offset(be, dGate), offset(be, dUp), rowsOf(gate.shape) * (gate.shape.at(-1) ?? 1))
+    const dGate = mem.output(gate.shape, "float32"), dUp = mem.output(up.shape, "float32")
+    a.swigluGrad(mem.heap(), mem.offset(dy), mem.offset(gate), mem.offset(up), mem.offset(dGate), mem.offset(dUp), rowsOf(gate.shape) * (gate.shape.at(-1) ?? 1))
     return [dGate, dUp]
   }
   // Forward maps x to y, backward dy to dx: the same walk over [B, T, H, hd] with the rotation transposed.
   const ropeK = (backward: 0 | 1): tf.KernelFunc => ({ inputs, backend }) => {
-    const be = backend as unknown as WasmBackend
+    const mem = Memory.of(backend, addon)
     const { cos, sin } = inputs as { cos: tf.TensorInfo; sin: tf.TensorInfo }
     const x = (backward ? inputs.dy : inputs.x) as tf.TensorInfo
     const [b, t, h, hd] = x.shape
-    const y = be.makeOutput(x.shape, "float32")
-    a.rope(be.wasm.HEAPU8, offset(be, x), offset(be, cos), offset(be, sin), offset(be, y), b, t, h, hd, cos.shape[0], backward)
+    const y = mem.output(x.shape, "float32")
+    a.rope(mem.heap(), mem.offset(x), mem.offset(cos), mem.offset(sin), mem.offset(y), b, t, h, hd, cos.shape[0], backward)
     return y
   }
   return [

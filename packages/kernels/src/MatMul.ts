@@ -1,6 +1,7 @@
 /**
- * `BatchMatMul` for the wasm backend on the native GEMM, reading the operands and writing the product
- * straight in the wasm heap (no copies, no transposes: BLAS takes the transposes as flags).
+ * `BatchMatMul` for the wasm and cpu backends on the native GEMM, reading the operands and writing the product
+ * in place, in the wasm heap or the cpu backend's typed arrays (no copies, no transposes: BLAS takes the
+ * transposes as flags; see `Memory`).
  *
  *   C[..., m, n] = Σₖ op(A)[..., m, k] · op(B)[..., k, n]
  *
@@ -9,20 +10,17 @@
  * with A not transposed is one `[B·M, K] × [K, N]` product (one large GEMM beats B small ones).
  */
 import * as tf from "@tensorflow/tfjs"
+import * as Memory from "./Memory.js"
 import type { Addon } from "./Native.js"
 
-/** The parts of the wasm backend used here (it keeps them public in JavaScript). */
-export interface WasmBackend {
-  readonly wasm: { readonly HEAPU8: Uint8Array }
-  readonly dataIdMap: { get(dataId: unknown): { readonly memoryOffset: number } }
-  makeOutput(shape: ReadonlyArray<number>, dtype: tf.DataType): tf.TensorInfo
-}
+/** The parts of the wasm backend used here (kept for importers; see `Memory.WasmBackend`). */
+export type WasmBackend = Memory.WasmBackend
 
 const product = (xs: ReadonlyArray<number>) => xs.reduce((p, d) => p * d, 1)
 
 /** The kernel function over `addon`, deferring to `previous` where it does not apply. */
 export const batchMatMul = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
-  const backend = args.backend as unknown as WasmBackend
+  const mem = Memory.of(args.backend, addon)
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo }
   const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean }
   if (a.dtype !== "float32" || b.dtype !== "float32") return previous(args)
@@ -37,15 +35,15 @@ export const batchMatMul = (addon: Addon, previous: tf.KernelFunc): tf.KernelFun
   const batch = product(outer), batchA = product(outerA), batchB = product(outerB)
   if ((batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) return previous(args)
   // Allocate first: it can grow the wasm memory, which replaces HEAPU8.
-  const out = backend.makeOutput([...outer, m, n], "float32")
+  const out = mem.output([...outer, m, n], "float32")
   if (batch * m * n === 0) return out
-  const aOff = backend.dataIdMap.get(a.dataId).memoryOffset
-  const bOff = backend.dataIdMap.get(b.dataId).memoryOffset
-  const cOff = backend.dataIdMap.get(out.dataId).memoryOffset
-  const heap = backend.wasm.HEAPU8
   if (k === 0) {
-    heap.fill(0, cOff, cOff + 4 * batch * m * n)
-  } else if (batchB === 1 && batchA > 1 && !transposeA) {
+    mem.view(out).fill(0)
+    return out
+  }
+  const aOff = mem.offset(a), bOff = mem.offset(b), cOff = mem.offset(out)
+  const heap = mem.heap()
+  if (batchB === 1 && batchA > 1 && !transposeA) {
     addon.gemm(heap, 1, batchA * m, n, k, 0, transposeB ? 1 : 0, aOff, 0, bOff, 0, cOff, 0)
   } else {
     addon.gemm(heap, batch, m, n, k, transposeA ? 1 : 0, transposeB ? 1 : 0, aOff, batchA === 1 ? 0 : 4 * m * k, bOff, batchB === 1 ? 0 : 4 * k * n, cOff, 4 * m * n)

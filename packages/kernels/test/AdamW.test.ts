@@ -1,13 +1,13 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
 import { AdamW, Kernels } from "../src/index.js"
-import { native, relErr, useNativeKernels } from "./helpers.js"
+import { backends, native, relErr, useNativeKernels } from "./helpers.js"
 
-describe.skipIf(!native.ok)("native AdamW and UnsortedSegmentSum", () => {
-  useNativeKernels()
+describe.skipIf(!native.ok).each(backends)("native AdamW and UnsortedSegmentSum (%s)", (backend) => {
+  useNativeKernels(backend)
 
   const updates = (stock: boolean, shape: Array<number>, h: AdamW.Hyper, steps: number) => {
-    if (stock) Kernels.uninstall()
+    if (stock) Kernels.uninstall(backend)
     try {
       let p = tf.randomNormal(shape, 0, 1, "float32", 1)
       let m = tf.zeros(shape)
@@ -24,12 +24,12 @@ describe.skipIf(!native.ok)("native AdamW and UnsortedSegmentSum", () => {
       tf.dispose([p, m, v])
       return out
     } finally {
-      if (stock) Kernels.install()
+      if (stock) Kernels.install(backend)
     }
   }
 
   it("is registered, and gives bitwise the composite's weights and moments", () => {
-    expect(Kernels.installed()?.kernels).toContain(AdamW.KERNEL)
+    expect(Kernels.installed(backend)?.kernels).toContain(AdamW.KERNEL)
     const cases: Array<[Array<number>, Partial<AdamW.Hyper>]> = [
       [[1], {}],
       [[17, 33], { decay: 1 - 1e-3 * 0.1 }],

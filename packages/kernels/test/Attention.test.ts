@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
 import { Attention, Kernels } from "../src/index.js"
-import { lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
+import { backends, lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
 
 /** Causal additive mask [mb, 1, G·T, past+T]; with `pad`, row b also hides its first `b` keys from the rows that still see a later key. */
 const mask = (mb: number, G: number, T: number, past: number, pad: boolean): tf.Tensor4D => {
@@ -66,11 +66,11 @@ const cases: Array<Case> = [
   { B: 4, H: 2, G: 2, T: 29, past: 1, hd: 20, maskBatch: false, sliced: true }
 ]
 
-describe.skipIf(!native.ok)("native causal attention against the composite on the stock wasm kernels", () => {
-  useNativeKernels()
+describe.skipIf(!native.ok).each(backends)("native causal attention against the composite on the stock kernels (%s)", (backend) => {
+  useNativeKernels(backend)
 
   it("registers forward and backward kernels, and causal runs them", async () => {
-    expect(Kernels.installed()?.kernels).toEqual(expect.arrayContaining([Attention.FORWARD, Attention.BACKWARD]))
+    expect(Kernels.installed(backend)?.kernels).toEqual(expect.arrayContaining([Attention.FORWARD, Attention.BACKWARD]))
     const profile = await tf.profile(() => outputs(cases[0], 1))
     expect(profile.kernelNames).toEqual(expect.arrayContaining([Attention.FORWARD, Attention.BACKWARD]))
     expect(profile.kernelNames).not.toContain("Softmax")
@@ -110,11 +110,11 @@ describe.skipIf(!native.ok)("native causal attention against the composite on th
     const m = mask(1, c.G, c.T, c.past, false)
     const f = (uninstallAfter: boolean) => (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => {
       const o = tf.sum(tf.mul(Attention.causal(a as tf.Tensor4D, b as tf.Tensor4D, d as tf.Tensor4D, m, c.past), dy))
-      if (uninstallAfter) Kernels.uninstall()
+      if (uninstallAfter) Kernels.uninstall(backend)
       return o
     }
     const fallback = tf.grads(f(true))([q, k, v]).map((t) => t.dataSync())
-    Kernels.install()
+    Kernels.install(backend)
     const fast = tf.grads(f(false))([q, k, v]).map((t) => t.dataSync())
     for (let j = 0; j < 3; j++) expect(relErr(fallback[j], fast[j])).toBeLessThan(1e-4)
   })

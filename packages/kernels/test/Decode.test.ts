@@ -1,13 +1,13 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
 import { Decode, Kernels } from "../src/index.js"
-import { lcg, native, relErr, useNativeKernels } from "./helpers.js"
+import { backends, lcg, native, relErr, useNativeKernels } from "./helpers.js"
 
-describe.skipIf(!native.ok)("native decode attention against the composite", () => {
-  useNativeKernels()
+describe.skipIf(!native.ok).each(backends)("native decode attention against the composite (%s)", (backend) => {
+  useNativeKernels(backend)
 
     it("matches on random shapes: rows out of order, padded prompts, several query rows, sliced inputs", () => {
-    expect(Kernels.installed()?.kernels).toContain(Decode.KERNEL)
+    expect(Kernels.installed(backend)?.kernels).toContain(Decode.KERNEL)
     const rand = lcg(3)
     for (let c = 0; c < 24; c++) {
       const B = 1 + Math.floor(rand() * 9), H = 1 + Math.floor(rand() * 3), Q = 1 + Math.floor(rand() * 3)

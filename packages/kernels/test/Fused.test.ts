@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
 import { Fused } from "../src/index.js"
-import { lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
+import { backends, lcg, native, relErr, run, useNativeKernels } from "./helpers.js"
 
 const r = (shape: Array<number>, seed: number, scale = 1) => tf.mul(tf.randomNormal(shape, 0, 1, "float32", seed), scale)
 /** A random tensor of `shape` made as a slice of a wider one (the slice of the last axis starts at 2). */
@@ -20,8 +20,8 @@ const compare = (label: string, f: (...xs: Array<tf.Tensor>) => tf.Tensor, make:
   fast.forEach((v, i) => expect(relErr(v, stock[i]), `${label}: ${i === 0 ? "value" : `gradient ${i - 1}`}`).toBeLessThan(1e-5))
 }
 
-describe.skipIf(!native.ok)("fused RMSNorm, SwiGLU and RoPE, native against the stock composites", () => {
-  useNativeKernels()
+describe.skipIf(!native.ok).each(backends)("fused RMSNorm, SwiGLU and RoPE, native against the stock composites (%s)", (backend) => {
+  useNativeKernels(backend)
 
   it("run one native kernel each way where installed, and the composites where not", async () => {
     const x = r([4, 6], 1), g = r([6], 2), q = r([1, 3, 2, 4], 3) as tf.Tensor4D, cs = r([1, 3, 1, 4], 4)

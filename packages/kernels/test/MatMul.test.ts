@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Kernels, Native } from "../src/index.js"
-import { lcg, native, run, useNativeKernels } from "./helpers.js"
+import { backends, lcg, native, run, useNativeKernels } from "./helpers.js"
 
 /** max |x − y| / (1 + max |y|): a relative error that tolerates values near 0. */
 const relErr = (x: Float32Array, y: Float32Array) => {
@@ -14,16 +14,16 @@ const relErr = (x: Float32Array, y: Float32Array) => {
   return d / (1 + s)
 }
 
-describe("Kernels.install", () => {
+describe.each(backends)("Kernels.install (%s)", (backend) => {
   beforeAll(async () => {
-    await tf.setBackend("wasm")
+    await tf.setBackend(backend)
     await tf.ready()
   })
-  afterAll(() => Kernels.uninstall())
+  afterAll(() => Kernels.uninstall(backend))
 
   it("is idempotent and says what it installed or why not", () => {
-    const first = Kernels.install()
-    const again = Kernels.install()
+    const first = Kernels.install(backend)
+    const again = Kernels.install(backend)
     expect(again).toEqual(first)
     expect(first.reason.length).toBeGreaterThan(0)
     if (native.ok) expect(first.kernels).toContain("BatchMatMul")
@@ -31,8 +31,8 @@ describe("Kernels.install", () => {
   })
 })
 
-describe.skipIf(!native.ok)("native BatchMatMul against the stock wasm kernel", () => {
-  useNativeKernels()
+describe.skipIf(!native.ok).each(backends)("native BatchMatMul against the stock kernel (%s)", (backend) => {
+  useNativeKernels(backend)
 
   const r = (shape: Array<number>, seed: number) => tf.randomNormal(shape, 0, 1, "float32", seed)
   const fixed: Array<[string, () => tf.Tensor]> = [

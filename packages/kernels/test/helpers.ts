@@ -3,28 +3,35 @@ import * as tf from "@tensorflow/tfjs"
 import "@tensorflow/tfjs-backend-wasm"
 import { afterAll, beforeAll, expect } from "vitest"
 import { Kernels, Native } from "../src/index.js"
+import type { BackendName } from "../src/Memory.js"
 
 /** The addon, or why the native tests skip (said once per file). */
 export const native = Native.load()
 if (!native.ok) console.warn(`@r1flow/kernels: native tests skipped: ${native.reason}`)
 
-/** In a `describe`: the wasm backend with the native kernels installed, removed afterwards. */
-export const useNativeKernels = (): void => {
+/** The backends every native kernel is tested on, each against that backend's stock kernels. */
+export const backends: ReadonlyArray<BackendName> = ["wasm", "cpu"]
+
+let current: BackendName = "wasm"
+
+/** In a `describe`: `backend` (default wasm) with the native kernels installed, removed afterwards. */
+export const useNativeKernels = (backend: BackendName = "wasm"): void => {
   beforeAll(async () => {
-    await tf.setBackend("wasm")
+    current = backend
+    await tf.setBackend(backend)
     await tf.ready()
-    Kernels.install()
+    Kernels.install(backend)
   })
-  afterAll(() => Kernels.uninstall())
+  afterAll(() => Kernels.uninstall(backend))
 }
 
-/** Runs f on the native kernels, or (`stock`) on the stock wasm kernels, where the fused ops run their composites. */
+/** Runs f on the native kernels, or (`stock`) on the backend's stock kernels, where the fused ops run their composites. */
 export const run = <T>(f: () => T, stock: boolean): T => {
-  if (stock) Kernels.uninstall()
+  if (stock) Kernels.uninstall(current)
   try {
     return f()
   } finally {
-    if (stock) Kernels.install()
+    if (stock) Kernels.install(current)
   }
 }
 
