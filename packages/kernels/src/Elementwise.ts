@@ -22,6 +22,22 @@ export const exp = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (ar
   return out
 }
 
+/** `Square` on float32 as the addon's product x·x (bitwise the stock kernels' x·x, rounded to float32 once). */
+export const square = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const mem = Memory.of(args.backend, addon)
+  const { x } = args.inputs as { x: tf.TensorInfo }
+  if (x.dtype !== "float32") return previous(args)
+  const out = mem.output(x.shape, "float32")
+  const n = product(x.shape)
+  if (n === 0) return out
+  desc[0] = 1
+  desc[1] = n
+  desc[2] = 1
+  desc[3] = 1
+  addon.binary(mem.heap(), binaryOps.Multiply, mem.offset(x), mem.offset(x), mem.offset(out), desc)
+  return out
+}
+
 /** Binary ops by the addon's op code. */
 export const binaryOps = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3 } as const
 

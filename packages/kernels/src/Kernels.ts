@@ -13,6 +13,7 @@ import * as Attention from "./Attention.js"
 import * as Decode from "./Decode.js"
 import * as Elementwise from "./Elementwise.js"
 import * as Fused from "./Fused.js"
+import * as Layout from "./Layout.js"
 import * as MatMul from "./MatMul.js"
 import type { BackendName } from "./Memory.js"
 import * as Native from "./Native.js"
@@ -63,6 +64,8 @@ const replacements = (addon: Native.Addon, backend: BackendName): Array<readonly
   ["BatchMatMul", (prev) => MatMul.batchMatMul(addon, prev)],
   ...Object.entries(Elementwise.binaryOps).map(([name, op]) => [name, (prev: tf.KernelFunc) => Elementwise.binary(addon, op, prev)] as const),
   ["Exp", (prev) => Elementwise.exp(addon, prev)],
+  ["Square", (prev) => Elementwise.square(addon, prev)],
+  ["Transpose", (prev) => Layout.transpose(addon, prev)],
   ["Sum", (prev) => Elementwise.sum(addon, prev)],
   ["GatherV2", (prev) => Elementwise.gather(addon, prev)],
   // The cpu backend's own Identity and same-dtype Cast already share the buffer.

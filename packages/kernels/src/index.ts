@@ -1,6 +1,7 @@
 /** @r1flow/kernels: native CPU kernels for the tfjs wasm and cpu backends (zero-copy on their memory, BLAS or own GEMM). */
 export * as Elementwise from "./Elementwise.js"
 export * as Kernels from "./Kernels.js"
+export * as Layout from "./Layout.js"
 export * as MatMul from "./MatMul.js"
 export * as Memory from "./Memory.js"
 export * as Native from "./Native.js"
