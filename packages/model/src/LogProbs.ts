@@ -12,6 +12,7 @@ import * as tf from "@tensorflow/tfjs"
 import { Columns } from "@r1flow/core"
 import { Registry } from "@r1flow/kernels"
 import type { RecordBatch } from "apache-arrow"
+import * as Head from "./Head.js"
 import * as Transformer from "./Transformer.js"
 
 /** Options of `tokenLogProbs`. */
@@ -23,7 +24,17 @@ export interface Options {
    * (`Transformer.forwardShared`). Same results as without it, up to float rounding. Default 0.
    */
   readonly sharedPrefix?: number
+  /**
+   * Chunking of the fused head (`Head.logProbs`): used when the full log-probs `[B, T−1, V]` would exceed
+   * `fullBudgetBytes`, or always when `chunk` is given (tests force it on small shapes).
+   */
+  readonly chunk?: Head.Options
+  /** Bytes of float32 `[B, T−1, V]` up to which the unchunked path runs. Default 64 MiB. */
+  readonly fullBudgetBytes?: number
 }
+
+/** Default `fullBudgetBytes`: the demo's and small models' log-probs stay on the unchunked path, bit for bit. */
+export const defaultFullBudgetBytes = 64 * 2 ** 20
 
 /**
  * `logprobs` and `entropy`, both `[B, T−1]`, of `ids` `[B, T]` (int32). Differentiable.
@@ -31,6 +42,9 @@ export interface Options {
  * With `sharedPrefix` P (capped at T−1), positions 0…P−1 run once for all rows: their entropies and the
  * log-probs of targets 1…P−1 are the same in every row, and the last prefix position's distribution scores
  * each row's own token P.
+ * Rule: while B·(T−1)·V·4 bytes ≤ `fullBudgetBytes` (64 MiB) the logits are built whole and go through
+ * logSoftmax, gather and entropy exactly as before; above it (or with `chunk`), the final hidden states go
+ * through `Head.logProbs`, chunked over rows and vocabulary, so `[B, T−1, V]` never exists.
  */
 export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, options: Options = {}): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } =>
   tf.tidy(() => {
@@ -53,6 +67,9 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
       return tf.reshape(tf.gather(tf.reshape(logp, [n * V]), index), targets.shape)
     }
     const P = Math.min(shared, time - 1)
+    if (options.chunk !== undefined || batch * (time - 1) * V * 4 > (options.fullBudgetBytes ?? defaultFullBudgetBytes)) {
+      return chunked(model, ids, P, { ...options.chunk, temperature: tau })
+    }
     if (P === 0 || batch === 1) {
       const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]))) // [B, T−1, V]
       return { logprobs: score(logp, tf.slice(ids, [0, 1], [batch, time - 1])) as tf.Tensor2D, entropy: entropyOf(logp) as tf.Tensor2D }
@@ -83,6 +100,54 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
     }
     return { logprobs: tf.concat(logprobs, 1) as tf.Tensor2D, entropy: tf.concat(entropy, 1) as tf.Tensor2D }
   })
+
+/** Rows of `ids` `[B, T]` after a shared prefix P: the same checks as the unchunked path. */
+const checkShared = (ids: tf.Tensor2D, P: number): void => {
+  const [batch, time] = ids.shape
+  const all = ids.dataSync()
+  for (let b = 1; b < batch; b++) {
+    for (let t = 0; t < P; t++) {
+      if (all[b * time + t] !== all[t]) throw new RangeError(`tokenLogProbs: sharedPrefix is ${P}, but row ${b} differs from row 0 at position ${t}`)
+    }
+  }
+}
+
+/** `tokenLogProbs` through the chunked head: hidden states → `Head.logProbs`, never `[B, T−1, V]`. */
+const chunked = (model: Transformer.Model, ids: tf.Tensor2D, P: number, options: Head.Options): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => {
+  const [batch, time] = ids.shape
+  const w: Head.Weight = model.lmHead === undefined ? { weight: model.embed as tf.Tensor2D, tied: true } : { weight: model.lmHead as tf.Tensor2D, tied: false }
+  const flat = (t: tf.Tensor) => tf.reshape(t, [-1]) as tf.Tensor1D
+  if (P === 0 || batch === 1) {
+    const h = Transformer.hidden(model, tf.slice(ids, [0, 0], [batch, time - 1])) // [B·(T−1), C]
+    const r = Head.logProbs(h, flat(tf.slice(ids, [0, 1], [batch, time - 1])), w, options)
+    return { logprobs: tf.reshape(r.logprobs, [batch, time - 1]), entropy: tf.reshape(r.entropy, [batch, time - 1]) }
+  }
+  checkShared(ids, P)
+  const S = time - 1 - P
+  const prefixIds = tf.slice(ids, [0, 0], [1, P])
+  const hs = S > 0 ? Transformer.hiddenShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S])) : { prefix: Transformer.hidden(model, prefixIds), suffix: undefined }
+  // One head call over: the P prefix positions (row 0's targets 1…P; the last only for its entropy),
+  // the last prefix position once per row (each row's own token P; a gather, whose gradient sums the rows),
+  // and the suffix positions.
+  const lastRows = tf.gather(hs.prefix, tf.fill([batch], P - 1, "int32")) // [B, C]
+  const h = tf.concat([hs.prefix, lastRows, ...(hs.suffix === undefined ? [] : [hs.suffix])], 0) as tf.Tensor2D
+  const targets = tf.concat([
+    flat(tf.slice(ids, [0, 1], [1, P])),
+    flat(tf.slice(ids, [0, P], [batch, 1])),
+    ...(S > 0 ? [flat(tf.slice(ids, [0, P + 1], [batch, S]))] : [])
+  ])
+  const r = Head.logProbs(h, targets as tf.Tensor1D, w, options)
+  const rows = tf.zeros([batch, 1]) // broadcasting one row to B (its gradient is a sum)
+  const logprobs: Array<tf.Tensor> = []
+  const entropy: Array<tf.Tensor> = [tf.add(tf.reshape(tf.slice(r.entropy, [0], [P]), [1, P]), rows)]
+  if (P > 1) logprobs.push(tf.add(tf.reshape(tf.slice(r.logprobs, [0], [P - 1]), [1, P - 1]), rows))
+  logprobs.push(tf.reshape(tf.slice(r.logprobs, [P], [batch]), [batch, 1]))
+  if (S > 0) {
+    logprobs.push(tf.reshape(tf.slice(r.logprobs, [P + batch], [batch * S]), [batch, S]))
+    entropy.push(tf.reshape(tf.slice(r.entropy, [P + batch], [batch * S]), [batch, S]))
+  }
+  return { logprobs: tf.concat(logprobs, 1) as tf.Tensor2D, entropy: tf.concat(entropy, 1) as tf.Tensor2D }
+}
 
 /** How many leading tokens all rows of row-major `ids` `[batch, time]` have in common (`time` when all agree). */
 export const commonPrefixLength = (ids: Int32Array, batch: number, time: number): number => {
