@@ -18,7 +18,9 @@
  *   G_v = ∂L/∂l_v = (g ([v = y] − p_v) − k p_v (log p_v + H)) / τ
  *
  * recomputed chunk by chunk from the saved logZ and H: dh += G·W_cᵀ (tied: G·W_c) and dW_c = hᵀ·G
- * (tied: Gᵀ·h). Live memory is O(rows × vocabChunk) besides h, W and their gradients.
+ * (tied: Gᵀ·h), vocab chunks outer and rows inner so each dW_c is complete while it is small. Live memory
+ * is O(rows × vocabChunk) besides h, W and their gradients (dW twice while its chunks are concatenated).
+ * Chunk sizes come from a byte budget (`chunkSizes`): a small `[N, V]` is one chunk.
  */
 import * as tf from "@tensorflow/tfjs"
 
@@ -96,32 +98,32 @@ const forwardRows = (h: tf.Tensor2D, targets: tf.Tensor1D, w: Weight, tau: numbe
   })
 }
 
-/** Backward of one row chunk: dh `[n, C]` and, per vocab chunk, dW_c (untied `[C, len]`, tied `[len, C]`). */
-const backwardRows = (
-  h: tf.Tensor2D, targets: tf.Tensor1D, w: Weight, tau: number, V: number, vc: number,
+/** Backward of one [rows, vocab] chunk: its share of dh `[n, C]` and of dW_c (untied `[C, len]`, tied `[len, C]`). */
+const backwardChunk = (
+  h: tf.Tensor2D, targets: tf.Tensor1D, w: Weight, tau: number, v0: number, len: number,
   logZ: tf.Tensor1D, H: tf.Tensor1D, g: tf.Tensor1D, k: tf.Tensor1D
-): { dh: tf.Tensor2D; dW: Array<tf.Tensor2D> } => {
-  let dh: tf.Tensor2D | undefined
-  const dW: Array<tf.Tensor2D> = []
-  for (let v0 = 0; v0 < V; v0 += vc) {
-    const len = Math.min(vc, V - v0)
-    const r = tf.tidy(() => {
-      const logp = tf.sub(tf.div(chunkLogits(h, w, v0, len), tau), tf.expandDims(logZ, 1)) // [n, len]: log p_v
-      const p = tf.exp(logp)
-      const dz = tf.sub(
-        tf.mul(tf.expandDims(g, 1), tf.sub(chunkOneHot(targets, v0, len), p)),
-        tf.mul(tf.expandDims(k, 1), tf.mul(p, tf.add(logp, tf.expandDims(H, 1))))
-      )
-      const G = tf.div(dz, tau) as tf.Tensor2D // [n, len]
-      const wc = w.tied ? tf.slice(w.weight, [v0, 0], [len, -1]) as tf.Tensor2D : tf.slice(w.weight, [0, v0], [-1, len]) as tf.Tensor2D
-      const dhc = w.tied ? tf.matMul(G, wc) : tf.matMul(G, wc, false, true) // [n, C]
-      return { dh: (dh === undefined ? dhc : tf.add(dh, dhc)) as tf.Tensor2D, dW: (w.tied ? tf.matMul(G, h, true, false) : tf.matMul(h, G, true, false)) as tf.Tensor2D }
-    })
-    dh?.dispose()
-    dh = r.dh
-    dW.push(r.dW)
-  }
-  return { dh: dh!, dW }
+): { dh: tf.Tensor2D; dW: tf.Tensor2D } =>
+  tf.tidy(() => {
+    const logp = tf.sub(tf.div(chunkLogits(h, w, v0, len), tau), tf.expandDims(logZ, 1)) // [n, len]: log p_v
+    const p = tf.exp(logp)
+    const dz = tf.sub(
+      tf.mul(tf.expandDims(g, 1), tf.sub(chunkOneHot(targets, v0, len), p)),
+      tf.mul(tf.expandDims(k, 1), tf.mul(p, tf.add(logp, tf.expandDims(H, 1))))
+    )
+    const G = tf.div(dz, tau) as tf.Tensor2D // [n, len]
+    const wc = w.tied ? tf.slice(w.weight, [v0, 0], [len, -1]) as tf.Tensor2D : tf.slice(w.weight, [0, v0], [-1, len]) as tf.Tensor2D
+    return {
+      dh: (w.tied ? tf.matMul(G, wc) : tf.matMul(G, wc, false, true)) as tf.Tensor2D,
+      dW: (w.tied ? tf.matMul(G, h, true, false) : tf.matMul(h, G, true, false)) as tf.Tensor2D
+    }
+  })
+
+/** Adds `b` to the running sum `a` (if any), disposing both operands. */
+const accumulate = (a: tf.Tensor2D | undefined, b: tf.Tensor2D): tf.Tensor2D => {
+  if (a === undefined) return b
+  const sum = tf.add(a, b) as tf.Tensor2D
+  tf.dispose([a, b])
+  return sum
 }
 
 /**
@@ -155,24 +157,28 @@ export const logProbs = (h: tf.Tensor2D, targets: tf.Tensor1D, w: Weight, option
         const [sx, sy, sW, sLogZ, sH] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Tensor2D, tf.Tensor1D, tf.Tensor1D]
         const sHead = { weight: sW, tied: w.tied }
         const d = dy as tf.Tensor2D // [2, N]: ∂L/∂logp, ∂L/∂H
-        let dW: Array<tf.Tensor2D> | undefined
-        const dh: Array<tf.Tensor2D> = []
-        for (const [r0, n] of rowChunks) {
-          const r = tf.tidy(() => {
-            const part = (t: tf.Tensor1D) => tf.slice(t, [r0], [n]) as tf.Tensor1D
-            const row = (i: number) => tf.reshape(tf.slice(d, [i, r0], [1, n]), [n]) as tf.Tensor1D
-            return backwardRows(tf.slice(sx, [r0, 0], [n, -1]), part(sy), sHead, tau, V, vocab, part(sLogZ), part(sH), row(0), row(1))
+        // Vocab chunks outer, rows inner: each dW_c is summed over row chunks while it is small, so dW
+        // exists once (plus its concat), and dh `[N, C]` is summed over vocab chunks.
+        const dh: Array<tf.Tensor2D | undefined> = rowChunks.map(() => undefined)
+        const dW: Array<tf.Tensor2D> = []
+        const slices = rowChunks.map(([r0, n]) => {
+          const part = (t: tf.Tensor1D) => tf.slice(t, [r0], [n]) as tf.Tensor1D
+          const row = (i: number) => tf.reshape(tf.slice(d, [i, r0], [1, n]), [n]) as tf.Tensor1D
+          return { h: tf.slice(sx, [r0, 0], [n, -1]) as tf.Tensor2D, y: part(sy), logZ: part(sLogZ), H: part(sH), g: row(0), k: row(1) }
+        })
+        for (let v0 = 0; v0 < V; v0 += vocab) {
+          const len = Math.min(vocab, V - v0)
+          let acc: tf.Tensor2D | undefined
+          slices.forEach((c, i) => {
+            const r = backwardChunk(c.h, c.y, sHead, tau, v0, len, c.logZ, c.H, c.g, c.k)
+            dh[i] = accumulate(dh[i], r.dh)
+            acc = accumulate(acc, r.dW)
           })
-          dh.push(r.dh)
-          if (dW === undefined) dW = r.dW
-          else {
-            const sum = dW.map((a, i) => tf.add(a, r.dW[i]) as tf.Tensor2D)
-            tf.dispose([...dW, ...r.dW])
-            dW = sum
-          }
+          dW.push(acc!)
         }
-        const out = tf.tidy(() => [tf.concat(dh, 0), tf.zerosLike(sy), tf.concat(dW!, w.tied ? 0 : 1)])
-        tf.dispose([...dh, ...dW!])
+        tf.dispose(slices.flatMap((c) => [c.h, c.y, c.logZ, c.H, c.g, c.k]))
+        const out = tf.tidy(() => [tf.concat(dh as Array<tf.Tensor2D>, 0), tf.zerosLike(sy), tf.concat(dW, w.tied ? 0 : 1)])
+        tf.dispose([...(dh as Array<tf.Tensor2D>), ...dW])
         return out
       }
     }

@@ -65,6 +65,32 @@ describe("Head.logProbs", () => {
     })
   }
 
+  it("keeps its peak live bytes, forward and backward, well below the full logits (tf.profile's byte snapshots)", async () => {
+    const N = 64, C = 8, V = 20011, full = N * V * 4 // 5.1 MB of logits
+    const rng = Rng.make(9, "head-peak")
+    const h = randn(rng, [N, C], 1) as tf.Tensor2D, W = randn(rng, [C, V], 0.5) as tf.Tensor2D
+    const t = tf.tensor1d(Array.from({ length: N }, () => rng.nextInt(V)), "int32")
+    // peak of engine.numBytes over every kernel of forward + backward, less what was live before
+    const peak = async (f: (x: tf.Tensor2D, y: tf.Tensor2D) => { logprobs: tf.Tensor1D; entropy: tf.Tensor1D }) => {
+      const start = tf.memory().numBytes
+      const info = await tf.profile(() => {
+        const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => {
+          const q = f(x as tf.Tensor2D, y as tf.Tensor2D)
+          return tf.add(tf.sum(q.logprobs), tf.sum(q.entropy))
+        })([h, W])
+        tf.dispose(g)
+      })
+      return info.peakBytes - start
+    }
+    const chunked = await peak((x, y) => Head.logProbs(x, t, { weight: y, tied: false }, { rows: 16, vocab: 1024 }))
+    const whole = await peak((x, y) => reference(x, t, { weight: y, tied: false }, 1))
+    // the measurement sees the logits where they exist whole…
+    expect(whole).toBeGreaterThan(full)
+    // …and the chunked path stays under the logits' size: dW [C, V] (0.64 MB, twice while summing row chunks) + chunks
+    expect(chunked).toBeLessThan(full / 2)
+    tf.dispose([h, W, t])
+  })
+
   it("takes one chunk when [N, V] fits the budget and splits V above it", () => {
     expect(Head.chunkSizes(64, 512)).toEqual({ rows: 64, vocab: 512 })
     expect(Head.chunkSizes(4096, 151936)).toEqual({ rows: 512, vocab: 8192 })
