@@ -754,7 +754,8 @@ export type Cache = ReadonlyArray<LayerCache>
  * 1/0) says which slots are real tokens (left padding is 0). Slot order is causal: query t sees slots
  * ≤ S₀ + t. Returns the logits of the last position only, `[B, V]`, and the extended cache (a preallocated
  * cache, see `preallocate`, comes back as the same tensors, written in place, with its new length).
- * `head` is `outputHead(model)`, computed once per generation rather than per step.
+ * `head` is `outputHead(model)`, computed once per generation rather than per step; without it a tied head
+ * multiplies by the embedding transposed in place.
  * With `prompts`, every row also continues one of P prompts whose keys/values are held once per prompt
  * (`Prompts`), seen before the row's own slots; `cache` and `keyValid` then cover only the row's own slots.
  * Not meant for gradients (generation runs outside them).
@@ -797,7 +798,9 @@ export const step = (
   }
   // Only the last position's logits are needed: [B, T, C] → [B, C].
   const last = time === 1 ? x : tf.reshape(tf.slice(tf.reshape(x, [batch, time, c.dModel]), [0, time - 1, 0], [batch, 1, c.dModel]), [batch, c.dModel])
-  const logits = linear(Fused.rmsNorm(last as tf.Tensor2D, model.norm, c.normEps), head ?? outputHead(model))
+  const n = Fused.rmsNorm(last as tf.Tensor2D, model.norm, c.normEps)
+  // Without `head`, a tied embedding is read in place as Eᵀ: no [C, V] copy.
+  const logits = head !== undefined ? linear(n, head) : model.lmHead !== undefined ? linear(n, model.lmHead) : (tf.matMul(n, model.embed, false, true) as tf.Tensor2D)
   return { logits, cache: next }
 }
 
