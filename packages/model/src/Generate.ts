@@ -135,6 +135,9 @@ const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Trans
 }
 
 /** Samples `groupSize` completions for every prompt (see the module doc). */
+/** Bytes of a tied embedding up to which `sample` makes its transposed `[C, V]` copy (small models, unchanged). */
+export const tiedHeadCopyBytes = 64 * 2 ** 20
+
 export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stream): Result => {
   const c = model.config
   const P = options.prompts.length, G = options.groupSize, N = P * G
@@ -165,8 +168,9 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
       valid[p * S0 + s] = 1
     }
   }
-  // Tied heads are transposed once per call, not per step (and XNNPACK keeps the packed copy).
-  const head = model.lmHead === undefined ? Transformer.outputHead(model) : undefined
+  // Tied heads are transposed once per call, not per step (and XNNPACK keeps the packed copy), while that copy
+  // is small; a larger embedding (545 MB at Qwen2.5-0.5B) is read in place by `step` as Eᵀ, not copied.
+  const head = model.lmHead === undefined && c.vocabSize * c.dModel * 4 <= tiedHeadCopyBytes ? Transformer.outputHead(model) : undefined
   const prefill = tidy(() => Transformer.step(model, tf.tensor2d(ids, [P, S0], "int32"), positions, valid, undefined, head))
   // The prompts' keys/values stay one copy per prompt, which its G rows attend to (`Transformer.Prompts`);
   // `cache` holds each row's own generated tokens only.

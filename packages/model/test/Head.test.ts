@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { beforeAll, describe, expect, it } from "vitest"
-import { Head, LogProbs } from "../src/index.js"
+import { Head, LogProbs, Transformer } from "../src/index.js"
 import { ids2d, maxAbsDiff, randomModel, tiny } from "./helpers.js"
 
 beforeAll(async () => {
@@ -138,4 +138,25 @@ describe("LogProbs.tokenLogProbs chunked", () => {
       })
     }
   }
+})
+
+describe("Transformer.step with a tied head and no prepared head", () => {
+  it("gives the logits of the transposed copy, without making it", () => {
+    const m = randomModel({ ...tiny, tieEmbeddings: true }, 21)
+    const ids = ids2d([[1, 5, 2, 7], [4, 4, 0, 12]])
+    const positions = Int32Array.from([0, 1, 2, 3, 0, 1, 2, 3]), valid = new Uint8Array(8).fill(1)
+    const head = Transformer.outputHead(m)
+    const [inPlace, copied, reference] = tf.tidy(() => {
+      const a = Transformer.step(m, ids, positions, valid, undefined)
+      const b = Transformer.step(m, ids, positions, valid, undefined, head)
+      // independent: the last position of the full forward
+      const full = tf.slice(Transformer.forward(m, ids), [0, 3, 0], [2, 1, tiny.vocabSize])
+      return [a.logits.dataSync(), b.logits.dataSync(), full.dataSync()]
+    })
+    expect(inPlace.length).toBe(2 * tiny.vocabSize)
+    expect(maxAbsDiff(inPlace, copied)).toBeLessThan(1e-5)
+    expect(maxAbsDiff(inPlace, reference)).toBeLessThan(1e-4)
+    tf.dispose([head, ids])
+    m.dispose()
+  })
 })
