@@ -74,12 +74,7 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
       const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]))) // [B, T−1, V]
       return { logprobs: score(logp, tf.slice(ids, [0, 1], [batch, time - 1])) as tf.Tensor2D, entropy: entropyOf(logp) as tf.Tensor2D }
     }
-    const firstRow = ids.dataSync()
-    for (let b = 1; b < batch; b++) {
-      for (let t = 0; t < P; t++) {
-        if (firstRow[b * time + t] !== firstRow[t]) throw new RangeError(`tokenLogProbs: sharedPrefix is ${P}, but row ${b} differs from row 0 at position ${t}`)
-      }
-    }
+    checkShared(ids, P)
     const S = time - 1 - P // suffix inputs: positions P…T−2
     const prefixIds = tf.slice(ids, [0, 0], [1, P])
     const out = S > 0
@@ -101,7 +96,7 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
     return { logprobs: tf.concat(logprobs, 1) as tf.Tensor2D, entropy: tf.concat(entropy, 1) as tf.Tensor2D }
   })
 
-/** Rows of `ids` `[B, T]` after a shared prefix P: the same checks as the unchunked path. */
+/** Every row of `ids` `[B, T]` begins with row 0's first P tokens, else an error naming the row and position. */
 const checkShared = (ids: tf.Tensor2D, P: number): void => {
   const [batch, time] = ids.shape
   const all = ids.dataSync()

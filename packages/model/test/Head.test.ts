@@ -140,6 +140,21 @@ describe("LogProbs.tokenLogProbs chunked", () => {
   }
 })
 
+describe("LogProbs.tokenLogProbs budget rule", () => {
+  it("goes through the head once the full log-probs exceed fullBudgetBytes, with the same results", () => {
+    const m = randomModel(tiny, 12)
+    const ids = ids2d([[1, 5, 2, 7, 3], [1, 5, 0, 12, 1]])
+    const [chunked, whole] = tf.tidy(() => [{ fullBudgetBytes: 0 }, {}].map((o) => {
+      const r = LogProbs.tokenLogProbs(m, ids, { temperature: 1.2, sharedPrefix: 2, ...o })
+      return [...r.logprobs.dataSync(), ...r.entropy.dataSync()]
+    }))
+    expect(chunked.length).toBe(16)
+    expect(maxAbsDiff(chunked, whole)).toBeLessThan(1e-5)
+    ids.dispose()
+    m.dispose()
+  })
+})
+
 describe("Transformer.step with a tied head and no prepared head", () => {
   it("gives the logits of the transposed copy, without making it", () => {
     const m = randomModel({ ...tiny, tieEmbeddings: true }, 21)
