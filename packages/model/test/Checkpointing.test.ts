@@ -9,11 +9,13 @@ beforeAll(async () => {
 })
 
 /** Every weight's gradient of a scalar loss on the logits, by HF name. */
-const gradients = (model: Transformer.Model, loss: () => tf.Scalar): Map<string, Float32Array> =>
-  tf.tidy(() => {
-    const { grads } = tf.variableGrads(loss, model.weights.map((w) => w.variable))
-    return new Map(model.weights.map((w) => [w.name, grads[w.variable.name].dataSync() as Float32Array]))
-  })
+const gradients = (model: Transformer.Model, loss: () => tf.Scalar): Map<string, Float32Array> => {
+  const { value, grads } = tf.variableGrads(loss, model.weights.map((w) => w.variable))
+  const out = new Map(model.weights.map((w) => [w.name, grads[w.variable.name].dataSync() as Float32Array]))
+  value.dispose()
+  tf.dispose(grads)
+  return out
+}
 
 const sameBits = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) => {
   expect([...b.keys()]).toEqual([...a.keys()])
