@@ -83,4 +83,5 @@ napi_status r1_init_fused(napi_env env, napi_value exports);
 napi_status r1_init_optim(napi_env env, napi_value exports);
 napi_status r1_init_decode(napi_env env, napi_value exports);
 napi_status r1_init_layout(napi_env env, napi_value exports);
+napi_status r1_init_reduce(napi_env env, napi_value exports);
 #endif

@@ -885,7 +885,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   if (r1_init_attention(env, exports) != napi_ok || r1_init_fused(env, exports) != napi_ok || r1_init_optim(env, exports) != napi_ok || r1_init_decode(env, exports) != napi_ok ||
-      r1_init_layout(env, exports) != napi_ok) return NULL;
+      r1_init_layout(env, exports) != napi_ok || r1_init_reduce(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

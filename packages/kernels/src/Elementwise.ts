@@ -136,6 +136,27 @@ export const sum = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (ar
   return out
 }
 
+type MaxAddon = Addon & { rowMax(heap: Uint8Array | null, xOff: number, rows: number, dim: number, outOff: number): void }
+
+/**
+ * `Max` of float32 over the innermost axes (logSoftmax's row maximum), bitwise the cpu kernel's (NaN where a
+ * row holds one). Installed on cpu only: the wasm kernel is native already, and its NaN handling differs.
+ */
+export const max = (addon: Addon, previous: tf.KernelFunc): tf.KernelFunc => (args) => {
+  const { x } = args.inputs as { x: tf.TensorInfo }
+  const { reductionIndices, keepDims } = args.attrs as unknown as { reductionIndices: number | Array<number>; keepDims: boolean }
+  if (x.dtype !== "float32" || x.shape.length === 0) return previous(args)
+  const axes = [...tf.util.parseAxisParam(reductionIndices, x.shape)].sort((p, q) => p - q)
+  const first = axes[0], rank = x.shape.length
+  if (axes.length === 0 || axes.some((a, i) => a !== first + i) || axes[axes.length - 1] !== rank - 1) return previous(args)
+  const rows = product(x.shape.slice(0, first)), dim = product(x.shape.slice(first))
+  if (rows * dim === 0) return previous(args)
+  const mem = Memory.of(args.backend, addon)
+  const out = mem.output(keepDims ? x.shape.map((d, i) => (i >= first ? 1 : d)) : x.shape.slice(0, first), "float32")
+  ;(addon as MaxAddon).rowMax(mem.heap(), mem.offset(x), rows, dim, mem.offset(out))
+  return out
+}
+
 type SegmentAddon = Addon & {
   segmentSum(heap: Uint8Array | null, xOff: number, idsOff: number, rows: number, inner: number, segments: number, outOff: number): void
 }

@@ -68,10 +68,10 @@ const replacements = (addon: Native.Addon, backend: BackendName): Array<readonly
   ["Transpose", (prev) => Layout.transpose(addon, prev)],
   ["Sum", (prev) => Elementwise.sum(addon, prev)],
   ["GatherV2", (prev) => Elementwise.gather(addon, prev)],
-  // The cpu backend's own Identity and same-dtype Cast already share the buffer.
+  // The cpu backend's own Identity and same-dtype Cast already share the buffer; its Max is JavaScript.
   ...(backend === "wasm"
     ? [["Identity", (prev: tf.KernelFunc) => Views.identity(prev)] as const, ["Cast", (prev: tf.KernelFunc) => Views.cast(prev)] as const]
-    : [])
+    : [["Max", (prev: tf.KernelFunc) => Elementwise.max(addon, prev)] as const])
 ]
 
 /** Kernels of the fused ops and of what the stock backend lacks, under their own names. */

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs"
 import { describe, expect, it } from "vitest"
-import { Elementwise } from "../src/index.js"
+import { Elementwise, Kernels } from "../src/index.js"
 import { backends, lcg, native, run, useNativeKernels } from "./helpers.js"
 
 /** max |x − y| / (1 + |y|) over the elements, with NaN and ±inf required to match exactly. */
@@ -126,6 +126,37 @@ describe.skipIf(!native.ok).each(backends)("native elementwise kernels against t
       expect(fast, `[${shape}] axis ${ax}: native error ${fast}, stock ${stock}`).toBeLessThanOrEqual(2 * stock + 1e-5)
       x.dispose()
     }
+  })
+
+  it("Max over the innermost axes matches a reference and the stock kernel bitwise; NaN rows give NaN on cpu", () => {
+    if (backend === "cpu") expect(Kernels.installed(backend)?.kernels).toContain("Max")
+    const rand = lcg(13)
+    for (let c = 0; c < 30; c++) {
+      const rank = 1 + Math.floor(rand() * 4)
+      // Small outer axes, the innermost sometimes long (a vocabulary row).
+      const shape = Array.from({ length: rank }, (_, i) => 1 + Math.floor(rand() * (i === rank - 1 && rand() < 0.5 ? 3000 : 6)))
+      const first = Math.floor(rand() * rank), keep = rand() < 0.5
+      const axes = Array.from({ length: rank - first }, (_, i) => first + i)
+      const mk = () => tf.tidy(() => {
+        const x = r(shape, c + 1)
+        return [x.dataSync() as Float32Array, tf.max(x, axes, keep).dataSync() as Float32Array]
+      })
+      const [x, fast] = run(mk, false), [, stock] = run(mk, true)
+      const dim = x.length / fast.length
+      const ref = Array.from(fast, (_, o) => x.subarray(o * dim, (o + 1) * dim).reduce((m, v) => Math.max(m, v), -Infinity))
+      expect(Array.from(fast), `[${shape}] axes [${axes}]`).toEqual(ref)
+      expect(Buffer.from(fast.buffer).equals(Buffer.from(stock.buffer)), `[${shape}] axes [${axes}] bitwise`).toBe(true)
+    }
+    // Split or outer axes go to the stock kernel.
+    const mk = () => tf.tidy(() => tf.max(r([3, 4, 5], 2), [0, 2]).dataSync() as Float32Array)
+    expect(Array.from(run(mk, false))).toEqual(Array.from(run(mk, true)))
+    if (backend !== "cpu") return
+    const rows = tf.tensor2d([[1, NaN, 3], [NaN, 0, 1], [-0, 0, -1], [-5, -7, -6]])
+    const m = Array.from(tf.max(rows, 1).dataSync())
+    expect(m.slice(0, 2).every(Number.isNaN)).toBe(true)
+    expect(Object.is(m[2], -0)).toBe(true)
+    expect(m[3]).toBe(-5)
+    rows.dispose()
   })
 
   it("gives the stock gradients through mul, div, sub, add (broadcast) and exp", () => {
