@@ -22,6 +22,8 @@ export interface Options {
   readonly logEvery: number
   readonly optimizer: Optimizer.Config
   readonly microBatchSize?: number
+  /** Activation checkpointing in the forward (`Sft.Config.activationCheckpointing`); default false. */
+  readonly activationCheckpointing?: boolean
 }
 
 /**
@@ -33,7 +35,8 @@ const trainerConfig = (label: string, options: Options, padId: number): Effect.E
   Schema.decodeEffect(Sft.Config)({
     optimizer: { ...options.optimizer, totalSteps: options.optimizer.totalSteps ?? options.steps },
     padId,
-    ...(options.microBatchSize !== undefined ? { microBatchSize: options.microBatchSize } : {})
+    ...(options.microBatchSize !== undefined ? { microBatchSize: options.microBatchSize } : {}),
+    ...(options.activationCheckpointing !== undefined ? { activationCheckpointing: options.activationCheckpointing } : {})
   }).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: e.message })))
 
 /**

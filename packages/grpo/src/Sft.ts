@@ -35,6 +35,8 @@ export const Config = Schema.Struct({
   miniBatchSize: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
   /** Sequences per forward/backward pass; unset: the minibatch. */
   microBatchSize: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** Activation checkpointing in the forward (`LogProbs.Options.checkpoint`): blocks rerun in the backward; the same gradients. */
+  activationCheckpointing: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
   padId: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0)))
 })
 /** SFT configuration. */
@@ -85,7 +87,7 @@ export interface Trainer {
 const NAME = "grpo/sft"
 
 /** The loss of micro-batch `rows`: −Σ m · log π_θ over its tokens, divided by the minibatch's tokens (so micro-batches sum to the token mean). */
-const microLoss = (policy: Transformer.Model, data: Tokens, stepTokens: number) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
+const microLoss = (policy: Transformer.Model, data: Tokens, stepTokens: number, checkpoint: boolean) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
   const { time } = data
   const W = time - 1
   const ids = new Int32Array(rows.length * time)
@@ -96,7 +98,7 @@ const microLoss = (policy: Transformer.Model, data: Tokens, stepTokens: number) 
   })
   // Rows share the prompt template: their common prefix runs once per micro-batch.
   const sharedPrefix = LogProbs.commonPrefixLength(ids, rows.length, time)
-  const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"), { sharedPrefix })
+  const { logprobs } = LogProbs.tokenLogProbs(policy, tf.tensor2d(ids, [rows.length, time], "int32"), { sharedPrefix, checkpoint })
   return tf.div(tf.neg(tf.sum(tf.mul(logprobs, tf.tensor2d(mask, [rows.length, W])))), Math.max(stepTokens, 1)) as tf.Scalar
 }
 
@@ -140,7 +142,7 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
           let stepTokens = 0
           for (const r of mini) for (let t = 0; t < W; t++) stepTokens += data.mask[r * W + t]
           trained += stepTokens
-          const losses = Train.chunks(mini, micro).map(microLoss(policy, data, stepTokens))
+          const losses = Train.chunks(mini, micro).map(microLoss(policy, data, stepTokens, config.activationCheckpointing))
           const result = yield* Train.optimizerStep(optimizer, guard, updates, losses)
           updates++
           if (result.applied) {

@@ -101,7 +101,7 @@ export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesTyp
     const diagnostics = Metrics.emptyDiagnostics()
     const applied: Array<Train.StepResult> = []
     for (const mini of UpdateBatch.schedule(p.B, t.config, t.rng)) {
-      const loss = UpdateBatch.microLoss(p, t.policy, ref, t.config.loss, UpdateBatch.normalizer(p, mini, micro), diagnostics)
+      const loss = UpdateBatch.microLoss(p, t.policy, ref, t.config.loss, UpdateBatch.normalizer(p, mini, micro), diagnostics, t.config.activationCheckpointing)
       const index = t.progress.updates
       const result = yield* Train.optimizerStep(t.optimizer, t.guard, index, Train.chunks(mini, micro).map(loss))
       t.progress.updates++

@@ -30,6 +30,12 @@ export const Config = Schema.Struct({
   refSyncSteps: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   /** Mask completions whose finish reason is `length` out of the loss. */
   maskTruncated: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
+  /**
+   * Activation checkpointing in the policy's gradient pass (`LogProbs.Options.checkpoint`): each block keeps
+   * only its input and runs again in the backward, a second forward for the blocks' activations. The same
+   * gradients. The passes without a gradient (π_ref, TIS's π_old) never checkpoint: they keep nothing anyway.
+   */
+  activationCheckpointing: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
   padId: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0)))
 })
 /** Policy-update configuration. */

@@ -17,15 +17,16 @@ const NAME = "grpo/update"
 
 /**
  * `logprobs` and `entropy` `[B, T−1]` of `ids` `[B, T]` under softmax(logits / τ); `LogProbs.tokenLogProbs`
- * with a temperature. `sharedPrefix`: the rows' common leading tokens, run once (`LogProbs.Options`).
- * Differentiable.
+ * with a temperature. `sharedPrefix`: the rows' common leading tokens, run once; `checkpoint`: activation
+ * checkpointing (both `LogProbs.Options`). Differentiable.
  */
 export const tokenLogProbs = (
   model: Transformer.Model,
   ids: tf.Tensor2D,
   temperature: number,
-  sharedPrefix = 0
-): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => LogProbs.tokenLogProbs(model, ids, { temperature, sharedPrefix })
+  sharedPrefix = 0,
+  checkpoint = false
+): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => LogProbs.tokenLogProbs(model, ids, { temperature, sharedPrefix, checkpoint })
 
 /** Rows `rows` of a row-major `[B, W]` array, packed. */
 const takeRows = <A extends Float32Array | Int32Array>(src: A, width: number, rows: ArrayLike<number>): A => {
@@ -72,10 +73,10 @@ export const microSize = (B: number, config: Update.Config): number =>
   Math.min(config.microBatchSize ?? config.miniBatchSize ?? B, config.miniBatchSize ?? B)
 
 /** `logprobs` and `entropy` `[rows, W]` under `model`; the rows share the template and often the question, so their common prefix runs once. */
-const logProbsOf = (p: Prepared, model: Transformer.Model, rows: ArrayLike<number>) => {
+const logProbsOf = (p: Prepared, model: Transformer.Model, rows: ArrayLike<number>, checkpoint = false) => {
   const ids = takeRows(p.data.ids, p.data.time, rows)
   const shared = LogProbs.commonPrefixLength(ids, rows.length, p.data.time)
-  return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, p.data.time], "int32"), p.temperature, shared)
+  return tokenLogProbs(model, tf.tensor2d(ids, [rows.length, p.data.time], "int32"), p.temperature, shared, checkpoint)
 }
 
 /** π_ref ← π_θ before every `refSyncSteps`-th rollout batch (R1 refreshed its reference this way). */
@@ -144,18 +145,22 @@ export const normalizer = (p: Prepared, mini: ReadonlyArray<number>, micro: numb
   return { sequences: mini.length, tokens, microBatches: Math.ceil(mini.length / micro) }
 }
 
-/** The loss of micro-batch `rows` (`Loss.compute` with the minibatch's normaliser); adds its diagnostics to `diagnostics`. */
+/**
+ * The loss of micro-batch `rows` (`Loss.compute` with the minibatch's normaliser); adds its diagnostics to
+ * `diagnostics`. `checkpoint`: activation checkpointing in its forward (`Update.Config.activationCheckpointing`).
+ */
 export const microLoss = (
   p: Prepared,
   policy: Transformer.Model,
   ref: Float32Array | null,
   config: Loss.Config,
   normalizer: Loss.Normalizer,
-  diagnostics: Metrics.Diagnostics
+  diagnostics: Metrics.Diagnostics,
+  checkpoint = false
 ) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
   const { W } = p
   const mask = tf.tensor2d(takeRows(p.mask, W, rows), [rows.length, W])
-  const { logprobs, entropy } = logProbsOf(p, policy, rows)
+  const { logprobs, entropy } = logProbsOf(p, policy, rows, checkpoint)
   const out = Loss.compute({
     logprobs,
     oldLogprobs: tf.tensor2d(takeRows(p.data.oldLogprobs, W, rows), [rows.length, W]),

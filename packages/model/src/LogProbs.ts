@@ -31,6 +31,12 @@ export interface Options {
   readonly chunk?: Head.Options
   /** Bytes of float32 `[B, T−1, V]` up to which the unchunked path runs. Default 64 MiB. */
   readonly fullBudgetBytes?: number
+  /**
+   * Activation checkpointing (`Transformer.ForwardOptions.checkpoint`): each block keeps only its input and
+   * runs again in the backward, trading a second forward for the blocks' activations. Same values and
+   * gradients. Only worth it under a gradient; default false.
+   */
+  readonly checkpoint?: boolean
 }
 
 /** Default `fullBudgetBytes`: the demo's and small models' log-probs stay on the unchunked path, bit for bit. */
@@ -67,19 +73,20 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
       return tf.reshape(tf.gather(tf.reshape(logp, [n * V]), index), targets.shape)
     }
     const P = Math.min(shared, time - 1)
+    const fwd: Transformer.ForwardOptions = options.checkpoint === true ? { checkpoint: true } : {}
     if (options.chunk !== undefined || batch * (time - 1) * V * 4 > (options.fullBudgetBytes ?? defaultFullBudgetBytes)) {
-      return chunked(model, ids, P, { ...options.chunk, temperature: tau })
+      return chunked(model, ids, P, { ...options.chunk, temperature: tau }, fwd)
     }
     if (P === 0 || batch === 1) {
-      const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]))) // [B, T−1, V]
+      const logp = logSoftmax(Transformer.forward(model, tf.slice(ids, [0, 0], [batch, time - 1]), fwd)) // [B, T−1, V]
       return { logprobs: score(logp, tf.slice(ids, [0, 1], [batch, time - 1])) as tf.Tensor2D, entropy: entropyOf(logp) as tf.Tensor2D }
     }
     checkShared(ids, P)
     const S = time - 1 - P // suffix inputs: positions P…T−2
     const prefixIds = tf.slice(ids, [0, 0], [1, P])
     const out = S > 0
-      ? Transformer.forwardShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S]))
-      : { prefix: Transformer.forward(model, prefixIds), suffix: undefined }
+      ? Transformer.forwardShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S]), fwd)
+      : { prefix: Transformer.forward(model, prefixIds, fwd), suffix: undefined }
     const rows = tf.zeros([batch, 1]) // broadcasting one row to B (its gradient is a sum, unlike tile's)
     const logpP = logSoftmax(out.prefix) // [1, P, V]
     const logprobs: Array<tf.Tensor> = []
@@ -108,19 +115,19 @@ const checkShared = (ids: tf.Tensor2D, P: number): void => {
 }
 
 /** `tokenLogProbs` through the chunked head: hidden states → `Head.logProbs`, never `[B, T−1, V]`. */
-const chunked = (model: Transformer.Model, ids: tf.Tensor2D, P: number, options: Head.Options): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => {
+const chunked = (model: Transformer.Model, ids: tf.Tensor2D, P: number, options: Head.Options, fwd: Transformer.ForwardOptions): { logprobs: tf.Tensor2D; entropy: tf.Tensor2D } => {
   const [batch, time] = ids.shape
   const w: Head.Weight = model.lmHead === undefined ? { weight: model.embed as tf.Tensor2D, tied: true } : { weight: model.lmHead as tf.Tensor2D, tied: false }
   const flat = (t: tf.Tensor) => tf.reshape(t, [-1]) as tf.Tensor1D
   if (P === 0 || batch === 1) {
-    const h = Transformer.hidden(model, tf.slice(ids, [0, 0], [batch, time - 1])) // [B·(T−1), C]
+    const h = Transformer.hidden(model, tf.slice(ids, [0, 0], [batch, time - 1]), fwd) // [B·(T−1), C]
     const r = Head.logProbs(h, flat(tf.slice(ids, [0, 1], [batch, time - 1])), w, options)
     return { logprobs: tf.reshape(r.logprobs, [batch, time - 1]), entropy: tf.reshape(r.entropy, [batch, time - 1]) }
   }
   checkShared(ids, P)
   const S = time - 1 - P
   const prefixIds = tf.slice(ids, [0, 0], [1, P])
-  const hs = S > 0 ? Transformer.hiddenShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S])) : { prefix: Transformer.hidden(model, prefixIds), suffix: undefined }
+  const hs = S > 0 ? Transformer.hiddenShared(model, prefixIds, tf.slice(ids, [0, P], [batch, S]), fwd) : { prefix: Transformer.hidden(model, prefixIds, fwd), suffix: undefined }
   // One head call over: the P prefix positions (row 0's targets 1…P; the last only for its entropy),
   // the last prefix position once per row (each row's own token P; a gather, whose gradient sums the rows),
   // and the suffix positions.

@@ -20,6 +20,8 @@ export const Config = Schema.Struct({
   optimizer: Optimizer.Config.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   /** Sequences per forward/backward pass (gradient accumulation); default the whole batch. */
   microBatchSize: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** Activation checkpointing: each transformer block reruns in the backward instead of keeping its activations; the same gradients. */
+  activationCheckpointing: Schema.optionalKey(Schema.Boolean),
   logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(25)))
 })
 /** Pretrain config. */

@@ -26,6 +26,8 @@ export const Config = Schema.Struct({
   batchSize: Schema.Int.check(Schema.isGreaterThan(0)),
   optimizer: Optimizer.Config.pipe(Schema.withDecodingDefaultKey(Effect.succeed({}))),
   microBatchSize: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+  /** Activation checkpointing: each transformer block reruns in the backward instead of keeping its activations; the same gradients. */
+  activationCheckpointing: Schema.optionalKey(Schema.Boolean),
   logEvery: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(25)))
 })
 /** SFT config. */
