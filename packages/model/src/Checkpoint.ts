@@ -21,6 +21,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as HfConfig from "./HfConfig.js"
+import * as Lora from "./Lora.js"
 import { CheckpointError, narrow, readHeader, withReader, writeAtomic, writeFile, type FloatDType, type Source as TensorSource, type TensorInfo } from "./Safetensors.js"
 import * as Transformer from "./Transformer.js"
 
@@ -194,7 +195,9 @@ export const toHfConfig = (c: Transformer.Config): Record<string, unknown> => Hf
 /** The weights of `model` as tensors to write in `dtype`, each made (read, transposed, narrowed) when written. */
 const sources = (model: Transformer.Model, dtype: FloatDType): Array<TensorSource> => {
   const shapes = new Map(Transformer.weightShapes(model.config).map((w) => [w.name, w.shape]))
-  return model.weights.map((w) => ({ name: w.name, dtype, shape: shapes.get(w.name)!, bytes: () => narrow(Transformer.toArray(w), dtype) }))
+  // A model with LoRA adapters is written merged (W + (α/r)·A·B), one tensor at a time: a model directory holds a plain model.
+  const values = (w: Transformer.Weight) => (model.lora === undefined ? Transformer.toArray(w) : Lora.mergedArray(model, w))
+  return model.weights.map((w) => ({ name: w.name, dtype, shape: shapes.get(w.name)!, bytes: () => narrow(values(w), dtype) }))
 }
 
 /** Writes `model` to `dir` (created if needed): `model.safetensors` (float32) then `config.json`, each atomically. */

@@ -146,9 +146,23 @@ export interface Model {
   readonly lmHead: tf.Variable | undefined
   /** @internal */
   readonly constants: Constants
+  /** Present when LoRA adapters are attached (`Lora.attach`): then only they are trained, the base is frozen. */
+  readonly lora?: LoraState
   /** Frees every weight and constant. */
   dispose(): void
 }
+
+/** The LoRA side of a model with adapters: its settings and the adapter weights, in PEFT names. */
+export interface LoraState {
+  readonly rank: number
+  readonly alpha: number
+  readonly targets: ReadonlyArray<Target>
+  /** `…lora_A.weight` `[in, r]` and `…lora_B.weight` `[r, out]` per adapted Linear, block by block. */
+  readonly weights: ReadonlyArray<Weight>
+}
+
+/** What an optimizer trains: the adapters under LoRA, otherwise every weight. */
+export const trainableWeights = (model: Model): ReadonlyArray<Weight> => model.lora?.weights ?? model.weights
 
 /** Head width. */
 export const headDim = (c: Config) => c.headDim ?? c.dModel / c.nHeads
