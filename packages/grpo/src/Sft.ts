@@ -10,7 +10,7 @@
  * non-finite guard with the GRPO update (`Train.optimizerStep`).
  */
 import { Batch, Columns, Stage, type Rng } from "@r1flow/core"
-import { LogProbs, type Transformer } from "@r1flow/model"
+import { LogProbs, Transformer } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
 import { Field, Schema as ArrowSchema, type List, type Int32, type RecordBatch } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
@@ -119,7 +119,7 @@ const metricsOf = (applied: ReadonlyArray<Train.StepResult>, t: { readonly optim
 /** Builds the SFT trainer around `policy` (trained in place); AdamW is freed with the scope. `rng` shuffles rows into minibatches. */
 export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream): Effect.Effect<Trainer, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const optimizer = yield* Optimizer.acquire(policy.weights, config.optimizer)
+    const optimizer = yield* Optimizer.acquire(Transformer.trainableWeights(policy), config.optimizer)
     const guard = Guard.make(config.guard)
     let updates = 0
     const step = (input: RecordBatch<InputType>) =>

@@ -4,7 +4,7 @@
  * progress a checkpoint saves. The update itself (DeepSeekMath Algorithm 1, inner loop) is `Step.update`.
  */
 import { type Batch, Stage, type Rng } from "@r1flow/core"
-import { Transformer } from "@r1flow/model"
+import { Lora, Transformer } from "@r1flow/model"
 import type { RecordBatch } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
 import * as Guard from "./Guard.js"
@@ -71,8 +71,9 @@ export interface Trainer {
 }
 
 /**
- * Builds the trainer around `policy` (trained in place). Acquires AdamW and, when β > 0, a frozen clone
- * of the policy as π_ref; both are freed when the scope closes. `rng` orders rows into minibatches.
+ * Builds the trainer around `policy` (trained in place). Acquires AdamW over its trainable weights and,
+ * when β > 0, a frozen clone of the policy as π_ref (under LoRA the base with the adapters off instead);
+ * both are freed when the scope closes. `rng` orders rows into minibatches.
  */
 export const make = (
   policy: Transformer.Model,
@@ -82,10 +83,16 @@ export const make = (
   Effect.gen(function*() {
     const problem = Loss.validate(config.loss)
     if (problem !== undefined) return yield* new Stage.StageError({ stage: "grpo/update", message: problem })
-    const optimizer = yield* Optimizer.acquire(policy.weights, config.optimizer)
-    const reference = config.loss.beta > 0
-      ? yield* Effect.acquireRelease(Effect.sync(() => Transformer.clone(policy)), (m) => Effect.sync(() => m.dispose()))
-      : null
+    if (policy.lora !== undefined && config.loss.beta > 0 && config.refSyncSteps > 0) {
+      return yield* new Stage.StageError({ stage: "grpo/update", message: "refSyncSteps must be 0 under LoRA: the reference is the base model with the adapters off, which never moves" })
+    }
+    const optimizer = yield* Optimizer.acquire(Transformer.trainableWeights(policy), config.optimizer)
+    // Under LoRA π_ref is the frozen base seen without the adapters: no second copy of the weights.
+    const reference = config.loss.beta <= 0
+      ? null
+      : policy.lora !== undefined
+      ? Lora.disabled(policy)
+      : yield* Effect.acquireRelease(Effect.sync(() => Transformer.clone(policy)), (m) => Effect.sync(() => m.dispose()))
     const guard = Guard.make(config.guard)
     const progress: Progress = { steps: 0, updates: 0 }
     const trainer: Trainer = {
