@@ -122,13 +122,14 @@ const exportCmd = Command.make(
       Flag.withDescription("Stored dtype (default: the source model's when the run started from model.from, else float32); f16/bf16 round to nearest even"),
       Flag.optional
     ),
-    maxShardSize: Flag.String("max-shard-size").pipe(Flag.withDescription("Split the weights into shards of at most this size, with model.safetensors.index.json (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)"), Flag.withDefault("5GB"))
+    maxShardSize: Flag.String("max-shard-size").pipe(Flag.withDescription("Split the weights into shards of at most this size, with model.safetensors.index.json (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)"), Flag.withDefault("5GB")),
+    adapter: Flag.Boolean("adapter").pipe(Flag.withDescription("A LoRA run (model.lora): write its adapters as a PEFT adapter directory (adapter_config.json, adapter_model.safetensors) instead of the merged model"), Flag.withDefault(false))
   },
-  Effect.fn(function*({ target, out, dtype, maxShardSize }) {
-    const result = yield* Export.run(target, out, { maxShardSize, ...(Option.isSome(dtype) ? { dtype: dtype.value } : {}) })
-    yield* Console.log(`written: ${result.exported.files.join(", ")}`)
+  Effect.fn(function*({ target, out, dtype, maxShardSize, adapter }) {
+    const result = yield* Export.run(target, out, { maxShardSize, adapter, ...(Option.isSome(dtype) ? { dtype: dtype.value } : {}) })
+    if (result.exported !== null) yield* Console.log(`written: ${result.exported.files.join(", ")}`)
   })
-).pipe(Command.withDescription("Write a run's policy as a Hugging Face model directory (config.json, safetensors, generation_config.json, the run's Hugging Face tokenizer files) for transformers, vLLM or llama.cpp's converter"))
+).pipe(Command.withDescription("Write a run's policy as a Hugging Face model directory (config.json, safetensors, generation_config.json, the run's Hugging Face tokenizer files) for transformers, vLLM or llama.cpp's converter; a LoRA run's adapters merged in, or with --adapter as a PEFT adapter directory"))
 
 const report = Command.make(
   "report",

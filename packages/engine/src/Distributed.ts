@@ -25,7 +25,7 @@ import { Batch, Columns, Config as CoreConfig, Pipeline, Plugin, Rng, Stage, typ
 import { jetstreamManager } from "@nats-io/jetstream"
 import { Connection, NatsServer, Queues, Trainer, Weights, Worker } from "@r1flow/distributed"
 import { DynamicSampling } from "@r1flow/grpo"
-import { Transformer } from "@r1flow/model"
+import { Lora, Transformer } from "@r1flow/model"
 import { makeData, RecordBatch, Struct } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
 import { StageRunError, type RunContext } from "./Context.js"
@@ -144,6 +144,10 @@ export interface RemoteOptions {
   readonly alive: Effect.Effect<void, StageRunError>
 }
 
+/** The weights workers sample from, HF names: under LoRA the adapters merged in (a worker runs a plain model). */
+const weightsOf = (policy: Transformer.Model): Map<string, Float32Array> =>
+  policy.lora === undefined ? Transformer.toArrays(policy) : new Map(policy.weights.map((w) => [w.name, Lora.mergedArray(policy, w)]))
+
 /**
  * The draw over NATS: publish the weights of the current version (the global step) when not yet published,
  * publish the draw's groups not yet published, collect them in group order; with `maxStaleness ≥ 1`, then
@@ -166,7 +170,7 @@ export const remoteDraw = (o: RemoteOptions) => {
     Effect.gen(function*() {
       const groups = o.groupsOf(prompts)
       const version = o.ctx.progress.step
-      if (o.trainer.version() !== version) yield* o.trainer.publishWeights(version, Transformer.toArrays(o.ctx.policy)).pipe(Effect.mapError(toStage))
+      if (o.trainer.version() !== version) yield* o.trainer.publishWeights(version, weightsOf(o.ctx.policy)).pipe(Effect.mapError(toStage))
       yield* publish(groups).pipe(Effect.mapError(toStage))
       const got = yield* collect(groups.length)
       const order = got.results.map((r) => r.groupId).join(","), want = groups.map((g) => g.index).join(",")

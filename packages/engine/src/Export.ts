@@ -9,12 +9,13 @@
  * Reads only: the checkpoint is verified (checksums, config) and nothing of the run is changed, so it is
  * safe while the run trains.
  */
-import { Checkpoint } from "@r1flow/model"
+import { Checkpoint, Lora, type Transformer } from "@r1flow/model"
 import type { Config as CoreConfig } from "@r1flow/core"
 import type { Codec, Compact, HfTokenizer } from "@r1flow/tokenizer"
 import { Effect } from "effect"
 import { existsSync, readFileSync } from "node:fs"
-import { join } from "node:path"
+import { isAbsolute, join } from "node:path"
+import * as LoraBase from "./LoraBase.js"
 import * as ModelSource from "./ModelSource.js"
 import * as Run from "./Run.js"
 import * as RunCheckpoint from "./RunCheckpoint.js"
@@ -26,12 +27,15 @@ export interface Options {
   readonly dtype?: Checkpoint.TorchDtype
   /** Shard above this size: bytes or "5GB", "500MB", "2GiB" (default "5GB"). */
   readonly maxShardSize?: string | number
+  /** A LoRA run only: write its adapters as a PEFT adapter directory instead of the merged model. */
+  readonly adapter?: boolean
   readonly log?: (line: string) => void
 }
 
 /** What was exported, and from where. */
 export interface Result {
-  readonly exported: Checkpoint.Exported
+  /** The model directory written; none for a PEFT adapter export. */
+  readonly exported: Checkpoint.Exported | null
   /** The checkpoint folder the weights came from. */
   readonly checkpoint: string
   /** The tokenizer files written, or why none were. */
@@ -56,6 +60,19 @@ export type ExportError =
   | ModelSource.ModelSourceError
   | Checkpoint.CheckpointError
 
+/** `--adapter`: the checkpoint's LoRA adapters as a PEFT adapter directory, named after the base they need. */
+const adapterOnly = (from: string, out: string, model: Transformer.Model, log: (line: string) => void) =>
+  Effect.gen(function*() {
+    if (model.lora === undefined) {
+      return yield* new RunCheckpoint.CheckpointError({ path: from, reason: "the run trained every weight (no model.lora): it has no adapters; export without --adapter for the model" })
+    }
+    const record = yield* LoraBase.read(join(from, "policy", LoraBase.FILE)).pipe(Effect.mapError((e) => new RunCheckpoint.CheckpointError({ path: e.path, reason: e.message })))
+    const base = isAbsolute(record.dir) ? record.dir : join(from, "..", "..", record.dir)
+    yield* Lora.savePeft(out, model, { baseModel: base }).pipe(Effect.mapError(ModelSource.fromCheckpoint))
+    log(`exported ${from} → ${out}: LoRA adapters (PEFT: ${Lora.CONFIG_FILE}, ${Lora.WEIGHTS_FILE}), r ${model.lora.rank}, α ${model.lora.alpha}, ${model.lora.targets.length} targets, on the base ${base}`)
+    return { exported: null, checkpoint: from, tokenizer: "no tokenizer files written with an adapter (the base's are used)" } satisfies Result
+  })
+
 /** Writes `out` from the run or checkpoint folder `target`. */
 export const run = (target: string, out: string, options: Options = {}): Effect.Effect<Result, ExportError> =>
   Effect.gen(function*() {
@@ -73,9 +90,10 @@ export const run = (target: string, out: string, options: Options = {}): Effect.
       const bos = hf ? bosOf(tokenizerDir, codec) : undefined
       return { eos: stops.length === 1 ? stops[0] : stops, pad: codec.specialIds.pad, bos, name: codec.name, engine: (codec as Partial<HfTokenizer.HfCodec>).engine }
     }))
-    const policyDir = join(from, "policy")
-    const model = yield* Effect.acquireRelease(Checkpoint.loadHf(policyDir, { trainable: false }), (l) => Effect.sync(() => l.model.dispose()))
-    const exported = yield* Checkpoint.exportHf(out, model.model, {
+    const model = yield* Effect.acquireRelease(RunCheckpoint.loadPolicy(from), (m) => Effect.sync(() => m.dispose()))
+    if (options.adapter === true) return yield* adapterOnly(from, out, model, log)
+    if (model.lora !== undefined) log(`merging the LoRA adapters (r ${model.lora.rank}, α ${model.lora.alpha}) into the base: W + (α/r)·A·B`)
+    const exported = yield* Checkpoint.exportHf(out, model, {
       ...(origin !== undefined ? { origin } : {}),
       ...(options.dtype !== undefined ? { dtype: options.dtype } : {}),
       ...(options.maxShardSize !== undefined ? { maxShardSize: options.maxShardSize } : {}),

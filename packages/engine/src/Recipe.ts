@@ -6,7 +6,7 @@
  * `rejection-sampling`, `eval`; or any package name or path whose default export is a stage plugin) and
  * that plugin's own config, decoded by the plugin's schema with errors prefixed `stages[i].config`.
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 
@@ -95,6 +95,19 @@ export const shapeKeys = {
 } as const
 
 /**
+ * `model.lora`: rank r, α (the update is scaled by α/r) and the Linear layers adapted in every block, all
+ * seven (q, k, v, o, gate, up, down) unless `targets` names fewer. The adapters are drawn from the run's
+ * seed (stream "model/lora").
+ */
+export const LoraSection = Schema.Struct({
+  rank: PositiveInt,
+  alpha: Schema.Finite.check(Schema.isGreaterThan(0)),
+  targets: Schema.Array(Schema.Literals(["q", "k", "v", "o", "gate", "up", "down"])).check(Schema.isMinLength(1), Schema.isUnique()).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(["q", "k", "v", "o", "gate", "up", "down"] as const))
+  )
+})
+
+/**
  * The recipe's `model` section: a fresh model's shape (`Model`), or `from`, a Hugging Face model directory
  * (relative to the recipe file's directory; a `--set` value to the working directory) whose `config.json`
  * fixes the shape: the shape keys are then optional and, when given, must equal the file's, and `maxSeqLen`
@@ -112,7 +125,9 @@ export const PolicyModel = Schema.Struct({
   /** Start from this r1flow checkpoint directory instead of a fresh initialisation. */
   checkpoint: Schema.optionalKey(Schema.String),
   /** Start from this Hugging Face model directory (`config.json` + safetensors). */
-  from: Schema.optionalKey(Schema.String)
+  from: Schema.optionalKey(Schema.String),
+  /** Train LoRA adapters on the frozen model instead of every weight (full fine-tuning when absent). */
+  lora: Schema.optionalKey(LoraSection)
 })
 /** The recipe's `model` section. */
 export type PolicyModel = typeof PolicyModel.Type
@@ -127,7 +142,7 @@ export const shapeOf = (m: PolicyModel): Model | Array<string> => {
   if (m.from !== undefined && m.checkpoint !== undefined) return ["model.from, model.checkpoint: set one of them (a Hugging Face directory or an r1flow checkpoint)"]
   const missing = required.filter((k) => m[k] === undefined)
   if (missing.length > 0) return missing.map((k) => `model.${k}: missing (give the model's shape, or model.from=<dir> to start from a Hugging Face model directory)`)
-  const { from: _from, ...shape } = m
+  const { from: _from, lora: _lora, ...shape } = m
   return shape as Model
 }
 

@@ -5,7 +5,7 @@
  */
 import { Config as CoreConfig, Metrics, Plugin, Rng } from "@r1flow/core"
 import { Backend } from "@r1flow/backend"
-import { Checkpoint, Transformer } from "@r1flow/model"
+import { Checkpoint, Lora, Transformer } from "@r1flow/model"
 import { Loaders } from "@r1flow/datasets"
 import { Compact, type HfTokenizer, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
 import { Effect, Layer, Option } from "effect"
@@ -17,6 +17,7 @@ import { Run as RunService, StageRunError, type Resumed, type RunContext, type S
 import * as Compute from "./Compute.js"
 import * as Data from "./Data.js"
 import * as Evaluate from "./Evaluate.js"
+import * as LoraBase from "./LoraBase.js"
 import * as ModelSource from "./ModelSource.js"
 import * as Recipe from "./Recipe.js"
 import * as RecipeStage from "./RecipeStage.js"
@@ -269,7 +270,16 @@ const checkModelSection = (recipe: Recipe.Recipe, source: string): Effect.Effect
   return Effect.succeed(fromDir ? null : shape)
 }
 
-/** The policy: a Hugging Face directory's model, an r1flow checkpoint's, or a fresh one of the recipe's shape. */
+const trainableCount = (m: Transformer.Model) => Transformer.trainableWeights(m).reduce((n, w) => n + w.variable.size, 0)
+
+/** The log's note of a LoRA policy's trained share. */
+const loraLine = (m: Transformer.Model): string =>
+  m.lora === undefined ? "" : `; LoRA r ${m.lora.rank}, α ${m.lora.alpha} on ${m.lora.targets.join(", ")}: ${trainableCount(m).toLocaleString("en-US")} trained`
+
+/**
+ * The policy: a Hugging Face directory's model, an r1flow checkpoint's, or a fresh one of the recipe's
+ * shape; with `model.lora`, that model frozen under adapters drawn from the run's seed.
+ */
 const makePolicy = (recipe: Recipe.Recipe, from: string | undefined, shape: Recipe.Model | null, tokenizer: Codec, rng: Rng.Rng["Service"]) =>
   Effect.gen(function*() {
     const loaded = from !== undefined
@@ -280,7 +290,8 @@ const makePolicy = (recipe: Recipe.Recipe, from: string | undefined, shape: Reci
       : shape === null
       ? yield* Checkpoint.load(recipe.model.checkpoint!)
       : Transformer.init(Recipe.modelConfig(shape, tokenizer.vocabSize), rng.stream("model/init"))
-    return { policy, loaded }
+    const lora = recipe.model.lora
+    return { policy: lora === undefined ? policy : Lora.attach(policy, lora, rng.stream("model/lora")), loaded }
   })
 
 /** The manifest's tokenizer entry (its engine and why, for a Hugging Face one) and where the model came from. */
@@ -326,7 +337,7 @@ export const run = (path: string, options: Options = {}) =>
     const rng = Rng.makeService(recipe.seed)
     const { policy, loaded } = yield* makePolicy(recipe, dirs.from, shape, tokenizer, rng)
     const came = loaded === null ? "" : ` from ${dirs.from} (${loaded.origin.family}, ${loaded.origin.dtype}, context ${policy.config.maxSeqLen})`
-    log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters${came}, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})`)
+    log(`policy: ${Transformer.parameterCount(policy).toLocaleString("en-US")} parameters${came}, vocabulary ${tokenizer.vocabSize} (${tokenizer.name})${loraLine(policy)}`)
     // The last of the checks that can refuse the run: only once they pass does it get a directory.
     const promptIds = (q: string) => Template.prompt(tokenizer, recipe.template ?? "r1-zero", q)
     yield* Data.checkFits(data, { recipe, tokenizer, policy, promptIds }).pipe(Effect.tapError(() => Effect.sync(() => policy.dispose())))
@@ -337,6 +348,8 @@ export const run = (path: string, options: Options = {}) =>
     // Copies of what came from outside, so that resume and export work when those directories move.
     if (dirs.tokenizer !== undefined) yield* ModelSource.keepTokenizer(dirs.tokenizer, dir.root)
     if (loaded !== null) yield* ModelSource.keepOrigin(loaded.origin, dir.root)
+    // A LoRA run's checkpoints hold only the adapters: the base they sit on is recorded (and kept, if made here).
+    if (policy.lora !== undefined) yield* LoraBase.start(dir.root, policy, dirs.from ?? recipe.model.checkpoint, recipe.model.maxSeqLen).pipe(Effect.mapError(ModelSource.fromCheckpoint))
     const manifest = {
       name: recipe.name,
       seed: recipe.seed,
@@ -347,6 +360,7 @@ export const run = (path: string, options: Options = {}) =>
       compute: Compute.of(backend),
       ...modelRecord(tokenizer, hf, dirs, loaded),
       parameters: Transformer.parameterCount(policy),
+      ...(policy.lora !== undefined ? { lora: { rank: policy.lora.rank, alpha: policy.lora.alpha, targets: policy.lora.targets, trainable: trainableCount(policy) } } : {}),
       started: new Date().toISOString(),
       ...RunDir.environment(RunDir.versionsOf(["@r1flow/core", "@r1flow/engine", "effect", "apache-arrow", "@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm", "@dqbd/tiktoken"], require))
     }

@@ -2,7 +2,8 @@
  * Checkpoints of a run: everything it needs to continue as if it had never stopped.
  *
  *   checkpoints/step-000120/
- *     policy/model.safetensors, policy/config.json   the policy (Hugging Face names)
+ *     policy/model.safetensors, policy/config.json   the policy (Hugging Face names); under LoRA instead
+ *                                                    its adapters (PEFT) and base.json (see `LoraBase`)
  *     reference/…                                    the frozen reference, when the stage holds one (β > 0)
  *     trainer.safetensors                            AdamW moments m/<weight>, v/<weight>
  *     state.json                                     step, stage progress and data cursor, every RNG stream,
@@ -35,6 +36,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import { join, relative } from "node:path"
 import type * as Compute from "./Compute.js"
 import type { Progress, RunContext } from "./Context.js"
+import * as LoraBase from "./LoraBase.js"
 import * as RunDir from "./RunDir.js"
 
 /** A checkpoint could not be written, or cannot be used. */
@@ -170,8 +172,9 @@ export const save = (
     const n = ++checkpointWrites
     const tmp = join(ctx.dir.checkpoints, `${nameOf(ctx.progress.step)}.tmp`)
     yield* Effect.try({ try: () => { rmSync(tmp, { recursive: true, force: true }); mkdirSync(tmp, { recursive: true }) }, catch: fail(tmp) })
-    yield* Checkpoint.save(join(tmp, "policy"), ctx.policy).pipe(Effect.mapError(fail(join(tmp, "policy"))))
-    if (stage?.reference) yield* Checkpoint.save(join(tmp, "reference"), stage.reference).pipe(Effect.mapError(fail(join(tmp, "reference"))))
+    // Under LoRA the policy is its adapters and the base's record; the reference is the base, not saved.
+    yield* (ctx.policy.lora !== undefined ? LoraBase.save(join(tmp, "policy"), ctx.policy, ctx.dir.root) : Checkpoint.save(join(tmp, "policy"), ctx.policy)).pipe(Effect.mapError(fail(join(tmp, "policy"))))
+    if (stage?.reference && ctx.policy.lora === undefined) yield* Checkpoint.save(join(tmp, "reference"), stage.reference).pipe(Effect.mapError(fail(join(tmp, "reference"))))
     if (stage !== null) {
       const tensors: Record<string, Safetensors.Entry> = {}
       stage.trainer.optimizer.names.forEach((n, i) => {
@@ -263,7 +266,10 @@ const verify = (dir: string): Effect.Effect<Record<string, string>, CheckpointEr
       if (!existsSync(path)) return yield* new CheckpointError({ path, reason: "listed in checksums.json but missing" })
       if (sha256(path) !== sum) return yield* new CheckpointError({ path, reason: "checksum mismatch: the file is truncated or corrupt" })
     }
-    for (const required of ["state.json", "policy/model.safetensors", "policy/config.json"]) {
+    const policy = "policy/adapter_config.json" in sums
+      ? ["policy/adapter_config.json", "policy/adapter_model.safetensors", `policy/${LoraBase.FILE}`]
+      : ["policy/model.safetensors", "policy/config.json"]
+    for (const required of ["state.json", ...policy]) {
       if (!(required in sums)) return yield* new CheckpointError({ path: join(dir, required), reason: "missing from the checkpoint" })
     }
     return sums
@@ -283,11 +289,18 @@ export const inspect = (dir: string, expected: { readonly recipeHash: string }):
     return { sums, state }
   })
 
+/** A checkpoint's policy: the whole model, or under LoRA its base (checked against the record) with the adapters on. */
+export const loadPolicy = (dir: string): Effect.Effect<Transformer.Model, CheckpointError> => {
+  const policyDir = join(dir, "policy")
+  const loaded = LoraBase.isLora(policyDir) ? LoraBase.load(policyDir, join(dir, "..", "..")) : Checkpoint.load(policyDir)
+  return loaded.pipe(Effect.mapError((e) => new CheckpointError({ path: e.path, reason: Checkpoint.describe(e).slice(e.path.length + 2) })))
+}
+
 /** Verifies a checkpoint's checksums, then reads it. Nothing of the run is touched. */
 export const load = (dir: string, expected: { readonly recipeHash: string }): Effect.Effect<Restored, CheckpointError> =>
   Effect.gen(function*() {
     const { sums, state } = yield* inspect(dir, expected)
-    const policy = yield* Checkpoint.load(join(dir, "policy")).pipe(Effect.mapError(fail(join(dir, "policy"))))
+    const policy = yield* loadPolicy(dir)
     const reference = "reference/model.safetensors" in sums ? yield* Checkpoint.load(join(dir, "reference")).pipe(Effect.mapError(fail(join(dir, "reference")))) : null
     let trainer: Train.TrainerState | null = null
     if (state.trainer !== null) {

@@ -117,7 +117,8 @@ export const finalState = (dir: string) => {
   const latest = readFileSync(join(dir, "checkpoints", "latest"), "utf8").trim()
   return {
     latest,
-    weights: readFileSync(join(dir, "checkpoints", latest, "policy", "model.safetensors")),
+    // A LoRA run's checkpoint holds its adapters instead of the whole model.
+    weights: readFileSync(join(dir, "checkpoints", latest, "policy", existsSync(join(dir, "checkpoints", latest, "policy", "adapter_model.safetensors")) ? "adapter_model.safetensors" : "model.safetensors")),
     metrics: readFileSync(join(dir, "metrics.jsonl"), "utf8"),
     evals: JSON.parse(readFileSync(join(dir, "evals", "final.json"), "utf8")).samples
   }
