@@ -4,7 +4,8 @@
  * from (`model.from`, kept in `<run>/origin`), safetensors sharded above a size limit with the index,
  * generation_config.json with the tokenizer's bos / eos / pad ids, and the tokenizer files when the run
  * used a Hugging Face tokenizer (the copies in `<run>/tokenizer`). r1flow's own compact and standard
- * tokenizers have no Hugging Face files: the export says so and writes none.
+ * tokenizers have no Hugging Face files: the export says so and writes none. A LoRA run's policy is
+ * exported merged (W + (α/r)·A·B), or with `adapter` as a PEFT adapter directory naming its base.
  *
  * Reads only: the checkpoint is verified (checksums, config) and nothing of the run is changed, so it is
  * safe while the run trains.
