@@ -54,7 +54,8 @@ export interface RunContext {
   readonly log: (line: string) => void
   /**
    * Metrics that depend on wall-clock time (`perf/*`): kept out of `metrics.jsonl`, which must be
-   * identical between two runs of the same config and seed; they go to `perf.jsonl`.
+   * identical between two runs of the same config and seed; they go to `perf.jsonl`. The run adds the
+   * running stage's memory peaks so far to every line (`perf/peak_rss_bytes`, `perf/peak_tensor_bytes`: `Memory`).
    */
   readonly perf: (step: number, values: Readonly<Record<string, number>>) => void
   /** Steps between checkpoints inside a stage (0: only at the end of each stage). */

@@ -17,6 +17,7 @@ import { Run as RunService, StageRunError, type Resumed, type RunContext, type S
 import * as Compute from "./Compute.js"
 import * as Data from "./Data.js"
 import * as Evaluate from "./Evaluate.js"
+import * as Memory from "./Memory.js"
 import * as LoraBase from "./LoraBase.js"
 import * as ModelSource from "./ModelSource.js"
 import * as Recipe from "./Recipe.js"
@@ -124,6 +125,8 @@ interface Session {
   readonly metrics: Metrics.Metrics["Service"]
   /** `Run` (the context), `Rng` and `Metrics`, as stages `yield*` them. */
   readonly services: Layer.Layer<Services>
+  /** The running stage's memory meter (`execute` sets it): every `perf.jsonl` line gets its peaks so far. */
+  readonly memory: { meter: Memory.Meter | null }
 }
 
 /**
@@ -151,6 +154,7 @@ const makeContext = (input: {
     const recipeHash = RunCheckpoint.hashConfig(input.resolved)
     const keep = recipe.checkpoint?.keep ?? 2
     const metrics = Metrics.make(sinks === null ? [] : [sinks.metrics], input.metrics)
+    const memory: Session["memory"] = { meter: null }
     const ctx: RunContext = {
       recipe,
       recipeDir: dirname(input.recipePath),
@@ -162,7 +166,7 @@ const makeContext = (input: {
       promptIds: (q) => Template.prompt(input.tokenizer, recipe.template ?? "r1-zero", q),
       log: input.log,
       perf: (step, values) => {
-        if (sinks !== null && Object.keys(values).length > 0) sinks.perf.write({ step, values })
+        if (sinks !== null && Object.keys(values).length > 0) sinks.perf.write({ step, values: memory.meter === null ? values : { ...values, ...Memory.perfValues(memory.meter.sample()) } })
       },
       checkpointEvery: recipe.checkpoint?.every ?? 0,
       checkpoint: (stage) =>
@@ -174,7 +178,7 @@ const makeContext = (input: {
     }
     yield* Effect.addFinalizer(() => Effect.sync(() => ctx.policy.dispose()))
     const services = Layer.mergeAll(Layer.succeed(RunService, ctx), Layer.succeed(Rng.Rng, input.rng), Layer.succeed(Metrics.Metrics, metrics))
-    return { ctx, metrics, services } satisfies Session
+    return { ctx, metrics, services, memory } satisfies Session
   })
 
 /** A recipe stage ready to run: its plugin loaded, its config decoded and checked. */
@@ -207,22 +211,55 @@ const prepare = (recipe: Recipe.Recipe, recipePath: string, first: number) =>
     return stages
   })
 
+/** A stage's entry in the manifest's `memory` list: its peaks (`Memory.Peaks`), from its start or, resumed, from the resume. */
+export interface StageMemory extends Memory.Peaks {
+  /** The stage's index in the recipe. */
+  readonly stage: number
+  readonly label: string
+  readonly seconds: number
+  /** The stage step a resumed run continued this stage at (the peaks cover only what ran after it). */
+  readonly resumedAtStep?: number
+}
+
+/** Runs `effect` (one stage) under a memory meter: its peaks so far on every `perf.jsonl` line meanwhile, and at the end. */
+const metered = <E, R>(memory: Session["memory"], effect: Effect.Effect<void, E, R>) =>
+  Effect.scoped(Effect.gen(function*() {
+    const meter = yield* Memory.meter
+    memory.meter = meter
+    yield* Effect.addFinalizer(() => Effect.sync(() => { memory.meter = null }))
+    yield* effect
+    return meter.sample()
+  }))
+
+/** The manifest with `entry` in its `memory` list (in place of the entry a stopped run left for that stage). */
+const withMemory = (manifest: Record<string, unknown>, entry: StageMemory): Record<string, unknown> => {
+  const kept = Array.isArray(manifest.memory) ? (manifest.memory as Array<StageMemory>).filter((e) => e.stage !== entry.stage) : []
+  return { ...manifest, memory: [...kept, entry] }
+}
+
+const mib = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`)
+
 /**
- * Runs the prepared stages (those from `ctx.progress.stageIndex` on) with the session's services,
- * checkpointing after each, then writes the summary and report. `resume` goes to the first of them only.
+ * Runs the prepared stages (those from `ctx.progress.stageIndex` on) with the session's services, each under
+ * a memory meter whose peaks go into the manifest (rewritten after each stage), checkpointing after each,
+ * then writes the summary and report. `resume` goes to the first of them only.
  */
-const execute = (session: Session, stages: ReadonlyArray<Prepared>, manifest: Record<string, unknown>, t0: number, resume: Resumed = Option.none()) =>
+const execute = (session: Session, stages: ReadonlyArray<Prepared>, started: Record<string, unknown>, t0: number, resume: Resumed = Option.none()) =>
   Effect.gen(function*() {
     const { ctx, services } = session
     const { recipe, dir, log } = ctx
     const first = ctx.progress.stageIndex
+    let manifest = started
     for (let i = first; i < recipe.stages.length; i++) {
       const { label, plugin, stage } = stages[i - (recipe.stages.length - stages.length)]
       const s0 = performance.now()
-      const resumed = ctx.progress.stageStep > 0 ? ` (resumed at its step ${ctx.progress.stageStep})` : ""
-      log(`── stage ${i + 1}/${recipe.stages.length}: ${label} (${plugin.name}@${plugin.version})${resumed}`)
-      yield* stage.run(label, i === first ? resume : Option.none()).pipe(Effect.provide(services))
-      log(`── ${label} done in ${((performance.now() - s0) / 1000).toFixed(1)} s`)
+      const resumedAt = ctx.progress.stageStep
+      log(`── stage ${i + 1}/${recipe.stages.length}: ${label} (${plugin.name}@${plugin.version})${resumedAt > 0 ? ` (resumed at its step ${resumedAt})` : ""}`)
+      const peaks = yield* metered(session.memory, stage.run(label, i === first ? resume : Option.none()).pipe(Effect.provide(services)))
+      const seconds = (performance.now() - s0) / 1000
+      log(`── ${label} done in ${seconds.toFixed(1)} s; peak RSS ${mib(peaks.peakRssBytes)}${peaks.rssSince === "process" ? " (since the process began)" : ""}, peak tensors ${mib(peaks.peakTensorBytes)}`)
+      manifest = withMemory(manifest, { stage: i, label, seconds, ...peaks, ...(resumedAt > 0 ? { resumedAtStep: resumedAt } : {}) })
+      yield* RunDir.write(dir.manifest, JSON.stringify(manifest, null, 2))
       ctx.progress.stageIndex = i + 1
       ctx.progress.stageStep = 0
       ctx.progress.cursor = 0
@@ -235,13 +272,23 @@ const execute = (session: Session, stages: ReadonlyArray<Prepared>, manifest: Re
     return { dir, recipe, backend: manifest.backend as Backend.Info, evals, seconds } satisfies Result
   })
 
-const initBackend = (recipe: Recipe.Recipe) => {
+/**
+ * Sets up the backend: the one `R1FLOW_BACKEND` or the recipe forces, else the automatic choice, which takes
+ * the run's size (`bytesNeeded`, `Memory.footprint`) to pick between wasm and cpu.
+ */
+const initBackend = (recipe: Recipe.Recipe, bytesNeeded?: number) => {
   const forced = process.env[Backend.ENV_VAR] ?? (recipe.backend !== undefined && recipe.backend !== "auto" ? recipe.backend : undefined)
   return Effect.tryPromise({
-    try: () => Backend.init(forced !== undefined ? { force: forced as Backend.Name } : {}),
+    try: () => Backend.init({ ...(forced !== undefined ? { force: forced as Backend.Name } : {}), ...(bytesNeeded !== undefined ? { bytesNeeded } : {}) }),
     catch: (e) => fail("backend")(e instanceof Error ? e : new Error(String(e)))
   })
 }
+
+/** The bytes a run of `recipe` with a policy of `config` holds in weights (`Memory.footprint`, `Backend.estimate`). */
+export const bytesNeeded = (recipe: Recipe.Recipe, config: Transformer.Config): number => Backend.estimate(Memory.footprint(recipe, config, recipe.model.lora))
+
+/** The size a run's backend was chosen by (its manifest's), so that resuming or evaluating it makes the same choice. */
+const recordedBytes = (manifest: Record<string, unknown>): number | undefined => (manifest.backend as Backend.Info | undefined)?.bytesNeeded
 
 /** The recipe's task data and, for generated tasks, its base corpus. */
 const buildData = (recipe: Recipe.Recipe) =>
@@ -325,8 +372,6 @@ export const run = (path: string, options: Options = {}) =>
       : recipe.model.checkpoint !== undefined
       ? yield* ModelSource.inspectCheckpoint(recipe.model.checkpoint)
       : null
-    const backend = yield* initBackend(recipe)
-    log(`backend: ${backend.name} (${backend.reason})`)
     const data = yield* buildData(recipe)
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
     const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
@@ -334,6 +379,10 @@ export const run = (path: string, options: Options = {}) =>
     if (hf !== null) log(`tokenizer: ${dirs.tokenizer} on ${hf.engine} (${hf.reason})`)
     yield* ModelSource.checkTemplate(recipe, tokenizer, dirs.tokenizer)
     if (inspected !== null) yield* ModelSource.checkVocab(dirs.from ?? recipe.model.checkpoint!, inspected, tokenizer, dirs.tokenizer)
+    // The backend goes by the run's size, known only now (config.json, or the recipe's shape with the
+    // tokenizer's vocabulary), and still before the policy's first tensor.
+    const backend = yield* initBackend(recipe, bytesNeeded(recipe, inspected?.config ?? Recipe.modelConfig(shape!, tokenizer.vocabSize)))
+    log(`backend: ${backend.name} (${backend.reason})`)
     const rng = Rng.makeService(recipe.seed)
     const { policy, loaded } = yield* makePolicy(recipe, dirs.from, shape, tokenizer, rng)
     const came = loaded === null ? "" : ` from ${dirs.from} (${loaded.origin.family}, ${loaded.origin.dtype}, context ${policy.config.maxSeqLen})`
@@ -506,7 +555,7 @@ export const resume = (root: string, options: ResumeOptions = {}) =>
     if (drift !== null) log(drift)
     const { checkpoint, restored, perf } = yield* readCheckpoint(dir, manifest, log)
     const stages = yield* prepare(recipe, recipePath, restored.state.progress.stageIndex).pipe(Effect.tapError(() => disposeRestored(restored)))
-    const backend = yield* initBackend(recipe)
+    const backend = yield* initBackend(recipe, recordedBytes(manifest))
     const compute = yield* checkCompute(checkpoint, restored, manifest, backend, options.allowBackendChange === true, log).pipe(Effect.tapError(() => disposeRestored(restored)))
     log(resumingLine(dir, recipe, restored))
     const data = yield* buildData(recipe)
@@ -603,7 +652,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
     const checkpoint = yield* latest
     const restored = yield* RunCheckpoint.load(checkpoint, { recipeHash: RunCheckpoint.hashConfig(manifest.recipe) })
     restored.reference?.dispose()
-    const backend = yield* initBackend(recipe)
+    const backend = yield* initBackend(recipe, recordedBytes(manifest))
     const tokenizer: Codec = yield* Effect.acquireRelease(loadTokenizer(recipe, dir), (t) => Effect.sync(() => t.free()))
     const session = yield* makeContext({
       recipe,
