@@ -146,6 +146,21 @@ export const shapeOf = (m: PolicyModel): Model | Array<string> => {
   return shape as Model
 }
 
+/**
+ * What `model.lora` rules out elsewhere in the recipe, as `stages[i].config.<key>: …` problems: a GRPO
+ * reference refreshed from the policy (`update.refSyncSteps` > 0), since under LoRA the reference is the
+ * frozen base with the adapters off.
+ */
+export const loraProblems = (recipe: { readonly model: PolicyModel; readonly stages: ReadonlyArray<{ readonly stage: string; readonly config?: unknown }> }): Array<string> => {
+  if (recipe.model.lora === undefined) return []
+  return recipe.stages.flatMap((s, i) => {
+    const sync = (s.config as { update?: { refSyncSteps?: unknown } } | undefined)?.update?.refSyncSteps
+    return s.stage === "grpo" && typeof sync === "number" && sync > 0
+      ? [`stages[${i}].config.update.refSyncSteps: ${sync}, but must be 0 under model.lora (the reference is the base with the adapters off, which never moves)`]
+      : []
+  })
+}
+
 /** One stage of the recipe. */
 export const StageEntry = Schema.Struct({
   /** Built-in name or a package name / path of a stage plugin. */

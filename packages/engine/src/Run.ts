@@ -311,6 +311,8 @@ const absolutePaths = (overrides: ReadonlyArray<string>): Array<string> =>
  * `from` and `checkpoint`. Returns the fresh model's shape, or null when the model comes from a directory.
  */
 const checkModelSection = (recipe: Recipe.Recipe, source: string): Effect.Effect<Recipe.Model | null, CoreConfig.ConfigError> => {
+  const lora = Recipe.loraProblems(recipe)
+  if (lora.length > 0) return Effect.fail(new CoreConfig.ConfigError({ source, problems: lora }))
   const shape = Recipe.shapeOf(recipe.model)
   const fromDir = recipe.model.from !== undefined || recipe.model.checkpoint !== undefined
   if (Array.isArray(shape)) return fromDir && !(recipe.model.from !== undefined && recipe.model.checkpoint !== undefined) ? Effect.succeed(null) : Effect.fail(new CoreConfig.ConfigError({ source, problems: shape }))

@@ -50,4 +50,13 @@ describe("the whole recipe is checked before the first stage runs", () => {
     const typo = await refused("stages.2.config.rewards.1.config.mdoe=soft")
     expect(typo.problems).toContain('stages[2].config.rewards[1].config.mdoe: unknown key (did you mean "mode"?)')
   }, 60_000)
+
+  it("model.lora: a bad rank or target, and a reference refresh it cannot have, are refused by key", async () => {
+    const rank = await refused('model.lora={"rank":0,"alpha":16}')
+    expect(rank.problems?.[0]).toMatch(/^model\.lora\.rank: /)
+    const target = await refused('model.lora={"rank":4,"alpha":8,"targets":["q","qkv"]}')
+    expect(target.problems?.[0]).toMatch(/^model\.lora\.targets\[1\]: expected .*"q".*, got "qkv"$/)
+    const sync = await refused('model.lora={"rank":4,"alpha":8}', "stages.2.config.update.refSyncSteps=3")
+    expect(sync.problems).toEqual(["stages[2].config.update.refSyncSteps: 3, but must be 0 under model.lora (the reference is the base with the adapters off, which never moves)"])
+  }, 60_000)
 })
