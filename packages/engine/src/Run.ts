@@ -234,7 +234,7 @@ const metered = <E, R>(memory: Session["memory"], effect: Effect.Effect<void, E,
 /** The manifest with `entry` in its `memory` list (in place of the entry a stopped run left for that stage). */
 const withMemory = (manifest: Record<string, unknown>, entry: StageMemory): Record<string, unknown> => {
   const kept = Array.isArray(manifest.memory) ? (manifest.memory as Array<StageMemory>).filter((e) => e.stage !== entry.stage) : []
-  return { ...manifest, memory: [...kept, entry] }
+  return { ...manifest, memory: [...kept, entry].sort((a, b) => a.stage - b.stage) }
 }
 
 const mib = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`)

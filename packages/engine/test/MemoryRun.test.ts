@@ -3,12 +3,12 @@
  * before the run (no `Backend.init` here), so the run's own choice, by its estimate, is what the manifest shows.
  */
 import { Metrics } from "@r1flow/core"
-import { readFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import * as Run from "../src/Run.js"
 import { run, tempDir } from "./helpers.js"
-import { testRecipe, writeRecipe } from "./support/recipes.js"
+import { testRecipe, tinyRecipe, writeRecipe } from "./support/recipes.js"
 
 const grpo = {
   steps: 2, promptsPerStep: 2, groupSize: 2, logEvery: 1,
@@ -61,5 +61,21 @@ describe("memory accounting per stage", () => {
     // metrics.jsonl stays free of them (it must be the same between two runs of one config).
     const metrics = readFileSync(result.dir.metrics, "utf8")
     expect(metrics).not.toContain("peak_")
+  }, 180_000)
+
+  it("a resumed stage's entry replaces the stopped run's and says where it resumed; the rest of the manifest is kept", async () => {
+    const { file } = tinyRecipe("memory-resume")
+    const { dir } = await run(Run.run(file, { log: () => {} }))
+    const read = () => JSON.parse(readFileSync(dir.manifest, "utf8")) as Record<string, unknown> & { memory: Array<Run.StageMemory> }
+    const before = read()
+    expect(before.memory.map((m) => [m.stage, m.resumedAtStep])).toEqual([[0, undefined], [1, undefined]])
+    // As a run stopped after pretrain's step 2 of 3 would have left it.
+    writeFileSync(join(dir.checkpoints, "latest"), "step-000002\n")
+    await run(Run.resume(dir.root, { log: () => {} }))
+    const after = read()
+    expect(after.memory.map((m) => [m.stage, m.label, m.resumedAtStep])).toEqual([[0, "pretrain", 2], [1, "final", undefined]])
+    const { memory: _a, ...restAfter } = after
+    const { memory: _b, ...restBefore } = before
+    expect(restAfter).toEqual(restBefore)
   }, 180_000)
 })
