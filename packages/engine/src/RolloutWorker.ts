@@ -116,7 +116,7 @@ export const run = (o: Options): Effect.Effect<never, Failure> =>
     const recipeDir = dirname(recipePath)
     const { label, config } = yield* grpoStage(recipe, recipePath, o.stage)
     const distributed = config.distributed ?? (yield* CoreConfig.decode(Distributed.Config, {}, { source: recipePath }))
-    const { backend, tokenizer } = yield* Run.workerInputs(recipe)
+    const { backend, tokenizer } = yield* Run.workerInputs(recipe, recipePath)
     const compute = Compute.describe(Compute.of(backend))
     const fp = yield* Distributed.fingerprintOf(config, recipeDir, `${tokenizer.name} ${tokenizer.vocabSize}`, compute)
     const id = Distributed.runId(recipe.name, label)

@@ -686,14 +686,33 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
   }).pipe(Effect.scoped)
 
 /**
- * What a rollout worker (`RolloutWorker`) builds of a recipe, exactly as `run` builds it: the backend,
- * the task data and the tokenizer (freed with the scope). The policy is not here: a worker takes the
+ * The run's size as `run` estimates it (`bytesNeeded`), from the recipe alone: the policy's config from
+ * `model.from`'s config.json (`from`, resolved) or `model.checkpoint`'s, no weight read, else the recipe's shape
+ * with the tokenizer's `vocabSize`. Undefined for a `model` section `run` refuses.
+ */
+export const sizeOf = (recipe: Recipe.Recipe, from: string | undefined, vocabSize: number) =>
+  Effect.gen(function*() {
+    const shape = Recipe.shapeOf(recipe.model)
+    const config = from !== undefined
+      ? (yield* ModelSource.inspect(recipe, from)).config
+      : recipe.model.checkpoint !== undefined
+      ? (yield* ModelSource.inspectCheckpoint(recipe.model.checkpoint)).config
+      : Array.isArray(shape) ? undefined : Recipe.modelConfig(shape, vocabSize)
+    return config === undefined ? undefined : bytesNeeded(recipe, config)
+  })
+
+/**
+ * What a rollout worker (`RolloutWorker`) builds of a recipe (the file at `recipePath`, whose folder relative
+ * model and tokenizer paths resolve from), exactly as `run` builds it: the task data, the tokenizer (freed
+ * with the scope) and the backend, chosen by the trainer's own estimate of the run's size (`sizeOf`) so that
+ * the maths, in the draw's fingerprint, are the trainer's. The policy is not here: a worker takes the
  * trainer's model config and weights over NATS.
  */
-export const workerInputs = (recipe: Recipe.Recipe) =>
+export const workerInputs = (recipe: Recipe.Recipe, recipePath: string) =>
   Effect.gen(function*() {
-    const backend = yield* initBackend(recipe)
+    const dirs = yield* ModelSource.dirs(recipe, dirname(recipePath), recipePath)
     const data = yield* buildData(recipe)
-    const { codec } = yield* Effect.acquireRelease(buildTokenizer(recipe, data), (t) => Effect.sync(() => t.codec.free()))
+    const { codec } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
+    const backend = yield* initBackend(recipe, yield* sizeOf(recipe, dirs.from, codec.vocabSize))
     return { backend, data, tokenizer: codec }
   })

@@ -3,11 +3,14 @@
  * before the run (no `Backend.init` here), so the run's own choice, by its estimate, is what the manifest shows.
  */
 import { Metrics } from "@r1flow/core"
+import { Schema } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
+import * as Recipe from "../src/Recipe.js"
 import * as Run from "../src/Run.js"
 import { run, tempDir } from "./helpers.js"
+import { writeQwen3 } from "./support/hf.js"
 import { testRecipe, tinyRecipe, writeRecipe } from "./support/recipes.js"
 
 const grpo = {
@@ -28,10 +31,13 @@ describe("memory accounting per stage", () => {
     const manifest = JSON.parse(readFileSync(result.dir.manifest, "utf8")) as {
       parameters: number
       backend: { name: string; reason: string; bytesNeeded?: number }
+      tokenizer: { vocabSize: number }
       memory: Array<Run.StageMemory>
     }
     // β > 0: policy + reference + gradient + two moments, 4 bytes each, counted from the run's own parameter count.
     expect(manifest.backend.bytesNeeded).toBe(20 * manifest.parameters)
+    // What a rollout worker chooses its backend by, from the recipe alone: the same.
+    expect(await run(Run.sizeOf(result.recipe, undefined, manifest.tokenizer.vocabSize))).toBe(manifest.backend.bytesNeeded)
     if (manifest.backend.name === "wasm") expect(manifest.backend.reason).toMatch(/^wasm: the run needs ~0\.\d\d GiB, within the 3\.0 GiB wasm takes/)
 
     expect(manifest.memory.map((m) => [m.stage, m.label])).toEqual([[0, "pretrain"], [1, "rl"]])
@@ -62,6 +68,20 @@ describe("memory accounting per stage", () => {
     const metrics = readFileSync(result.dir.metrics, "utf8")
     expect(metrics).not.toContain("peak_")
   }, 180_000)
+
+  it("sizeOf reads a model directory's config.json: under LoRA the base once and the adapters trained", async () => {
+    const dir = tempDir("memory-hf")
+    await writeQwen3(dir, { vocabSize: 1000, tokenizer: false })
+    const recipe = Schema.decodeUnknownSync(Recipe.Recipe)(testRecipe({
+      model: { from: dir, lora: { rank: 2, alpha: 4, targets: ["q"] } },
+      stages: [{ stage: "grpo", config: { update: { loss: { beta: 0.04 } } } }]
+    }))
+    // Qwen3 at C 32, 4 heads of 8 (2 for k/v), F 64, one block, V 1000, tied: V·C + (2C norms + q 32·32 + k, v 32·16 each
+    // + o 32·32 + q/k norms 2·8 + 3·32·64) + the final norm C.
+    const P = 1000 * 32 + (64 + 1024 + 2 * 512 + 1024 + 16 + 6144) + 32
+    const adapters = 2 * (32 + 32) // r·(in + out) of q
+    expect(await run(Run.sizeOf(recipe, dir, 0))).toBe(4 * P + 12 * adapters)
+  }, 60_000)
 
   it("a resumed stage's entry replaces the stopped run's and says where it resumed; the rest of the manifest is kept", async () => {
     const { file } = tinyRecipe("memory-resume")
