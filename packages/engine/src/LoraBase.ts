@@ -16,8 +16,7 @@ import { Checkpoint, Lora, type Transformer } from "@r1flow/model"
 type CheckpointError = Checkpoint.CheckpointError
 const CheckpointError = Checkpoint.CheckpointError
 import { Effect, Schema } from "effect"
-import { createHash } from "node:crypto"
-import { createReadStream, existsSync, readdirSync } from "node:fs"
+import { existsSync, readdirSync } from "node:fs"
 import { isAbsolute, join, relative, resolve } from "node:path"
 import * as RunDir from "./RunDir.js"
 
@@ -38,13 +37,7 @@ export const Record = Schema.Struct({
 export type Record = typeof Record.Type
 
 const sha256 = (file: string): Effect.Effect<string, CheckpointError> =>
-  Effect.callback<string, CheckpointError>((resume) => {
-    const hash = createHash("sha256")
-    createReadStream(file)
-      .on("data", (chunk) => hash.update(chunk))
-      .on("error", (e) => resume(Effect.fail(new CheckpointError({ path: file, message: `cannot read the LoRA base: ${e.message}` }))))
-      .on("end", () => resume(Effect.succeed(hash.digest("hex"))))
-  })
+  Effect.try({ try: () => RunDir.sha256File(file), catch: (e) => new CheckpointError({ path: file, message: `cannot read the LoRA base: ${(e as Error).message}` }) })
 
 /** The files that fix a model directory's weights: config.json and the safetensors (and their index). */
 const weightFiles = (dir: string): Array<string> =>

@@ -80,7 +80,7 @@ export interface Restored {
 /** The hash that ties a checkpoint to the resolved config it was made under. */
 export const hashConfig = (resolved: unknown): string => createHash("sha256").update(JSON.stringify(resolved)).digest("hex")
 
-const sha256 = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex")
+const sha256 = RunDir.sha256File
 
 const filesUnder = (dir: string): Array<string> =>
   readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]))

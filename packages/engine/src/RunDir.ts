@@ -14,7 +14,8 @@
  * Every file is written to a temporary name, fsynced and renamed, so readers see whole files only.
  */
 import { execFileSync } from "node:child_process"
-import { closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs"
+import { createHash } from "node:crypto"
+import { closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { join } from "node:path"
 import { Metrics } from "@r1flow/core"
@@ -123,6 +124,17 @@ export const fsyncDir = (dir: string): void => {
   } finally {
     closeSync(fd)
   }
+}
+
+/** sha256 of a file, read in 64 MiB pieces: checkpoints hold files past Node's 2 GiB limit of one read. */
+export const sha256File = (path: string): string => {
+  const hash = createHash("sha256"), buffer = Buffer.allocUnsafe(64 * 2 ** 20), fd = openSync(path, "r")
+  try {
+    for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;) hash.update(buffer.subarray(0, n))
+  } finally {
+    closeSync(fd)
+  }
+  return hash.digest("hex")
 }
 
 /** `writeAtomic` as an Effect. */
