@@ -189,8 +189,11 @@ describe.skipIf(!available)("hostile code suite", () => {
     expect(scores.slice(list.length), "correct controls still score 1").toEqual([1, 1])
     expect(left, "no process outlives its run").toEqual([])
     expect(report.filter((r) => r.escaped), "escapes").toEqual([])
-    // Within its limit: the wall clock plus the kill and the drain of its pipes.
-    for (const r of report) expect(r.ms, r.case).toBeLessThan(limits.wallMs + 1_500)
+    // Within its limit: the wall clock plus the kill and the drain of its pipes. What this proves is that the
+    // group kill happens (without it the sleeps and loops run forever), not a speed: a python fork bomb's kill
+    // and drain took 0.4 s on a loaded 2-core machine, and CI runs other suites beside this one, so the
+    // margin is generous (a CI run once failed a 1.5 s margin).
+    for (const r of report) expect(r.ms, r.case).toBeLessThan(limits.wallMs + 5_000)
     expect(reward.stats()).toMatchObject({ sandboxErrors: 0, saturated: 0, infraNanRows: 0 })
     expect(process.kill(process.pid, 0)).toBe(true)
   }, 120_000)
