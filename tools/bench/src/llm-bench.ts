@@ -268,7 +268,7 @@ const main = async () => {
       if (fit.fits && p.totalBytes > free) console.log(`  warning: only ${LlmPlan.gib(free)} is available now (other processes); the run may swap or be killed`)
       if (planOnly) continue
       const ours = fit.fits ? runChild(p, backend, steps) : fit.reason
-      if (typeof ours !== "string") console.log(`  ours (${ours.backend}): train ${fmt(ours.train.wall)} tok/s, generate ${fmt(ours.generate.wall)} tok/s, peak RSS ${LlmPlan.gib(ours.peakRss)}`)
+      if (typeof ours !== "string") console.log(`  ours (${backend}${ours.wasmHeapBytes === undefined ? "" : `, wasm heap ${LlmPlan.gib(ours.wasmHeapBytes)}`}): train ${fmt(ours.train.wall)} tok/s, generate ${fmt(ours.generate.wall)} tok/s, peak RSS ${LlmPlan.gib(ours.peakRss)}`)
       // PyTorch builds its weights in place: no init transient, so its estimate is the tensors' bytes.
       const torchFit = LlmPlan.fit(p.tensorBytes, memory)
       const torch = vsTorch ? (torchFit.fits ? runTorch(p, steps, threads) : torchFit.reason) : undefined

@@ -55,6 +55,15 @@ describe("LlmPlan", () => {
     expect(Math.round(LlmPlan.parameterCount(LlmPlan.config("qwen2.5-1.5b")) / 1e7)).toBe(154)
   })
 
+  it("every shape is a config Transformer accepts, with room for the training rows and the generations", () => {
+    for (const name of Object.keys(LlmPlan.SHAPES) as Array<LlmPlan.ShapeName>) {
+      const c = LlmPlan.config(name)
+      expect(Transformer.problems(c)).toEqual([])
+      expect(c.maxSeqLen).toBeGreaterThanOrEqual(LlmPlan.LENGTHS.genPrompt + LlmPlan.LENGTHS.genNew)
+      expect(c.maxSeqLen).toBeGreaterThanOrEqual(LlmPlan.LENGTHS.trainPrompt + LlmPlan.LENGTHS.trainCompletion)
+    }
+  })
+
   it("full state is 20 bytes a parameter, LoRA 4 per parameter plus 12 per adapter parameter", () => {
     const full = LlmPlan.plan("qwen2.5-0.5b", "full"), lora = LlmPlan.plan("qwen2.5-0.5b", "lora")
     const n = full.parameters, a = lora.parameters - n
