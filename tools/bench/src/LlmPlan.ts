@@ -15,9 +15,11 @@
  *   decode 2·4·L·B·S·kv + 4·4·B·V                          the key/value cache of S = prompt + new tokens
  *
  * plus 4·N transient while the weights are initialised (the Float32Arrays a model is built from) and
- * `RUNTIME_BYTES` for Node, the backend and BLAS (smollm2-135m full measured 4.4 GiB peak RSS against 3.7 GiB
- * of peak tensors). A run fits when that total is at most `FIT_FRACTION` of the machine's memory (the rest is
- * the OS and the page cache).
+ * `RUNTIME_BYTES` for Node, the backend and BLAS. A run fits when that total is at most `FIT_FRACTION` of the
+ * machine's memory (the rest is the OS and the page cache). Measured at smollm2-135m (peak RSS, shared machine):
+ * full on cpu 4.5 GiB against 4.6 estimated; LoRA 4.0 GiB on cpu and 3.9 GiB on wasm (heap grown to 3.8 GiB)
+ * against 2.7 estimated: the LoRA estimate is low (garbage typed arrays the GC has not yet taken count in RSS),
+ * so a LoRA run near the limit should be watched.
  *
  * Model FLOPs per token (nanoGPT / PaLM): forward 2·M + 4·L·H·hd·S, M the matmul parameters incl. the head,
  * S the attended length (T for a training row, the mean cache length when decoding). A GRPO step is a

@@ -228,7 +228,7 @@ const row = (p: LlmPlan.Plan, backend: string, ours: Measured | string, torch: M
     typeof m === "string" || m.peakTensorBytes === undefined ? "–" : `${LlmPlan.gib(m.peakTensorBytes)}${m.wasmHeapBytes === undefined ? "" : ` (wasm heap ${LlmPlan.gib(m.wasmHeapBytes)})`}`
   const both = typeof ours !== "string" && torch !== undefined && typeof torch !== "string"
   const notes = [typeof ours === "string" ? `ours: ${ours}` : "", torch !== undefined && typeof torch === "string" ? `PyTorch: ${torch}` : ""].filter((s) => s !== "").join("; ")
-  return `| ${p.shape} | ${p.mode} | ${backend} | ${(p.parameters / 1e6).toFixed(1)}M / ${(p.trainable / 1e6).toFixed(2)}M | ${cells(ours, "train")} | ${torch === undefined ? "" : cells(torch, "train")} | ${both ? ratio(ours.train.wall, torch.train.wall) : ""} | ${cells(ours, "generate")} | ${torch === undefined ? "" : cells(torch, "generate")} | ${both ? ratio(ours.generate.wall, torch.generate.wall) : ""} | ${rss(ours)} | ${rss(torch)} | ${tensors(ours)} | ${notes} |`
+  return `| ${p.shape} | ${p.mode} | ${backend} | ${(p.parameters / 1e6).toFixed(1)}M / ${(p.trainable / 1e6).toFixed(2)}M | ${cells(ours, "train")} | ${torch === undefined ? "" : cells(torch, "train")} | ${both ? ratio(ours.train.wall, torch.train.wall) : ""} | ${cells(ours, "generate")} | ${torch === undefined ? "" : cells(torch, "generate")} | ${both ? ratio(ours.generate.wall, torch.generate.wall) : ""} | ${rss(ours)} (est. ${LlmPlan.gib(p.totalBytes)}) | ${rss(torch)} | ${tensors(ours)} | ${notes} |`
 }
 
 /** MemAvailable of /proc/meminfo, bytes (free memory where /proc is absent). */
