@@ -40,12 +40,20 @@ export const fromEnv = (config: Config, env: Record<string, string | undefined> 
 
 const TRANSIENT = new Set(["TimeoutError", "NoRespondersError", "RequestError", "ConnectionError", "DrainingConnectionError"])
 
-/** True for failures a reconnect can cure: timeouts, no responders (JetStream not up yet), lost connection. */
+/**
+ * True for failures a reconnect can cure: timeouts, no responders (JetStream not up yet), lost connection,
+ * and a pull the server ended because it is going down (409 `server shutdown`: a stopping nats-server
+ * answers every pending pull so; the pull is made again once the client has reconnected) or moving a
+ * stream (409 `leadership change`), and a pull given up on for `heartbeats missed` (the client's idle
+ * heartbeat monitor ends a pending pull once two heartbeats fail to come, as they do while the server is
+ * down). Other 409s (consumer or stream deleted) are not transient.
+ */
 export const isTransient = (cause: unknown): boolean => {
   if (!(cause instanceof Error)) return false
   if (TRANSIENT.has(cause.name) || TRANSIENT.has(cause.constructor.name)) return true
   // JetStream answers 503 while it recovers its store after a server restart.
   const code = (cause as { code?: unknown }).code
+  if (/server shutdown|leadership change|heartbeats missed/i.test(cause.message)) return true
   return code === 503 || code === "503" || /timeout|no responders|disconnect|503/i.test(cause.message)
 }
 

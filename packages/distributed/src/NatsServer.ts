@@ -2,9 +2,13 @@
  * A local nats-server with JetStream as a scoped resource: for `r1flow run --workers N` on one machine and
  * for tests. Spawned on 127.0.0.1 only (a local run has no business listening on other interfaces), with
  * its JetStream store in a directory the caller owns, so a restart on the same directory keeps the queues.
+ *
+ * The server writes its pid to `<storeDir>/nats-server.pid`. A process killed with SIGKILL cannot stop the
+ * server it started, and two servers on one store would each take it for their own; so `start` first
+ * stops a server still running on that store (the pid file's process, if it is a nats-server of that store).
  */
 import { spawn, type ChildProcess } from "node:child_process"
-import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs"
+import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { createConnection, createServer } from "node:net"
 import { delimiter, join } from "node:path"
 import { Effect, Schema, type Scope } from "effect"
@@ -82,12 +86,57 @@ const greets = (port: number): Promise<boolean> =>
     socket.once("error", () => done(false))
   })
 
+/** The pid file a server started here writes in its store. */
+export const pidFile = (storeDir: string) => join(storeDir, "nats-server.pid")
+
+/** A file's text, "" when it cannot be read (a /proc entry vanishes with its process). */
+const readOr = (path: string) => {
+  try {
+    return readFileSync(path, "utf8")
+  } catch {
+    return ""
+  }
+}
+
+/** True while `pid` runs; a zombie (exited, not yet reaped: a container's init may never reap it) is not. */
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  return !/ Z /.test(readOr(join("/proc", String(pid), "stat")).replace(/^.*\)/, ")"))
+}
+
+/** The pid of a nats-server still serving `storeDir` (its pid file's process, if /proc shows it is one), if any. */
+const staleServer = (storeDir: string): number | undefined => {
+  const file = pidFile(storeDir)
+  const pid = Number(readOr(file).trim())
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !alive(pid)) return undefined
+  // Only on proof that it is ours: a pid is reused, and without /proc (not Linux) there is no proof.
+  const argv = readOr(join("/proc", String(pid), "cmdline")).split("\0")
+  return argv.some((a) => a.endsWith("nats-server")) && argv.includes(storeDir) ? pid : undefined
+}
+
+/** Stops (SIGTERM, SIGKILL after 5 s) a server a killed owner left running on `storeDir`. */
+const stopStale = (storeDir: string) =>
+  Effect.gen(function*() {
+    const pid = staleServer(storeDir)
+    if (pid === undefined) return
+    yield* Effect.logWarning(`nats-server ${pid} still serves ${storeDir} (its owner was killed): stopping it`)
+    yield* Effect.sync(() => process.kill(pid, "SIGTERM"))
+    const deadline = Date.now() + 5000
+    while (alive(pid) && Date.now() < deadline) yield* Effect.sleep(50)
+    if (alive(pid)) yield* Effect.sync(() => process.kill(pid, "SIGKILL"))
+    while (alive(pid) && Date.now() < deadline + 5000) yield* Effect.sleep(50)
+  })
+
 const args = (o: Options, port: number): Array<string> => {
-  const a = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", o.storeDir]
+  mkdirSync(o.storeDir, { recursive: true })
+  const a = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", o.storeDir, "-P", pidFile(o.storeDir)]
   if (o.user !== undefined) a.push("--user", o.user, "--pass", o.password ?? "")
   if (o.maxPayload !== undefined) {
     // max_payload has no command-line flag; a config file holds it and the flags above still apply.
-    mkdirSync(o.storeDir, { recursive: true })
     const conf = join(o.storeDir, "nats-server.conf")
     writeFileSync(conf, `max_payload: ${o.maxPayload}\n`)
     a.push("-c", conf)
@@ -134,6 +183,7 @@ export const start = (o: Options): Effect.Effect<Server, NatsServerError, Scope.
     if (binary === undefined || !isExecutable(binary)) {
       return yield* new NatsServerError({ binary: binary ?? "nats-server", port, reason: "NotFound", message: `nats-server not found on PATH (nor in /usr/sbin): install it (Debian: apt-get install nats-server) or pass its path` })
     }
+    yield* stopStale(o.storeDir)
     let log = ""
     const child = yield* Effect.acquireRelease(spawnServer(binary, o, port), stop)
     child.stderr?.on("data", (d: Buffer) => {

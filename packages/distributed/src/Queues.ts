@@ -37,6 +37,8 @@ export const Task = Schema.Struct({
   seed: Schema.Int,
   /** The trainer's fingerprint (reward plugins, backend); a worker with another refuses the task. */
   fingerprint: Schema.String,
+  /** The trainer session that published it (`Trainer`); a result of another session is dropped. */
+  session: Schema.String,
   messageId: Schema.String,
   frames: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 })

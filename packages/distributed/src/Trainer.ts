@@ -8,10 +8,17 @@
  * `collect` hands results over in publish order by default, whatever worker finished first, so a run's
  * updates do not depend on the worker count or timing (with `maxStaleness: 0`).
  *
+ * A trainer is a session: a fresh id (`session`) stamped on each task it publishes, carried back on each
+ * result, and on each weights manifest. A result of another session is dropped like a duplicate: a
+ * trainer killed and resumed from a checkpoint publishes the same group ids at the same versions again,
+ * and a worker still drawing the killed trainer's task (or one whose result landed after the restart)
+ * must not hand the new trainer a group it did not publish, drawn with weights it did not make. (The
+ * engine also deletes the run's streams when a trainer starts, so nothing older is even queued.)
+ *
  * Staleness is the trainer's version minus the version a result was sampled at. A result staler than
  * `maxStaleness` is dropped and its group republished at the current version, with the same seed.
  */
-import type { NatsConnection } from "@nats-io/transport-node"
+import { nuid, type NatsConnection } from "@nats-io/transport-node"
 import { Batch } from "@r1flow/core"
 import type { RecordBatch } from "apache-arrow"
 import { Effect, Option, Schema, type Scope } from "effect"
@@ -51,7 +58,7 @@ export interface Collected {
 /** What `collect` returns besides the results: what it threw away and why. */
 export interface Collection {
   readonly results: ReadonlyArray<Collected>
-  /** Results dropped as already counted or superseded. */
+  /** Results dropped as already counted, superseded, or of another trainer session. */
   readonly duplicates: number
   /** Groups republished at the current version because their result was too stale. */
   readonly requeued: ReadonlyArray<number>
@@ -72,6 +79,8 @@ export interface CollectOptions {
 /** The trainer's handle on a run. */
 export interface Trainer {
   readonly runId: string
+  /** This trainer's session id, on its tasks, the results of them and its weights manifests. */
+  readonly session: string
   /** The last version given to `publishWeights`. */
   readonly version: () => number | undefined
   /** Stores `tensors` as `version` (changed tensors only) and announces it to the workers. */
@@ -110,6 +119,7 @@ interface State {
   readonly q: Queues.Queues
   readonly store: Weights.Store
   readonly fingerprint: string
+  readonly session: string
   version: number | undefined
   manifest: Weights.Manifest | undefined
   readonly outstanding: Map<number, Outstanding>
@@ -121,7 +131,7 @@ interface State {
 }
 
 const sendTask = (s: State, o: Outstanding) =>
-  Effect.map(s.q.publishTask({ groupId: o.groupId, policyVersion: o.policyVersion, seed: o.seed, fingerprint: s.fingerprint }, o.prompts), ({ seq, task }) => {
+  Effect.map(s.q.publishTask({ groupId: o.groupId, policyVersion: o.policyVersion, seed: o.seed, fingerprint: s.fingerprint, session: s.session }, o.prompts), ({ seq, task }) => {
     o.taskSeq = seq
     o.taskMessageId = task.messageId
   })
@@ -156,10 +166,10 @@ const receive = (s: State, pulled: Queues.Pulled<Queues.Result>, tally: { duplic
       tally.refused++
       yield* Effect.logWarning(`run ${s.q.runId}: result of group ${e.groupId} from worker ${e.workerId} refused: fingerprint ${JSON.stringify(e.fingerprint)} is not the trainer's ${JSON.stringify(s.fingerprint)}`)
       yield* discard(s, pulled)
-      if (o !== undefined && o.policyVersion === e.policyVersion && !s.arrived.has(e.groupId)) yield* requeue(s, o)
+      if (o !== undefined && e.session === s.session && o.policyVersion === e.policyVersion && !s.arrived.has(e.groupId)) yield* requeue(s, o)
       return
     }
-    if (o === undefined || o.policyVersion !== e.policyVersion || s.arrived.has(e.groupId)) {
+    if (e.session !== s.session || o === undefined || o.policyVersion !== e.policyVersion || s.arrived.has(e.groupId)) {
       tally.duplicates++
       return yield* discard(s, pulled)
     }
@@ -250,13 +260,14 @@ export const make = (nc: NatsConnection, options: Options): Effect.Effect<Traine
     const store = yield* Weights.store(nc, options.runId)
     const q = yield* Queues.make(nc, options)
     yield* Connection.retrying(Connection.call(nc, `put ${Worker.fingerprintKey(options.runId)}`, () => store.kv.put(Worker.fingerprintKey(options.runId), options.fingerprint)))
-    const s: State = { q, store, fingerprint: options.fingerprint, version: undefined, manifest: undefined, outstanding: new Map(), arrived: new Map(), exhausted: new Set(), order: 0 }
+    const s: State = { q, store, fingerprint: options.fingerprint, session: nuid.next(), version: undefined, manifest: undefined, outstanding: new Map(), arrived: new Map(), exhausted: new Set(), order: 0 }
     yield* watchExhausted(nc, options.runId, s.exhausted)
     return {
       runId: options.runId,
+      session: s.session,
       version: () => s.version,
       publishWeights: (version, tensors) =>
-        Effect.map(Weights.publish(store, version, tensors, s.manifest), (m) => {
+        Effect.map(Weights.publish(store, version, tensors, s.manifest, s.session), (m) => {
           s.manifest = m
           s.version = version
         }),

@@ -7,6 +7,11 @@
  * the object of the version that last wrote them; a worker holding an older version fetches only the
  * tensors whose sha256 differs from what it has. Weights are named Float32Arrays so this layer does not
  * depend on tfjs; the engine maps them to and from its variables.
+ *
+ * A manifest names the trainer session that wrote it (`Trainer`: a fresh id per trainer process). A resumed
+ * trainer publishes its versions again under the same numbers; a worker that holds a version of another
+ * session fetches it again (only the tensors whose sha256 differ), so a task is never drawn with the
+ * weights a killed trainer had under that number.
  */
 import { createHash } from "node:crypto"
 import { Kvm, type KV } from "@nats-io/kv"
@@ -30,7 +35,7 @@ export class WeightsError extends Schema.TaggedError<WeightsError>()("WeightsErr
 export const Entry = Schema.Struct({ name: Schema.String, length: Schema.Int, sha256: Schema.String, object: Schema.String })
 
 /** A version's manifest. */
-export const Manifest = Schema.Struct({ runId: Schema.String, version: Schema.Int, tensors: Schema.Array(Entry) })
+export const Manifest = Schema.Struct({ runId: Schema.String, session: Schema.String, version: Schema.Int, tensors: Schema.Array(Entry) })
 /** A version's manifest. */
 export type Manifest = typeof Manifest.Type
 
@@ -70,10 +75,10 @@ export const store = (nc: NatsConnection, runId: string): Effect.Effect<Store, C
   })
 
 /**
- * Stores `tensors` as `version` (only those changed since `previous`, by sha256) and makes it current.
- * Returns the manifest, to pass as `previous` next time.
+ * Stores `tensors` as `version` of trainer session `session` (only those changed since `previous`, by
+ * sha256) and makes it current. Returns the manifest, to pass as `previous` next time.
  */
-export const publish = (s: Store, version: number, tensors: Tensors, previous?: Manifest): Effect.Effect<Manifest, Connection.ConnectionError> =>
+export const publish = (s: Store, version: number, tensors: Tensors, previous: Manifest | undefined, session: string): Effect.Effect<Manifest, Connection.ConnectionError> =>
   Effect.gen(function*() {
     const before = new Map((previous?.tensors ?? []).map((e) => [e.name, e]))
     const entries = yield* Effect.forEach([...tensors], ([name, data]) => {
@@ -84,7 +89,7 @@ export const publish = (s: Store, version: number, tensors: Tensors, previous?: 
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
       return Effect.as(Connection.retrying(Connection.call(s.nc, `put ${object}`, () => s.objects.putBlob({ name: object }, bytes))), { name, length: data.length, sha256: hash, object })
     }, { concurrency: 4 })
-    const manifest: Manifest = { runId: s.runId, version, tensors: entries }
+    const manifest: Manifest = { runId: s.runId, session, version, tensors: entries }
     yield* Connection.retrying(Connection.call(s.nc, `put ${manifestName(s.runId, version)}`, () =>
       s.objects.putBlob({ name: manifestName(s.runId, version) }, new TextEncoder().encode(JSON.stringify(manifest)))))
     // The KV write comes last: a worker that sees the version can always read all of it.

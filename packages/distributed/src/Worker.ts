@@ -84,13 +84,17 @@ const keepAlive = <A, E, R>(msg: JsMsg, ackWaitMs: number, self: Effect.Effect<A
     return yield* Effect.ensuring(self, Fiber.interrupt(beat))
   })
 
-/** Loads `version` through `load` unless it is the one held; one load at a time (the KV watch prefetches too). */
+/**
+ * Loads `version` through `load` unless it is the one held, of trainer session `session` when given (a
+ * resumed trainer republishes a version number under its own session); one load at a time (the KV watch
+ * prefetches too, without a session).
+ */
 const weightsCache = <E2, R2>(store: Weights.Store, load: Options<unknown, unknown, E2, R2>["load"]) =>
   Effect.map(Semaphore.make(1), (lock) => {
     let held: Weights.Held | undefined
-    return (version: number) =>
+    return (version: number, session?: string) =>
       Semaphore.withPermit(lock, Effect.gen(function*() {
-        if (held?.manifest.version === version) return
+        if (held?.manifest.version === version && (session === undefined || held.manifest.session === session)) return
         const got = yield* Weights.fetch(store, version, held)
         yield* load(version, got.tensors, got.changed)
         held = got
@@ -101,7 +105,7 @@ const weightsCache = <E2, R2>(store: Weights.Store, load: Options<unknown, unkno
 export type WorkerError<E1, E2> = E1 | E2 | HandshakeError | Connection.ConnectionError | Weights.WeightsError | Stage.StageError
 
 /** Draws one pulled group and publishes its result; the task is acked only after the result is stored. */
-const processOne = <E1, R1, E2, R2>(q: Queues.Queues, o: Options<E1, R1, E2, R2>, ensure: (v: number) => Effect.Effect<void, E2 | Connection.ConnectionError | Weights.WeightsError, R2>, pulled: Queues.Pulled<Queues.Task>) =>
+const processOne = <E1, R1, E2, R2>(q: Queues.Queues, o: Options<E1, R1, E2, R2>, ensure: (v: number, session?: string) => Effect.Effect<void, E2 | Connection.ConnectionError | Weights.WeightsError, R2>, pulled: Queues.Pulled<Queues.Task>) =>
   Effect.gen(function*() {
     const { envelope: task, msg } = pulled
     if (task.fingerprint !== o.fingerprint) {
@@ -114,11 +118,11 @@ const processOne = <E1, R1, E2, R2>(q: Queues.Queues, o: Options<E1, R1, E2, R2>
     if (Option.isNone(prompts)) return
     const t0 = performance.now()
     const scored = yield* keepAlive(msg, q.ackWaitMs, Effect.gen(function*() {
-      yield* ensure(task.policyVersion)
+      yield* ensure(task.policyVersion, task.session)
       const out = yield* o.draw(prompts.value, { policyVersion: task.policyVersion, seed: task.seed, groupId: task.groupId })
       return yield* Stage.check(`worker ${o.workerId} draw`, Batch.Scored, out)
     }))
-    const meta = { groupId: task.groupId, policyVersion: task.policyVersion, seed: task.seed, fingerprint: o.fingerprint, workerId: o.workerId, drawMs: performance.now() - t0 }
+    const meta = { groupId: task.groupId, policyVersion: task.policyVersion, seed: task.seed, fingerprint: o.fingerprint, session: task.session, workerId: o.workerId, drawMs: performance.now() - t0 }
     yield* keepAlive(msg, q.ackWaitMs, q.publishResult(meta, scored).pipe(Effect.catchTag("WireError", (e) => Effect.die(e))))
     yield* q.ack(msg)
     o.onGroup?.(task)

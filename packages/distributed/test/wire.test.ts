@@ -67,7 +67,7 @@ describeNats("over nats-server", () => {
       expect(Connection.maxPayload(nc)).toBe(4096)
       const q = yield* Queues.make(nc, { runId: "wire" })
       const batch = prompts(5, 32, 128) // ≈ 20 KB of IPC: several frames
-      const { task } = yield* q.publishTask({ groupId: 5, policyVersion: 0, seed: 1, fingerprint: "f" }, batch)
+      const { task } = yield* q.publishTask({ groupId: 5, policyVersion: 0, seed: 1, fingerprint: "f", session: "s" }, batch)
       expect(task.frames).toBeGreaterThan(4)
       const back = yield* q.batch(task, Batch.Prompts)
       expect(bytes(Wire.toIpc(back))).toBe(bytes(Wire.toIpc(batch)))

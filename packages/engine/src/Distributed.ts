@@ -16,6 +16,19 @@
  * `maxStaleness ≥ 1` it publishes the next step's groups before it updates, so the workers sample them
  * while it trains; those samples are then one version stale, and the update corrects for it with
  * truncated importance sampling against the sampler's log-probs (`update.loss.tisCap`, required then).
+ * Each drawn row records `policy_version` (stamped where it was drawn) and `staleness` (added by the trainer
+ * when it takes the group), so the rollouts parquet says what every sample came from.
+ *
+ * A trainer killed and resumed from its checkpoint at step c re-runs steps c+1… with the same group ids
+ * (data cursor positions) and versions (global steps), so what the killed trainer left on NATS looks like
+ * the new one's: its step's tasks and results, results landing late from workers still drawing for it,
+ * weights manifests under the same version numbers. None of it is taken as new: `connectTrainer` deletes
+ * the run's streams and its fingerprint before the new trainer makes them again (a result the checkpoint
+ * does not hold is drawn again, bitwise the same at `maxStaleness: 0`, so nothing is lost), and the new
+ * trainer is a new session (`Trainer`): a result of another session is dropped, and a worker holding
+ * another session's weights under a version fetches them again. Local workers leave when the trainer that
+ * started them is gone (`RolloutWorkerMain`); a nats-server it left running on `<run>/nats` is stopped by
+ * the next `NatsServer.start` on that store.
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { closeSync, mkdirSync, openSync } from "node:fs"
@@ -26,7 +39,7 @@ import { jetstreamManager } from "@nats-io/jetstream"
 import { Connection, NatsServer, Queues, Trainer, Weights, Worker } from "@r1flow/distributed"
 import { DynamicSampling } from "@r1flow/grpo"
 import { Lora, Transformer } from "@r1flow/model"
-import { makeData, RecordBatch, Struct } from "apache-arrow"
+import { Field, Int32, makeData, RecordBatch, Schema as ArrowSchema, Struct } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
 import { StageRunError, type RunContext } from "./Context.js"
 import * as Sampling from "./Sampling.js"
@@ -75,18 +88,32 @@ export interface Group {
 
 const stageError = (stage: string) => (e: { readonly message: string }) => new Stage.StageError({ stage, message: e.message, cause: e })
 
+/** Column of a drawn group: the policy version (global step before the update) its rows were sampled at. */
+export const policyVersionColumn = "policy_version"
+/** Column the trainer adds when it takes a group: its version then minus `policy_version`. */
+export const stalenessColumn = "staleness"
+
+/** `batch` with an Int32 column `name` of `value` on every row added (stages add columns, never rewrite them). */
+const withConstant = (stage: string, batch: RecordBatch<Batch.ScoredType>, name: string, value: number) =>
+  Effect.map(
+    Stage.addColumns(stage, batch, new ArrowSchema([new Field(name, new Int32(), false)]), { [name]: Columns.makeInt32(new Int32Array(batch.numRows).fill(value)) }),
+    (b) => b as unknown as RecordBatch<Batch.ScoredType>
+  )
+
 /**
  * One group's draw pipeline over the context's current policy, its rollout drawing from the stream of
- * `seed`. Built per group (a pipeline is a list of made stages: cheap), checked as the step checks its own.
+ * `seed`, its rows stamped with `version` (`policy_version`; default the context's global step, which is the
+ * trainer's version; a worker passes its task's). Built per group (a pipeline is a list of
+ * made stages: cheap), checked as the step checks its own.
  */
-export const drawGroup = (ctx: RunContext, parts: DrawParts) => (prompts: RecordBatch<Batch.PromptsType>, seed: number): Effect.Effect<RecordBatch<Batch.ScoredType>, Stage.StageError> =>
+export const drawGroup = (ctx: RunContext, parts: DrawParts) => (prompts: RecordBatch<Batch.PromptsType>, seed: number, version: number = ctx.progress.step): Effect.Effect<RecordBatch<Batch.ScoredType>, Stage.StageError> =>
   Effect.gen(function*() {
     const rollout = yield* Sampling.rolloutStage(ctx, parts.sampling, { groupSize: parts.groupSize, stream: "rollout" }).pipe(Effect.provideService(Rng.Rng, Rng.makeService(seed)))
     const pipeline = yield* Pipeline.make([rollout, ...parts.afterRollout, parts.rewards, ...parts.afterRewards], {
       source: Batch.Prompts,
       sink: { name: "grpo/dynamic-sampling", input: Batch.Scored }
     }).pipe(Effect.mapError(stageError("grpo/draw")))
-    return yield* Pipeline.runBatch(pipeline, prompts)
+    return yield* withConstant("grpo/draw", yield* Pipeline.runBatch(pipeline, prompts), policyVersionColumn, version)
   })
 
 /** `batch` with its `group_id` column set to `id` (a group drawn ahead under another attempt's numbering). */
@@ -122,10 +149,10 @@ export const staleness = (): Staleness => {
   }
 }
 
-/** The in-process draw: group by group, each from its own seed. */
+/** The in-process draw: group by group, each from its own seed, at the trainer's own version, staleness 0. */
 export const localDraw = (groupsOf: GroupsOf, seedOf: (index: number) => number, draw: ReturnType<typeof drawGroup>, tally: Staleness) =>
   (prompts: RecordBatch<Batch.PromptsType>) =>
-    Effect.map(Effect.forEach(groupsOf(prompts), (g) => draw(g.prompts, seedOf(g.index))), (batches) => {
+    Effect.map(Effect.forEach(groupsOf(prompts), (g) => Effect.flatMap(draw(g.prompts, seedOf(g.index)), (b) => withConstant("grpo/distributed", b, stalenessColumn, 0))), (batches) => {
       tally.add(batches.map(() => 0))
       return DynamicSampling.concat(batches)
     })
@@ -178,7 +205,9 @@ export const remoteDraw = (o: RemoteOptions) => {
       for (const g of groups) published.delete(g.index)
       o.tally.add(got.results.map((r) => r.staleness))
       if (o.config.maxStaleness >= 1) yield* publish(o.next()).pipe(Effect.mapError(toStage))
-      return DynamicSampling.concat(got.results.map((r, i) => withGroupId(r.scored, Columns.int32Values(groups[i].prompts.getChild("group_id")!)[0])))
+      const batches = yield* Effect.forEach(got.results, (r, i) =>
+        withConstant("grpo/distributed", withGroupId(r.scored, Columns.int32Values(groups[i].prompts.getChild("group_id")!)[0]), stalenessColumn, r.staleness))
+      return DynamicSampling.concat(batches)
     })
 }
 
@@ -300,8 +329,9 @@ export const anyAlive = (stage: string, workers: ReadonlyArray<LocalWorker>): Ef
 
 /**
  * The trainer's side on `url`: a connection, the trainer, its model config in KV (for the workers). A
- * trainer starts with nothing outstanding, so what the run's streams still hold (a stopped trainer's
- * groups) is deleted first, with its fingerprint, so no worker draws for the old trainer.
+ * trainer starts with nothing outstanding, so what the run's streams still hold (a stopped or killed
+ * trainer's groups and results, past its checkpoint) is deleted first, with its fingerprint, so no worker
+ * draws for the old trainer and no old result is taken (late ones are dropped by session, `Trainer`).
  */
 export const connectTrainer = (stage: string, url: string, id: string, fp: string, ackWaitMs: number, model: Transformer.Config) =>
   Effect.gen(function*() {

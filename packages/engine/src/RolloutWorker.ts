@@ -137,7 +137,7 @@ export const run = (o: Options): Effect.Effect<never, Failure> =>
       workerId,
       fingerprint: fp,
       ackWaitMs: distributed.ackWaitMs,
-      draw: (prompts, meta) => Effect.andThen(Effect.sync(() => log(`worker ${workerId}: drawing group ${meta.groupId} at version ${meta.policyVersion}`)), draw(prompts, meta.seed)),
+      draw: (prompts, meta) => Effect.andThen(Effect.sync(() => log(`worker ${workerId}: drawing group ${meta.groupId} at version ${meta.policyVersion}`)), draw(prompts, meta.seed, meta.policyVersion)),
       load: (version, tensors) =>
         Effect.sync(() => {
           const next = Transformer.fromArrays(model, tensors, false)
