@@ -14,7 +14,7 @@ beforeAll(async () => {
 const recipeOf = (name: string) => JSON.parse(readFileSync(Run.resolveRecipe(name), "utf8")) as { stages: Array<{ stage: string; name?: string }> }
 
 describe("built-in recipes, test-sized", () => {
-  for (const name of ["r1-zero", "r1", "distill"]) {
+  for (const name of ["r1-zero", "r1", "distill", "countdown"]) {
     it(`${name}: the stages chain and the run directory is complete`, async () => {
       const runs = tempDir(`recipe-${name}`)
       const recipe = recipeOf(name)
