@@ -4,7 +4,8 @@
  *
  * Step time. A run appends one `perf.jsonl` line per step when the step ends; the bench notes the wall
  * time t_k at which line k appeared. Step k (k ≥ 2) took t_k − t_{k−1}; step 1 is left out (it holds the
- * start-up: model build, worker launch, first weights publish, wasm warm-up).
+ * start-up: model build, worker launch, first weights publish, wasm warm-up), and so is every step that
+ * began before the last worker was up (many workers on few cores take longer to start than a step).
  *
  * Update time. `perf/throughput` is (Σ prompt_length + Σ completion_length) · μ / seconds of the update
  * (docs/metrics.md), so the update took U = tokens · μ / throughput, tokens read from the step's rollouts.
@@ -32,6 +33,17 @@ export const stepSeconds = (endedAtMs: ReadonlyArray<number>): Array<number> => 
     out.push(dt / 1000)
   }
   return out
+}
+
+/**
+ * The step seconds of the steps that began at or after `fromMs` (every worker up), with a flag saying
+ * whether any did; when none did, all of `stepSeconds` (the figures then include the start-up).
+ */
+export const steadySeconds = (endedAtMs: ReadonlyArray<number>, fromMs: number): { readonly seconds: Array<number>; readonly steady: boolean } => {
+  const all = stepSeconds(endedAtMs)
+  // Step k + 2 began when step k + 1 ended, at endedAtMs[k].
+  const steady = all.filter((_, k) => endedAtMs[k] >= fromMs)
+  return steady.length > 0 ? { seconds: steady, steady: true } : { seconds: all, steady: false }
 }
 
 /** Seconds of an update from its `perf/throughput` (tokens · μ / s), its batch's tokens and μ. */

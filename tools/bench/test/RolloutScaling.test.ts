@@ -8,6 +8,14 @@ describe("RolloutScaling", () => {
     expect(() => RolloutScaling.stepSeconds([5000, 4000])).toThrow(/step 2 ended at 4000 ms, before step 1/)
   })
 
+  it("steadySeconds keeps the steps that began once every worker was up, else all of them, flagged", () => {
+    // Steps 2, 3, 4 began as steps 1, 2, 3 ended, at 5000, 6500, 7250 ms; every worker up at 7000 ms: step 4 only.
+    expect(RolloutScaling.steadySeconds([5000, 6500, 7250, 9250], 7000)).toEqual({ seconds: [2], steady: true })
+    expect(RolloutScaling.steadySeconds([5000, 6500, 7250, 9250], 6500)).toEqual({ seconds: [0.75, 2], steady: true })
+    expect(RolloutScaling.steadySeconds([5000, 6500, 7250, 9250], 5000)).toEqual({ seconds: [1.5, 0.75, 2], steady: true })
+    expect(RolloutScaling.steadySeconds([5000, 6500, 7250, 9250], 9999)).toEqual({ seconds: [1.5, 0.75, 2], steady: false })
+  })
+
   it("updateSeconds inverts perf/throughput = tokens · μ / s", () => {
     // 1,200 tokens, 2 passes, at 4,800 tokens/s: 0.5 s.
     expect(RolloutScaling.updateSeconds(4800, 1200, 2)).toBeCloseTo(0.5, 12)
