@@ -40,8 +40,11 @@
  *
  * Caveat: the machine has 2 cores. Workers, the trainer and nats-server share them, so in part 1 every
  * worker's sampling takes CPU from the trainer's update: overlap can only show as far as one process leaves
- * a core idle (the update and the decode are not perfectly parallel). Other jobs on a shared machine make
- * every figure noisy; the bench prints the load average at start.
+ * a core idle (the update and the decode are not perfectly parallel), and at maxStaleness 1 the update's own
+ * time grows while a worker samples beside it. In part 2 every worker fetches and loads each version's
+ * weights and samples its groups on the same 2 cores, so past a few workers those per-worker costs add up
+ * here (a `--quick` run on the busy machine had 16 workers slower than 4), where on separate machines they
+ * would not. Other jobs on a shared machine make every figure noisy; the bench prints the load average at start.
  */
 import { spawn, spawnSync } from "node:child_process"
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
