@@ -63,9 +63,13 @@ const chunkLogits = (h: tf.Tensor2D, w: Weight, v0: number, len: number): tf.Ten
     : tf.matMul(h, tf.slice(w.weight, [0, v0], [-1, len]) as tf.Tensor2D)
 
 /** [v = y] of targets `[n]` for vocab entries v0…v0+len−1: `[n, len]` (a target outside the chunk is all zeros). */
-const chunkOneHot = (targets: tf.Tensor1D, v0: number, len: number): tf.Tensor2D =>
-  // a comparison rather than tf.oneHot, which refuses a chunk of depth 1
-  tf.cast(tf.equal(tf.expandDims(tf.sub(targets, tf.scalar(v0, "int32")), 1), tf.range(0, len, 1, "int32")), "float32") as tf.Tensor2D
+const chunkOneHot = (targets: tf.Tensor1D, v0: number, len: number): tf.Tensor2D => {
+  const local = tf.sub(targets, tf.scalar(v0, "int32"))
+  // tf.oneHot refuses depth 1, so that chunk compares; a broadcast comparison of a wide chunk is no option:
+  // tfjs's cpu Equal is JavaScript and took 0.4 s per [508, 8192] chunk (63 % of a training step).
+  // oneHot is made as int32 and cast, as the wasm kernel ignores a float dtype.
+  return (len === 1 ? tf.cast(tf.equal(tf.expandDims(local, 1), tf.scalar(0, "int32")), "float32") : tf.cast(tf.oneHot(local, len), "float32")) as tf.Tensor2D
+}
 
 /** Forward of one row chunk: logZ, z_y and H, each `[n]`, by the online log-sum-exp over vocab chunks. */
 const forwardRows = (h: tf.Tensor2D, targets: tf.Tensor1D, w: Weight, tau: number, V: number, vc: number): { logZ: tf.Tensor1D; zy: tf.Tensor1D; H: tf.Tensor1D } => {
