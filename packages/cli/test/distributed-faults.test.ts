@@ -12,27 +12,14 @@
  * - every row of the rollouts parquet records the policy version it was sampled at and its staleness.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process"
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { delimiter, join } from "node:path"
+import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
-import { arithmetic, bin, effectUrl, engine, engineRoot, expectSameEnd, finalEval, finalState, node, runDir, tempRun, tinyRecipe } from "./support/launch.js"
+import { arithmetic, bin, engine, engineRoot, expectSameEnd, finalEval, finalState, node, runDir, tempRun, tinyRecipe } from "./support/launch.js"
+import { background, dirOf, freePort, natsServer, read, skipNotice, slowChars, waitFor } from "./support/nats.js"
 
-const natsServer = [...(process.env["PATH"] ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin"].filter((d) => d !== "").map((d) => join(d, "nats-server")).find((p) => {
-  try {
-    accessSync(p, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-})
-if (natsServer === undefined) console.warn("distributed-faults.test: nats-server not found (PATH, /usr/sbin); skipping (Debian: apt-get install nats-server)")
-
-/** A reward with variance (completion length), so every update moves the weights, and `config.ms` slow per call. */
-const slowChars = `import { Schema } from ${JSON.stringify(effectUrl)}
-export default { kind: "reward", name: "chars", version: "1.0.0", description: "completion length, slowly", config: Schema.Struct({ ms: Schema.Number }),
-  make: (c) => ({ score: (input) => { const t = Date.now(); while (Date.now() - t < c.ms) {} return Float32Array.from(input.completions, (x) => x.length) } }) }`
+if (natsServer === undefined) skipNotice("distributed-faults.test")
 
 /** 2 pretrain steps, 3 GRPO steps of 3 groups of 2, a checkpoint after every step (so 4 is GRPO's 2nd). */
 const recipe = (distributed: Record<string, unknown>, ms: number) => tinyRecipe({
@@ -70,32 +57,6 @@ const reference = () => {
   return runDir(r)
 }
 
-/** `r1flow <args>` in the background; `done` resolves with its status and output once it exits. */
-const background = (args: Array<string>, env: Record<string, string> = {}) => {
-  let out = ""
-  const child: ChildProcess = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } })
-  child.stdout?.on("data", (d: Buffer) => (out += d.toString("utf8")))
-  child.stderr?.on("data", (d: Buffer) => (out += d.toString("utf8")))
-  const done = new Promise<{ status: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => child.once("exit", (status, signal) => resolve({ status, signal, out })))
-  return { child, output: () => out, done }
-}
-
-const dirOf = (out: string) => {
-  const m = /run directory: (\S+)/.exec(out)
-  if (m === null) throw new Error(`no run directory in output:\n${out}`)
-  return m[1]
-}
-
-const waitFor = async (what: string, ok: () => boolean, ms = 120_000) => {
-  const deadline = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "")
-
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0)
@@ -104,15 +65,6 @@ const alive = (pid: number) => {
     return false
   }
 }
-
-const freePort = () => new Promise<number>((resolve) => {
-  const srv = createServer()
-  srv.listen(0, "127.0.0.1", () => {
-    const a = srv.address()
-    const port = typeof a === "object" && a !== null ? a.port : 0
-    srv.close(() => resolve(port))
-  })
-})
 
 /** nats-server with JetStream on 127.0.0.1:`port`, store in `store`; resolves once it accepts connections. */
 const startServer = async (port: number, store: string) => {

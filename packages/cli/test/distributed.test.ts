@@ -6,31 +6,15 @@
  * wait: none lost, none counted twice, or the metrics would differ); a worker whose reward config differs
  * from the trainer's is refused with a message naming the key, and the run goes on without it.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process"
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
+import { spawn, spawnSync } from "node:child_process"
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { delimiter, join } from "node:path"
+import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { arithmetic, bin, effectUrl, engine, finalEval, finalState, runDir, tempRun, tinyRecipe } from "./support/launch.js"
+import { arithmetic, bin, engine, finalEval, finalState, runDir, tempRun, tinyRecipe } from "./support/launch.js"
+import { background, dirOf, freePort, natsServer, read, skipNotice, slowChars, waitFor } from "./support/nats.js"
 
-const natsServer = [...(process.env["PATH"] ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin"].filter((d) => d !== "").map((d) => join(d, "nats-server")).find((p) => {
-  try {
-    accessSync(p, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
-})
-if (natsServer === undefined) console.warn("distributed.test: nats-server not found (PATH, /usr/sbin); skipping (Debian: apt-get install nats-server)")
-
-/**
- * A reward with variance (completion length), so every step's update moves the weights, and slow enough
- * (`config.ms` of busy wait per call) that a worker killed after a group is most likely inside the next one.
- */
-const slowChars = `import { Schema } from ${JSON.stringify(effectUrl)}
-export default { kind: "reward", name: "chars", version: "1.0.0", description: "completion length, slowly", config: Schema.Struct({ ms: Schema.Number }),
-  make: (c) => ({ score: (input) => { const t = Date.now(); while (Date.now() - t < c.ms) {} return Float32Array.from(input.completions, (x) => x.length) } }) }`
+if (natsServer === undefined) skipNotice("distributed.test")
 
 const grpo = (distributed: Record<string, unknown>) => ({
   stage: "grpo",
@@ -65,41 +49,6 @@ const reference = () => {
   expect(r.status, r.stderr).toBe(0)
   return finalState(runDir(r))
 }
-
-/** `r1flow <args>` in the background; resolves with its output once it exits. */
-const background = (args: Array<string>) => {
-  let out = ""
-  const child: ChildProcess = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-  child.stdout?.on("data", (d: Buffer) => (out += d.toString("utf8")))
-  child.stderr?.on("data", (d: Buffer) => (out += d.toString("utf8")))
-  const done = new Promise<{ status: number | null; out: string }>((resolve) => child.once("exit", (status) => resolve({ status, out })))
-  return { child, output: () => out, done }
-}
-
-const dirOf = (out: string) => {
-  const m = /run directory: (\S+)/.exec(out)
-  if (m === null) throw new Error(`no run directory in output:\n${out}`)
-  return m[1]
-}
-
-const waitFor = async (what: string, ok: () => boolean, ms = 120_000) => {
-  const deadline = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "")
-
-const freePort = () => new Promise<number>((resolve) => {
-  const srv = createServer()
-  srv.listen(0, "127.0.0.1", () => {
-    const a = srv.address()
-    const port = typeof a === "object" && a !== null ? a.port : 0
-    srv.close(() => resolve(port))
-  })
-})
 
 describe.skipIf(natsServer === undefined)("distributed rollout (nats-server)", () => {
   it("run --workers 2 (maxStaleness 0) equals the single-process per-group run; a SIGKILLed worker loses and duplicates nothing", async () => {
