@@ -173,7 +173,7 @@ export interface RemoteOptions {
 
 /** The weights workers sample from, HF names: under LoRA the adapters merged in (a worker runs a plain model). */
 const weightsOf = (policy: Transformer.Model): Map<string, Float32Array> =>
-  policy.lora === undefined ? Transformer.toArrays(policy) : new Map(policy.weights.map((w) => [w.name, Lora.mergedArray(policy, w)]))
+  new Map(policy.weights.map((w) => [w.name, Lora.mergedArray(policy, w)]))
 
 /**
  * The draw over NATS: publish the weights of the current version (the global step) when not yet published,

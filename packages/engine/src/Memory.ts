@@ -39,20 +39,10 @@ import type * as Recipe from "./Recipe.js"
 // The estimate.
 
 /** P: the weights of a model of `config`, counted from their shapes (no tensor is made). */
-export const parameters = (config: Transformer.Config): number =>
-  Transformer.weightShapes(config).reduce((n, w) => n + w.shape.reduce((a, b) => a * b, 1), 0)
+export const parameters = Transformer.parametersOf
 
 /** The LoRA adapters' parameters of a model of `config`: r·(in + out) per adapted Linear, every block. */
-export const adapterParameters = (config: Transformer.Config, lora: Lora.Config): number => {
-  const shapes = new Map(Transformer.weightShapes(config).map((w) => [w.name, w.shape]))
-  let perBlock = 0
-  for (const target of lora.targets) {
-    const shape = shapes.get(`model.layers.0.${Lora.moduleOf[target]}.weight`) // [out, in]
-    if (shape === undefined) throw new RangeError(`Memory.adapterParameters: the model has no ${Lora.moduleOf[target]} for LoRA target ${target}`)
-    perBlock += lora.rank * (shape[0] + shape[1])
-  }
-  return perBlock * config.nLayers
-}
+export const adapterParameters = (config: Transformer.Config, lora: Lora.Config): number => Lora.parametersOf(config, lora)
 
 /** β of a `grpo` stage entry's config as the recipe gives it (decoded already, so well-formed); the default is 0. */
 const betaOf = (config: unknown): number => {

@@ -6,7 +6,8 @@
  * `rejection-sampling`, `eval`; or any package name or path whose default export is a stage plugin) and
  * that plugin's own config, decoded by the plugin's schema with errors prefixed `stages[i].config`.
  */
-import { Effect, Schema } from "effect"
+import { Lora } from "@r1flow/model"
+import { Schema } from "effect"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 
@@ -95,17 +96,11 @@ export const shapeKeys = {
 } as const
 
 /**
- * `model.lora`: rank r, α (the update is scaled by α/r) and the Linear layers adapted in every block, all
- * seven (q, k, v, o, gate, up, down) unless `targets` names fewer. The adapters are drawn from the run's
- * seed (stream "model/lora").
+ * `model.lora`: `Lora.Config`, i.e. rank r, α (the update is scaled by α/r) and the Linear layers adapted in
+ * every block, all seven unless `targets` names fewer. The adapters are drawn from the run's seed (stream
+ * "model/lora").
  */
-export const LoraSection = Schema.Struct({
-  rank: PositiveInt,
-  alpha: Schema.Finite.check(Schema.isGreaterThan(0)),
-  targets: Schema.Array(Schema.Literals(["q", "k", "v", "o", "gate", "up", "down"])).check(Schema.isMinLength(1), Schema.isUnique()).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(["q", "k", "v", "o", "gate", "up", "down"] as const))
-  )
-})
+export const LoraSection = Lora.Config
 
 /**
  * The recipe's `model` section: a fresh model's shape (`Model`), or `from`, a Hugging Face model directory

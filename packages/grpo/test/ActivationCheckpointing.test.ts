@@ -1,12 +1,11 @@
 import { Backend } from "@r1flow/backend"
-import { Columns, Rng } from "@r1flow/core"
+import { Rng } from "@r1flow/core"
 import { LogProbs, Transformer } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
-import { makeData, RecordBatch, Struct } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Metrics, Sft, Update, UpdateBatch } from "../src/index.js"
-import { advantages, advantagesBatch, rows, tinyConfig } from "./model.js"
+import { advantages, advantagesBatch, rows, sftBatch, tinyConfig } from "./model.js"
 
 const run = <A, E>(e: Effect.Effect<A, E, Scope.Scope>) => Effect.runPromise(Effect.scoped(e))
 const updateConfig = (c: Record<string, unknown>) => Schema.decodeUnknownSync(Update.Config)(c)
@@ -102,13 +101,6 @@ describe("activation checkpointing in the GRPO update", () => {
 })
 
 describe("activation checkpointing in SFT", () => {
-  const sftBatch = (prompts: ReadonlyArray<ReadonlyArray<number>>, completions: ReadonlyArray<ReadonlyArray<number>>) =>
-    new RecordBatch(Sft.Input, makeData({
-      type: new Struct(Sft.Input.fields),
-      length: prompts.length,
-      nullCount: 0,
-      children: [Columns.int32ListFromRows(prompts).data[0], Columns.int32ListFromRows(completions).data[0]]
-    }))
 
   it("the same weights after a step with it on, and the blocks rerun", async () => {
     const stepWith = (activationCheckpointing: boolean) => {

@@ -1,22 +1,14 @@
 import { Backend } from "@r1flow/backend"
-import { Columns, Rng } from "@r1flow/core"
+import { Rng } from "@r1flow/core"
 import { LogProbs } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
-import { makeData, RecordBatch, Struct } from "apache-arrow"
 import { Effect, Schema, type Scope } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import { Metrics, Sft } from "../src/index.js"
-import { maxAbsDiff, snapshot, tiny, V } from "./model.js"
+import { maxAbsDiff, sftBatch, snapshot, tiny, V } from "./model.js"
 
 const config = (c: Record<string, unknown>) => Schema.decodeUnknownSync(Sft.Config)(c)
 const run = <A, E>(e: Effect.Effect<A, E, Scope.Scope>) => Effect.runPromise(Effect.scoped(e))
-const sftBatch = (prompts: ReadonlyArray<ReadonlyArray<number>>, completions: ReadonlyArray<ReadonlyArray<number>>) =>
-  new RecordBatch(Sft.Input, makeData({
-    type: new Struct(Sft.Input.fields),
-    length: prompts.length,
-    nullCount: 0,
-    children: [Columns.int32ListFromRows(prompts).data[0], Columns.int32ListFromRows(completions).data[0]]
-  }))
 
 beforeAll(async () => {
   await Backend.init()

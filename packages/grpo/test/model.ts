@@ -2,7 +2,9 @@
 import { Batch, Columns, Rng, Stage } from "@r1flow/core"
 import { LogProbs, Transformer } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
+import { makeData, RecordBatch, Struct } from "apache-arrow"
 import { Effect } from "effect"
+import { Sft } from "../src/index.js"
 
 export const V = 8
 
@@ -67,3 +69,12 @@ export const maxAbsDiff = (a: ReadonlyArray<Float32Array>, b: ReadonlyArray<Floa
   a.forEach((x, i) => x.forEach((v, j) => { d = Math.max(d, Math.abs(v - b[i][j])) }))
   return d
 }
+
+/** An SFT input batch of prompt and completion token rows. */
+export const sftBatch = (prompts: ReadonlyArray<ReadonlyArray<number>>, completions: ReadonlyArray<ReadonlyArray<number>>) =>
+  new RecordBatch(Sft.Input, makeData({
+    type: new Struct(Sft.Input.fields),
+    length: prompts.length,
+    nullCount: 0,
+    children: [Columns.int32ListFromRows(prompts).data[0], Columns.int32ListFromRows(completions).data[0]]
+  }))

@@ -27,20 +27,22 @@ import * as path from "node:path"
 import { CheckpointError, read, writeAtomic, writeFile } from "./Safetensors.js"
 import * as Transformer from "./Transformer.js"
 
-/** The Linear layers LoRA can adapt, by our name. */
-export const Target = Schema.Literals(["q", "k", "v", "o", "gate", "up", "down"])
+/** Every Linear of a block, in block order: "all linear layers". */
+export const ALL_TARGETS = ["q", "k", "v", "o", "gate", "up", "down"] as const satisfies ReadonlyArray<Transformer.Target>
 
-/** LoRA's settings: rank r, α (scale α/r) and the adapted Linear layers of every block. */
+/** The Linear layers LoRA can adapt, by our name. */
+export const Target = Schema.Literals(ALL_TARGETS)
+
+/** LoRA's settings: rank r, α (scale α/r) and the adapted Linear layers of every block (all seven when left out). */
 export const Config = Schema.Struct({
   rank: Schema.Int.check(Schema.isGreaterThan(0)),
   alpha: Schema.Finite.check(Schema.isGreaterThan(0)),
-  targets: Schema.Array(Target).check(Schema.isMinLength(1), Schema.isUnique())
+  targets: Schema.Array(Target).check(Schema.isMinLength(1), Schema.isUnique()).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(ALL_TARGETS))
+  )
 })
 /** LoRA's settings. */
 export type Config = typeof Config.Type
-
-/** Every target, in block order: "all linear layers". */
-export const ALL_TARGETS: ReadonlyArray<Transformer.Target> = ["q", "k", "v", "o", "gate", "up", "down"]
 
 /** The HF module of each target (PEFT's `target_modules` names). */
 export const moduleOf: Record<Transformer.Target, string> = {
@@ -59,6 +61,18 @@ export const WEIGHTS_FILE = "adapter_model.safetensors"
 /** PEFT's tensor name of a block's adapter matrix (as `save_pretrained` writes it, adapter name dropped). */
 export const peftName = (layer: number, target: Transformer.Target, matrix: "A" | "B"): string =>
   `base_model.model.model.layers.${layer}.${moduleOf[target]}.lora_${matrix}.weight`
+
+/** Adapter parameters of `lora` on a model of `config`, without building it: r·(in + out) per adapted Linear, every block. */
+export const parametersOf = (config: Transformer.Config, lora: Pick<Config, "rank" | "targets">): number => {
+  const shapes = new Map(Transformer.weightShapes(config).map((w) => [w.name, w.shape]))
+  let perBlock = 0
+  for (const target of lora.targets) {
+    const shape = shapes.get(baseName(0, target)) // [out, in]
+    if (shape === undefined) throw new RangeError(`Lora.parametersOf: the model has no ${moduleOf[target]} for LoRA target ${target}`)
+    perBlock += lora.rank * (shape[0] + shape[1])
+  }
+  return perBlock * config.nLayers
+}
 
 /** The HF weight name an adapter sits on. */
 const baseName = (layer: number, target: Transformer.Target): string => `model.layers.${layer}.${moduleOf[target]}.weight`
@@ -82,12 +96,6 @@ interface PeftPair {
   readonly b: Float32Array
 }
 
-const transpose = (x: Float32Array, rows: number, cols: number): Float32Array => {
-  const out = new Float32Array(x.length)
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = x[i * cols + j]
-  return out
-}
-
 /** Builds the adapted model from per-Linear adapter values in PEFT layout. */
 const withAdapters = (
   base: Transformer.Model,
@@ -104,8 +112,8 @@ const withAdapters = (
     for (const t of targets) {
       const [inDim, outDim] = layer[t].shape as [number, number]
       const v = values(l, t, [inDim, outDim])
-      const a = tf.tidy(() => tf.variable(tf.tensor2d(transpose(v.a, r, inDim), [inDim, r]), true)) // [in, r]
-      const b = tf.tidy(() => tf.variable(tf.tensor2d(transpose(v.b, outDim, r), [r, outDim]), true)) // [r, out]
+      const a = tf.tidy(() => tf.variable(tf.tensor2d(Transformer.transpose2d(v.a, r, inDim), [inDim, r]), true)) // [in, r]
+      const b = tf.tidy(() => tf.variable(tf.tensor2d(Transformer.transpose2d(v.b, outDim, r), [r, outDim]), true)) // [r, out]
       adapters[t] = { a, b, scale }
       weights.push({ name: peftName(l, t, "A"), variable: a }, { name: peftName(l, t, "B"), variable: b })
     }
@@ -130,6 +138,7 @@ export const disabled = (model: Transformer.Model): Transformer.Model => {
 
 /** Which block and target an HF weight name is, when it is an adapted Linear of `model`. */
 const adapterOf = (model: Transformer.Model, name: string): Transformer.Adapter | undefined => {
+  if (model.lora === undefined) return undefined
   const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.weight$/.exec(name)
   if (m === null) return undefined
   return model.layers[Number(m[1])]?.adapters?.[m[3] as Transformer.Target]
@@ -143,7 +152,7 @@ export const mergedArray = (model: Transformer.Model, w: Transformer.Weight): Fl
   const [inDim, outDim] = merged.shape as [number, number]
   const data = merged.dataSync() as Float32Array
   merged.dispose()
-  return transpose(data, inDim, outDim) // HF [out, in]
+  return Transformer.transpose2d(data, inDim, outDim) // HF [out, in]
 }
 
 /** A plain model (no adapters, its own variables) equal to `model` with its adapters merged in. */
@@ -183,7 +192,7 @@ export const savePeft = Effect.fnUntraced(function*(dir: string, model: Transfor
   if (lora === undefined) return yield* new CheckpointError({ path: dir, message: "the model has no LoRA adapters to save" })
   const sources = lora.weights.map((w) => {
     const [rows, cols] = w.variable.shape as [number, number]
-    return { name: w.name, dtype: "F32" as const, shape: [cols, rows], bytes: () => new Uint8Array(transpose(w.variable.dataSync() as Float32Array, rows, cols).buffer) }
+    return { name: w.name, dtype: "F32" as const, shape: [cols, rows], bytes: () => new Uint8Array(Transformer.transpose2d(w.variable.dataSync() as Float32Array, rows, cols).buffer) }
   })
   yield* writeFile(path.join(dir, WEIGHTS_FILE), sources, { format: "pt", producer: "r1flow" })
   yield* writeAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(peftConfig(lora, options.baseModel), null, 2) + "\n")

@@ -225,8 +225,8 @@ export const weightShapes = (c: Config): Array<{ name: string; shape: Array<numb
 /** Linear weights are the ones held transposed. */
 export const isLinear = (name: string): boolean => name.endsWith("_proj.weight") || name === "lm_head.weight"
 
-/** Row-major `[rows, cols]` → `[cols, rows]`. */
-const transpose2d = (a: Float32Array, rows: number, cols: number): Float32Array => {
+/** Row-major `[rows, cols]` → `[cols, rows]` (HF `[out, in]` ↔ ours `[in, out]`). */
+export const transpose2d = (a: Float32Array, rows: number, cols: number): Float32Array => {
   const out = new Float32Array(a.length)
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j]
   return out
@@ -396,6 +396,10 @@ export const copyWeights = (from: Model, to: Model): void => {
 
 /** Number of parameters. */
 export const parameterCount = (model: Model): number => model.weights.reduce((n, w) => n + w.variable.size, 0)
+
+/** Number of parameters of a model of `config`, without building it. */
+export const parametersOf = (config: Config): number =>
+  weightShapes(config).reduce((n, w) => n + w.shape.reduce((a, b) => a * b, 1), 0)
 
 // ---------------------------------------------------------------------------------------------------
 // Building blocks. All take and return 2-D activations [N, C] (N = B·T) unless stated.

@@ -27,7 +27,7 @@
  * backward still propagates through every layer, but the frozen weights get no weight gradient).
  */
 import { Backend } from "@r1flow/backend"
-import type { Transformer } from "@r1flow/model"
+import { Lora, Transformer } from "@r1flow/model"
 
 /** The shapes of the issue, by name (random weights; maxSeqLen only as long as the bench's rows need). */
 export const SHAPES = {
@@ -87,27 +87,12 @@ const dims = (c: Transformer.Config) => {
   return { hd, qd: c.nHeads * hd, kv: c.nKvHeads * hd }
 }
 
-/** N: the parameters of a model of config `c` (the formula of the module doc). */
-export const parameterCount = (c: Transformer.Config): number => {
-  const { qd, kv } = dims(c)
-  const C = c.dModel
-  const attention = C * qd * 2 + C * kv * 2 + (c.attentionBias === true ? qd + 2 * kv : 0)
-  const perLayer = attention + 3 * C * c.dFf + 2 * C + (c.qkNorm === true ? 2 * dims(c).hd : 0)
-  return c.vocabSize * C * (c.tieEmbeddings ? 1 : 2) + c.nLayers * perLayer + C
-}
+/** Parameters N of a model of `c` (the model's own count from its weight shapes). */
+export const parameterCount = (c: Transformer.Config): number => Transformer.parametersOf(c)
 
-/** [in, out] of each LoRA target of a block. */
-const targetDims = (c: Transformer.Config): Record<Transformer.Target, readonly [number, number]> => {
-  const { qd, kv } = dims(c)
-  const C = c.dModel, F = c.dFf
-  return { q: [C, qd], k: [C, kv], v: [C, kv], o: [qd, C], gate: [C, F], up: [C, F], down: [F, C] }
-}
-
-/** A: the adapter parameters of rank `rank` on `targets` in every block. */
-export const adapterCount = (c: Transformer.Config, rank: number, targets: ReadonlyArray<Transformer.Target>): number => {
-  const d = targetDims(c)
-  return c.nLayers * targets.reduce((n, t) => n + rank * (d[t][0] + d[t][1]), 0)
-}
+/** Adapter parameters A of rank `rank` on `targets` of every block (LoRA's own count). */
+export const adapterCount = (c: Transformer.Config, rank: number, targets: ReadonlyArray<Transformer.Target>): number =>
+  Lora.parametersOf(c, { rank, targets })
 
 /** Matmul parameters M (every Linear plus the output head; no norms, biases or embedding lookup). */
 export const matmulParameters = (c: Transformer.Config): number => {
