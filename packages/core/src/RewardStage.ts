@@ -9,6 +9,15 @@
  * in the order listed, and each sees the columns of the rewards before it in `input.batch` (this is
  * how `length` reads the correctness written by `math-accuracy`).
  *
+ * Routing by task. A reward declared for `tasks` (an entry's `tasks: ["arith"]`) scores only the rows
+ * whose `metadata.task` is listed; every other row gets NaN in its column, so the total above skips it there:
+ *
+ *   S = { i : metadata[i].task ∈ tasks }        r_k[i] = reward_k(batch[S])[j]  for i = S[j],   NaN for i ∉ S
+ *
+ * The reward is called on `batch[S]`, the listed rows only (in batch order, every column kept: ids,
+ * group ids, the earlier rewards' columns), so it never sees another task's row; when S is empty it is not
+ * called at all. A reward without `tasks` scores every row, as before.
+ *
  * Failure policy, per reward. A call fails when it throws, rejects, returns something other than a
  * `Float32Array` of one score per row, returns ±Infinity, runs past `timeoutMs` or past its worker's
  * memory. Then:
@@ -69,7 +78,9 @@ export const Entry = Schema.Struct({
   /** Failure policy (default `"fail"`). */
   onError: OnError.pipe(Schema.withDecodingDefaultKey(Effect.succeed(DEFAULT_ON_ERROR))),
   /** Per-call timeout in milliseconds (default 30000). */
-  timeoutMs: Schema.Finite.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(DEFAULT_TIMEOUT_MS)))
+  timeoutMs: Schema.Finite.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(DEFAULT_TIMEOUT_MS))),
+  /** Score only the rows whose `metadata.task` is one of these (the others get NaN); default: every row. */
+  tasks: Schema.optionalKey(Schema.NonEmptyArray(Schema.String))
 })
 /** One configured reward. */
 export type Entry = typeof Entry.Type
@@ -100,6 +111,8 @@ export interface StageEntry {
   readonly timeoutMs?: number
   /** Scores go to `reward_<column>` (default: the reward's name). */
   readonly column?: string
+  /** Score only the rows of these tasks (`metadata.task`), NaN elsewhere (default: every row). */
+  readonly tasks?: ReadonlyArray<string>
 }
 
 /** Columns of the stage's output: the scored batch with its `reward_<name>` columns. */
@@ -126,6 +139,8 @@ interface Slot {
   readonly onError: OnError
   readonly timeoutMs: number
   readonly runner: RewardRunner.Runner
+  /** The tasks it scores, or null for every row. */
+  readonly tasks: ReadonlySet<string> | null
 }
 
 type Counters = Record<string, { calls: number; rows: number; last: string | null }>
@@ -201,6 +216,32 @@ const scoreOne = (slot: Slot, counters: Counters, batch: RecordBatch, input: Omi
     return failed.scores
   })
 
+/** The rows a reward scores: those of its tasks, or null when that is every row (no `tasks`, or all rows listed). */
+const routedRows = (slot: Slot, metadata: ReadonlyArray<Readonly<Record<string, unknown>>>): Array<number> | null => {
+  if (slot.tasks === null) return null
+  const rows: Array<number> = []
+  for (let i = 0; i < metadata.length; i++) {
+    const task = metadata[i].task
+    if (typeof task === "string" && slot.tasks.has(task)) rows.push(i)
+  }
+  return rows.length === metadata.length ? null : rows
+}
+
+/** One reward's column over the whole batch: called on its tasks' rows only (scattered back, NaN elsewhere). */
+const scoreRouted = (slot: Slot, counters: Counters, current: RecordBatch, decoded: Omit<Reward.Input, "signal">): Effect.Effect<Float32Array, Stage.StageError> =>
+  Effect.gen(function*() {
+    const rows = current.numRows
+    const picked = rows === 0 ? null : routedRows(slot, decoded.metadata)
+    if (picked === null) return rows === 0 ? new Float32Array(0) : yield* scoreOne(slot, counters, current, { ...decoded, batch: current })
+    const column = new Float32Array(rows).fill(NaN)
+    if (picked.length === 0) return column
+    // The sub-batch keeps every column, so the reward's view (ids, group ids, earlier rewards) is consistent.
+    const sub = Stage.takeRows(current, picked)
+    const scores = yield* scoreOne(slot, counters, sub, Reward.inputFromBatch(sub))
+    for (let j = 0; j < picked.length; j++) column[picked[j]] = scores[j]
+    return column
+  })
+
 /** Runs every reward in order, each seeing the columns before it, and adds the columns and the total. */
 const scoreAll = (slots: ReadonlyArray<Slot>, counters: Counters, output: ArrowSchema<ScoredType>, batch: RecordBatch<Batch.RolloutsType>) =>
   Effect.gen(function*() {
@@ -210,7 +251,7 @@ const scoreAll = (slots: ReadonlyArray<Slot>, counters: Counters, output: ArrowS
     let current: RecordBatch = batch
     const decoded = Reward.inputFromBatch(batch)
     for (const slot of slots) {
-      const scores = rows === 0 ? new Float32Array(0) : yield* scoreOne(slot, counters, current, { ...decoded, batch: current })
+      const scores = yield* scoreRouted(slot, counters, current, decoded)
       const name = Batch.rewardColumn(slot.column)
       const column = Columns.makeFloat32(scores)
       columns[name] = column
@@ -254,7 +295,8 @@ export const make = (entries: ReadonlyArray<StageEntry>): RewardStage =>
       weight: e.weight ?? 1,
       onError: e.onError ?? DEFAULT_ON_ERROR,
       timeoutMs: e.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      runner: RewardRunner.inProcess(e.reward)
+      runner: RewardRunner.inProcess(e.reward),
+      tasks: e.tasks === undefined ? null : new Set(e.tasks)
     }))
   )
 
@@ -350,7 +392,7 @@ export const load = (
         starts.push({ spec: entry.plugin, start: w.start })
         runner = w.runner
       }
-      slots.push({ label, column, weight: entry.weight, onError: entry.onError, timeoutMs: entry.timeoutMs, runner })
+      slots.push({ label, column, weight: entry.weight, onError: entry.onError, timeoutMs: entry.timeoutMs, runner, tasks: entry.tasks === undefined ? null : new Set(entry.tasks) })
     }
     // Workers start together: each imports its plugin (and effect, arrow) on its own thread.
     const startErrors = yield* Effect.promise(() => Promise.all(starts.map((s) => s.start().then(() => null, (e: Error) => ({ spec: s.spec, message: e.message })))))
