@@ -10,6 +10,11 @@
  * - the nats-server stopped (SIGTERM, and SIGKILL) mid-GRPO and started again on the same port and store:
  *   the trainer and both workers reconnect and the run completes;
  * - every row of the rollouts parquet records the policy version it was sampled at and its staleness.
+ *
+ * At `maxStaleness: 1` a resumed run cannot be bitwise the uninterrupted one: the groups the killed trainer
+ * drew ahead (one version stale) died with it, and the resumed trainer draws them again at its checkpoint's
+ * version. What it must do is checked instead: each step trained once on a whole batch, versions and
+ * staleness as stated, and everything up to the checkpoint as the uninterrupted run had it.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -22,7 +27,7 @@ import { background, dirOf, freePort, natsServer, read, skipNotice, slowChars, w
 if (natsServer === undefined) skipNotice("distributed-faults.test")
 
 /** 2 pretrain steps, 3 GRPO steps of 3 groups of 2, a checkpoint after every step (so 4 is GRPO's 2nd). */
-const recipe = (distributed: Record<string, unknown>, ms: number) => tinyRecipe({
+const recipe = (distributed: Record<string, unknown>, ms: number, loss: Record<string, unknown> = {}) => tinyRecipe({
   seed: 5,
   task: arithmetic(32, 2),
   corpus: { count: 32 },
@@ -34,7 +39,7 @@ const recipe = (distributed: Record<string, unknown>, ms: number) => tinyRecipe(
       config: {
         steps: 3, promptsPerStep: 3, groupSize: 2, sampling: { maxNewTokens: 6, temperature: 1 },
         rewards: [{ plugin: "./plugins/chars.mjs", config: { ms } }],
-        update: { optimizer: { learningRate: 0.01 } },
+        update: { optimizer: { learningRate: 0.01 }, loss },
         distributed
       }
     },
@@ -42,8 +47,8 @@ const recipe = (distributed: Record<string, unknown>, ms: number) => tinyRecipe(
   ]
 })
 
-const setup = (prefix: string, distributed: Record<string, unknown>, ms = 100) => {
-  const t = tempRun(prefix, recipe(distributed, ms))
+const setup = (prefix: string, distributed: Record<string, unknown>, ms = 100, loss: Record<string, unknown> = {}) => {
+  const t = tempRun(prefix, recipe(distributed, ms, loss))
   mkdirSync(join(t.base, "plugins"))
   writeFileSync(join(t.base, "plugins", "chars.mjs"), slowChars)
   return t
@@ -80,6 +85,9 @@ const stopServer = (p: ChildProcess, signal: NodeJS.Signals) => new Promise<void
   p.once("exit", () => resolve())
   p.kill(signal)
 })
+
+/** The `"step":N` of each metrics.jsonl line. */
+const metricSteps = (dir: string) => read(join(dir, "metrics.jsonl")).trim().split("\n").map((l) => (JSON.parse(l) as { step: number }).step)
 
 /** The `policy_version` and `staleness` columns of `<dir>/rollouts/step-N.parquet`, read by parquet-wasm. */
 const versionColumns = (dir: string, step: number) => {
@@ -134,6 +142,33 @@ describe.skipIf(natsServer === undefined)("distributed rollout faults (nats-serv
     // The resumed trainer drew steps 4 and 5 again on its workers, at versions 3 and 4.
     expect(versionColumns(dir, 4).version).toEqual(Array(6).fill(3))
     expect(versionColumns(dir, 5).version).toEqual(Array(6).fill(4))
+  }, 300_000)
+
+  it("at maxStaleness 1, the trainer SIGKILLed at a GRPO checkpoint and resumed: every step trained once, the groups drawn ahead drawn again at the checkpoint's version", async () => {
+    const async = { ackWaitMs: 2000, maxStaleness: 1 }, tis = { tisCap: 2 }
+    const whole = setup("faults-async-whole", async, 100, tis)
+    const w = await background(["run", whole.file, "--workers", "2"]).done
+    expect(w.status, w.out).toBe(0)
+    const wholeDir = dirOf(w.out)
+    // Uninterrupted: GRPO's first step samples at version 2; the next ones were drawn during the update before, one version behind.
+    expect(versionColumns(wholeDir, 3)).toEqual({ version: Array(6).fill(2), staleness: Array(6).fill(0) })
+    expect(versionColumns(wholeDir, 4)).toEqual({ version: Array(6).fill(2), staleness: Array(6).fill(1) })
+
+    const { file } = setup("faults-async-resume", async, 100, tis)
+    const k = await background(["run", file, "--workers", "2"], { R1FLOW_TEST_KILL_AT_CHECKPOINT: "4" }).done
+    expect(k.signal, k.out).toBe("SIGKILL")
+    const dir = dirOf(k.out)
+    expect(readFileSync(join(dir, "checkpoints", "latest"), "utf8").trim()).toBe("step-000003")
+    const resumed = spawnSync(process.execPath, [bin, "resume", dir], { encoding: "utf8", timeout: 300_000 })
+    expect(resumed.status, resumed.stdout + resumed.stderr).toBe(0)
+    // Step 4's groups, drawn ahead at version 2 by the killed trainer, are drawn again at the checkpoint's version 3 (fresh);
+    // step 5's were drawn during step 4's update, one behind again.
+    expect(versionColumns(dir, 4)).toEqual({ version: Array(6).fill(3), staleness: Array(6).fill(0) })
+    expect(versionColumns(dir, 5)).toEqual({ version: Array(6).fill(3), staleness: Array(6).fill(1) })
+    // One metrics line per step (the killed step 4's line replaced, not repeated); up to the checkpoint the uninterrupted run's.
+    expect(metricSteps(dir)).toEqual(metricSteps(wholeDir))
+    const upTo3 = (d: string) => read(join(d, "metrics.jsonl")).trim().split("\n").filter((l) => (JSON.parse(l) as { step: number }).step <= 3)
+    expect(upTo3(dir)).toEqual(upTo3(wholeDir))
   }, 300_000)
 
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
