@@ -83,12 +83,20 @@ const evalCmd = Command.make(
     target: Argument.String("run-or-checkpoint").pipe(Argument.withDescription("A run directory (its latest checkpoint) or a checkpoint directory")),
     data: Flag.String("data").pipe(Flag.withDescription("Evaluation data: a GSM8K-style JSONL file, or `held-out` for the run's own held-out split"), Flag.withDefault("held-out")),
     samples: Flag.Int("samples").pipe(Flag.withDescription("k samples per problem (pass@1 averages them; cons@k votes)"), Flag.withDefault(1)),
-    temperature: Flag.Finite("temperature").pipe(Flag.withDescription("Sampling temperature (0 = greedy)"), Flag.withDefault(0)),
+    temperature: Flag.Finite("temperature").pipe(Flag.withDescription("Sampling temperature (0 = greedy; R1 evaluates at 0.6)"), Flag.withDefault(0)),
+    topP: Flag.Finite("top-p").pipe(Flag.withDescription("Nucleus sampling: sample from the smallest set of tokens whose probability reaches p (R1 evaluates at 0.95)"), Flag.optional),
     limit: Flag.Int("limit").pipe(Flag.withDescription("Evaluate the first N problems"), Flag.optional)
   },
-  Effect.fn(function*({ target, data, samples, temperature, limit }) {
-    const record = yield* Run.evaluate(target, { data, samples, temperature, ...(Option.isSome(limit) ? { limit: limit.value } : {}) })
-    yield* Console.log(`accuracy (pass@1): ${pct(record.accuracy)}   format: ${pct(record.formatRate)}   mean length: ${record.meanLength.toFixed(1)}`)
+  Effect.fn(function*({ target, data, samples, temperature, topP, limit }) {
+    const record = yield* Run.evaluate(target, {
+      data,
+      samples,
+      temperature,
+      ...(Option.isSome(topP) ? { topP: topP.value } : {}),
+      ...(Option.isSome(limit) ? { limit: limit.value } : {})
+    })
+    const cons = samples > 1 ? `   cons@${samples}: ${pct(record.consAccuracy as number)}` : ""
+    yield* Console.log(`accuracy (pass@1 over ${samples}): ${pct(record.accuracy)}${cons}   format: ${pct(record.formatRate)}   mean length: ${record.meanLength.toFixed(1)}`)
     yield* Console.log(`written to ${record.file}`)
   })
 ).pipe(Command.withDescription("Evaluate a run's policy or a checkpoint on held-out data (safe while the run trains: writes only evals/standalone/<label>-<time>.json)"))

@@ -608,6 +608,8 @@ export interface EvaluateOptions {
   readonly data: string
   readonly samples: number
   readonly temperature: number
+  /** Nucleus sampling's p (R1's evaluation: temperature 0.6, top-p 0.95); unset samples the whole distribution. */
+  readonly topP?: number
   readonly limit?: number
   readonly maxNewTokens?: number
   readonly log?: (line: string) => void
@@ -642,6 +644,9 @@ export const openTarget = (target: string, log: (line: string) => void) =>
 export const evaluate = (target: string, options: EvaluateOptions) =>
   Effect.gen(function*() {
     const log = options.log ?? ((line: string) => console.log(line))
+    if (options.topP !== undefined && !(options.topP > 0 && options.topP <= 1)) {
+      return yield* new StageRunError({ stage: "eval", message: `top-p ${options.topP}: must be in (0, 1] (the probability mass to sample from)` })
+    }
     const { dir, manifest, recipe, checkpoint: latest } = yield* openTarget(target, log)
     // The problems first: a bad or empty file is reported before a checkpoint is loaded.
     const test = options.data === "held-out"
@@ -677,7 +682,11 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
         split: "test",
         samples: options.samples,
         batchSize: 64,
-        sampling: { maxNewTokens: options.maxNewTokens ?? Math.max(1, restored.policy.config.maxSeqLen - 100), temperature: options.temperature },
+        sampling: {
+          maxNewTokens: options.maxNewTokens ?? Math.max(1, restored.policy.config.maxSeqLen - 100),
+          temperature: options.temperature,
+          ...(options.topP !== undefined ? { topP: options.topP } : {})
+        },
         ...(options.limit !== undefined ? { limit: options.limit } : {})
       },
       label,
