@@ -16,9 +16,8 @@ const WORD = new RegExp(
   "gu"
 )
 
-/** Word counts per script in `text`. */
-export const countWords = (text: string): Map<Script, number> => {
-  const counts = new Map<Script, number>()
+/** Each word of `text` with its script, in order. */
+export function* words(text: string): Generator<readonly [Script, string]> {
   for (const m of text.matchAll(WORD)) {
     let script: Script = "Other"
     for (let g = 0; g < SCRIPTS.length; g++) {
@@ -27,8 +26,14 @@ export const countWords = (text: string): Map<Script, number> => {
         break
       }
     }
-    counts.set(script, (counts.get(script) ?? 0) + 1)
+    yield [script, m[0]]
   }
+}
+
+/** Word counts per script in `text`. */
+export const countWords = (text: string): Map<Script, number> => {
+  const counts = new Map<Script, number>()
+  for (const [script] of words(text)) counts.set(script, (counts.get(script) ?? 0) + 1)
   return counts
 }
 

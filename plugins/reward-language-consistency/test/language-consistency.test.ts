@@ -45,7 +45,12 @@ describe("language-consistency reward", () => {
 
   it("1e6-character outputs", async () => {
     const mixed = "<think>" + "word 字 ".repeat(140_000) + "</think>"
-    expect(await score([mixed, "<think>".repeat(150_000), "<think>" + "。".repeat(1e6)])).toEqual([0.5, 1, NaN])
+    const rows = [mixed, "<think>".repeat(150_000), "<think>" + "。".repeat(1e6)].map((completion) => ({ completion, prompt: "" }))
+    expect(await Conformance.score(Effect.runSync(Plugin.instantiate(plugin, { mode: "script" }, "config")), rows)).toEqual([0.5, 1, NaN])
+    // Trigram mode: 40 000 sentences of 5 words (a degenerate loop: the one distinct sentence is identified once).
+    const started = performance.now()
+    expect(await score(["<think>" + "We add the two numbers. ".repeat(40_000) + "</think>", "<think>" + "Nous ajoutons les deux nombres. ".repeat(30_000)])).toEqual([1, 0])
+    console.log(`trigram mode, 2 CoTs of 1e6 characters, 40 000 and 30 000 sentences: ${(performance.now() - started).toFixed(0)} ms`)
   })
 
   it("passes the conformance suite (en and zh)", async () => {
