@@ -1,20 +1,39 @@
 /**
  * `rejection-sampling`: R1's third stage. Sample k completions per training prompt from the current
- * policy, keep those every configured reward accepts (correct, well formatted, language-consistent:
- * score ≥ its threshold), drop duplicates, and write the survivors as an SFT set
- * (`sft/<label>.arrow`: prompt, completion, prompt_ids, completion_ids) for a later `sft` stage.
+ * policy, keep those R1's filters accept (`RejectionFilters`, in its fixed order: finished, correct by
+ * the rule rewards or, for rows with no rule answer, by the `judge`; language-consistent; no long
+ * paragraphs; no code blocks outside code tasks; not a duplicate; within `maxPerPrompt`), then mix in
+ * direct-answer rows (`directShare`), and write the SFT set (`sft/<label>.arrow`: prompt, completion,
+ * prompt_ids, completion_ids, kind) and what happened (`sft/<label>.json`: per-filter counts, config)
+ * for a later `sft` stage.
+ *
+ * Direct rows: n_direct = round(directShare · kept / (1 − directShare)), capped at the train rows with a
+ * reference answer, drawn from them by a seeded permutation; each is the training prompt with
+ * `RejectionFilters.directCompletion` (the reasoning skipped, the reference answer verbatim). That is a
+ * correct answer only where the task's reference answer is what the answer block must hold (arithmetic,
+ * GSM8K); countdown's is the target, not an equation, so leave its rows out with `directTasks`.
  */
-import { Batch, Columns, Metrics, RewardStage } from "@r1flow/core"
+import { Batch, Columns, Config as CoreConfig, Metrics, RewardStage } from "@r1flow/core"
+import type { Task } from "@r1flow/datasets"
 import { Sft } from "@r1flow/grpo"
-import { Field, Schema as ArrowSchema, Utf8, type Float32, type Vector, type Utf8 as Utf8T } from "apache-arrow"
+import { Template } from "@r1flow/tokenizer"
+import { Field, Schema as ArrowSchema, Utf8, type Float32, type RecordBatch, type Vector, type Utf8 as Utf8T } from "apache-arrow"
 import { Effect, Schema } from "effect"
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import { Run, StageRunError } from "../Context.js"
+import { Run, StageRunError, type RunContext } from "../Context.js"
 import * as Prompts from "../Prompts.js"
 import * as RecipeStage from "../RecipeStage.js"
+import * as RejectionFilters from "../RejectionFilters.js"
 import * as RunDir from "../RunDir.js"
 import * as Sampling from "../Sampling.js"
+
+/** The language-consistency plugin: its entry is the `mixed_language` filter unless `languageReward` names another. */
+export const LANGUAGE_PLUGIN = "@r1flow/reward-language-consistency"
+/** The judge's reward column name unless its entry names one. */
+export const JUDGE_NAME = "judge"
+/** Threshold of the language reward when `thresholds` has none (R1 keeps chains that are consistently one language). */
+export const DEFAULT_LANGUAGE_THRESHOLD = 0.9
 
 /** Rejection-sampling config. */
 export const Config = Schema.Struct({
@@ -23,85 +42,204 @@ export const Config = Schema.Struct({
   /** k completions per prompt. */
   samples: Schema.Int.check(Schema.isGreaterThan(0)),
   sampling: Sampling.Config,
-  /** Rewards a completion must pass: score ≥ `thresholds[name]` (default 1). Each entry's own `config` is its plugin's, decoded in `check`. */
+  /** Rewards a completion must pass: score ≥ `thresholds[name]` (default 1; the language reward's 0.9). Each entry's own `config` is its plugin's, decoded in `check`. */
   rewards: Schema.Array(RewardStage.Entry).check(Schema.isMinLength(1)),
   thresholds: Schema.optionalKey(Schema.Record(Schema.String, Schema.Finite)),
   /** Keep only completions that ended by themselves (finish reason `stop`), as R1 does; false also keeps cut ones. */
   requireStop: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))),
   /** Keep at most this many accepted completions per prompt (all `samples` are still drawn and counted). */
   maxPerPrompt: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
-  batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(32)))
+  batchSize: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(32))),
+  /** The judge of rows with no reference answer (e.g. `{ "plugin": "@r1flow/reward-model", … }`); its column is `reward_judge` unless named. */
+  judge: Schema.optionalKey(RewardStage.Entry),
+  /** The judge's score a completion must reach (default 0: a reward model's logit above even). */
+  judgeThreshold: Schema.Finite.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  /** The reward (by name) counted as the `mixed_language` filter (default: the `@r1flow/reward-language-consistency` entry, if any). */
+  languageReward: Schema.optionalKey(Schema.String),
+  /** Longest line, in code points, a kept completion may hold (R1 drops chains with long paragraphs). */
+  maxParagraphChars: Schema.Int.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(600))),
+  /** Share of the written set that is direct-answer rows (no reasoning), in [0, 1); default 0. */
+  directShare: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  /** Tasks (`metadata.task`) whose train rows may give direct rows (default: every row with a reference answer). */
+  directTasks: Schema.optionalKey(Schema.Array(Schema.String))
 })
 /** Rejection-sampling config. */
 export type Config = typeof Config.Type
 
-/** Schema of the SFT sets this stage writes. */
+/** Schema of the SFT sets this stage writes; `kind` is "reasoning" (sampled, filtered) or "direct" (the answer without reasoning). */
 export const SftSet = new ArrowSchema([
   new Field("prompt", new Utf8(), false),
   new Field("completion", new Utf8(), false),
-  ...Sft.Input.fields
+  ...Sft.Input.fields,
+  new Field("kind", new Utf8(), false)
 ], new Map([["r1flow.schema", "sft-set"], ["r1flow.schema_version", Batch.SCHEMA_VERSION]]))
 
 /** Where a rejection-sampling stage labelled `label` writes its set. */
 export const pathOf = (root: string, label: string) => join(root, "sft", `${label}.arrow`)
+/** Where it writes the set's counts and config. */
+export const reportPathOf = (root: string, label: string) => join(root, "sft", `${label}.json`)
+
+/** The reward list the stage loads: `rewards`, then the judge (named) when there is one. */
+export const rewardList = (config: Config): Array<RewardStage.Entry> =>
+  config.judge === undefined ? [...config.rewards] : [...config.rewards, { ...config.judge, name: config.judge.name ?? JUDGE_NAME }]
+
+/** Which reward column plays which part: the judge is the last when configured, the language one by name or plugin, the rest are rules. */
+export const rolesOf = (config: Config, names: ReadonlyArray<string>): { rule: Array<number>; judge: number | undefined; language: number | undefined } => {
+  const judge = config.judge === undefined ? undefined : names.length - 1
+  const at = config.languageReward !== undefined ? names.indexOf(config.languageReward) : config.rewards.findIndex((e) => e.plugin === LANGUAGE_PLUGIN)
+  const language = at >= 0 ? at : undefined
+  return { rule: names.map((_, i) => i).filter((i) => i !== judge && i !== language), judge, language }
+}
+
+/** The threshold of reward `name`. */
+const thresholdOf = (config: Config, name: string, isLanguage: boolean) => config.thresholds?.[name] ?? (isLanguage ? DEFAULT_LANGUAGE_THRESHOLD : 1)
+
+/** One scored chunk's samples as the filters see them, grouped by prompt (`[prompts][samples]`). */
+const samplesOf = (config: Config, chunk: ReadonlyArray<Task.Row>, scored: RecordBatch, names: ReadonlyArray<string>): Array<Array<RejectionFilters.Sample>> => {
+  const roles = rolesOf(config, names)
+  const scores = names.map((n) => Columns.float32Values(scored.getChild(Batch.rewardColumn(n)) as Vector<Float32>))
+  const at = (k: number, i: number, threshold: number): RejectionFilters.Scored => ({ score: scores[k][i], threshold })
+  const completions = Array.from(scored.getChild("completion") as Vector<Utf8T>, (s) => s ?? "")
+  const finish = Array.from(scored.getChild("finish_reason") as Vector<Utf8T>, (s) => s ?? "")
+  return chunk.map((row, p) =>
+    Array.from({ length: config.samples }, (_, s) => {
+      const i = p * config.samples + s
+      return {
+        completion: completions[i],
+        finishReason: finish[i],
+        hasAnswer: row.answer.trim() !== "",
+        isCode: row.metadata.tests !== undefined,
+        rule: roles.rule.map((k) => at(k, i, thresholdOf(config, names[k], false))),
+        judge: roles.judge === undefined ? undefined : at(roles.judge, i, config.judgeThreshold),
+        language: roles.language === undefined ? undefined : at(roles.language, i, thresholdOf(config, names[roles.language], true))
+      }
+    }))
+}
+
+/** The set being built, one entry per row. */
+interface SetRows {
+  readonly prompt: Array<string>
+  readonly completion: Array<string>
+  readonly promptIds: Array<Int32Array>
+  readonly completionIds: Array<Int32Array>
+  readonly kind: Array<"reasoning" | "direct">
+}
+
+/** Samples one chunk of prompts, filters it, adds the survivors to `set`; returns the chunk's counts and the template's completion prefix. */
+const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage: RewardStage.RewardStage, chunk: ReadonlyArray<Task.Row>, start: number, set: SetRows) =>
+  Effect.gen(function*() {
+    const rollouts = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
+    const scored = yield* Sampling.score(label, rewardStage, rollouts)
+    const pIds = Columns.int32List(scored.getChild("prompt_ids")!)
+    const cIds = Columns.int32List(scored.getChild("completion_ids")!)
+    let counts = RejectionFilters.emptyCounts()
+    samplesOf(config, chunk, scored, rewardStage.names).forEach((samples, p) => {
+      const group = RejectionFilters.selectGroup(samples, config)
+      counts = RejectionFilters.addGroup(counts, group)
+      for (const s of group.kept) {
+        const i = p * config.samples + s
+        set.prompt.push(chunk[p].question)
+        set.completion.push(samples[s].completion)
+        set.promptIds.push(Columns.row(pIds, i).slice())
+        set.completionIds.push(Columns.row(cIds, i).slice())
+        set.kind.push("reasoning")
+      }
+    })
+    return { counts, completionPrefix: Batch.completionPrefix(scored.schema) }
+  })
+
+/** Adds counts of two chunks. */
+const sumCounts = (a: RejectionFilters.Counts, b: RejectionFilters.Counts): RejectionFilters.Counts => ({
+  sampled: a.sampled + b.sampled,
+  kept: a.kept + b.kept,
+  rejected: Object.fromEntries(RejectionFilters.FILTERS.map((f) => [f, a.rejected[f] + b.rejected[f]])) as Record<RejectionFilters.Filter, number>
+})
+
+/** The train rows direct rows may come from: a reference answer, and a listed task when `directTasks` is set. */
+export const directCandidates = (train: ReadonlyArray<Task.Row>, directTasks: ReadonlyArray<string> | undefined): Array<Task.Row> =>
+  train.filter((r) => r.answer.trim() !== "" && (directTasks === undefined || directTasks.includes(String(r.metadata.task))))
+
+/** Adds `count` direct-answer rows (fewer when fewer candidates), drawn by the run's seed; returns how many. */
+const addDirect = (ctx: RunContext, label: string, config: Config, count: number, completionPrefix: string, set: SetRows) =>
+  Effect.gen(function*() {
+    if (count === 0) return 0
+    const candidates = directCandidates(ctx.data.train, config.directTasks)
+    if (candidates.length === 0) {
+      return yield* new StageRunError({ stage: label, message: `directShare ${config.directShare} needs train rows with a reference answer${config.directTasks === undefined ? "" : ` in directTasks ${JSON.stringify(config.directTasks)}`}; there are none` })
+    }
+    // One epoch of a seeded permutation: distinct rows, the same ones for the same seed.
+    const rows = Prompts.sampler(candidates, ctx.recipe.seed, `${label}/direct`)(0, Math.min(count, candidates.length))
+    for (const row of rows) {
+      const text = RejectionFilters.directCompletion(completionPrefix, row.answer)
+      set.prompt.push(row.question)
+      set.completion.push(text)
+      set.promptIds.push(ctx.promptIds(row.question))
+      set.completionIds.push(Template.completion(ctx.tokenizer, text))
+      set.kind.push("direct")
+    }
+    return rows.length
+  })
+
+/** Writes the set and its report (counts, rates, config) next to it. */
+const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, counts: RejectionFilters.Counts, direct: number) =>
+  Effect.gen(function*() {
+    const batch = Batch.fromData(SftSet, {
+      prompt: Columns.makeUtf8(set.prompt),
+      completion: Columns.makeUtf8(set.completion),
+      prompt_ids: Columns.int32ListFromRows(set.promptIds),
+      completion_ids: Columns.int32ListFromRows(set.completionIds),
+      kind: Columns.makeUtf8(set.kind)
+    })
+    mkdirSync(join(ctx.dir.root, "sft"), { recursive: true })
+    const path = pathOf(ctx.dir.root, label)
+    const report = { label, filters: RejectionFilters.FILTERS, ...counts, direct, metrics: RejectionFilters.metrics(label, counts, direct), config }
+    const toStageError = (e: RunDir.RunDirError) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })
+    yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError(toStageError))
+    yield* RunDir.write(reportPathOf(ctx.dir.root, label), `${JSON.stringify(report, null, 2)}\n`).pipe(Effect.mapError(toStageError))
+    return path
+  })
+
+/** Before the run: the rewards and the judge load and decode, and `languageReward` names one of them. */
+const check = (config: Config, at: RecipeStage.CheckContext) =>
+  Effect.gen(function*() {
+    const names = yield* Sampling.checkRewardNames(rewardList(config), at.where, at.from)
+    if (config.languageReward !== undefined && !names.slice(0, config.rewards.length).includes(config.languageReward)) {
+      return yield* new CoreConfig.ConfigError({
+        source: "recipe",
+        problems: [`${at.where}.languageReward: no reward named "${config.languageReward}" (rewards: ${names.slice(0, config.rewards.length).join(", ")})`]
+      })
+    }
+  })
 
 const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
   name: "rejection-sampling",
-  version: "0.1.0",
-  description: "sample k per prompt, keep correct/well-formatted/consistent completions, dedupe, write an SFT set",
+  version: "0.2.0",
+  description: "sample k per prompt, keep what R1's filters accept (counted per filter), mix in direct answers, write an SFT set",
   config: Config,
   make: (config) => ({
     kind: "rejection-sampling",
-    check: ({ where, from }) => Sampling.checkRewards(config.rewards, where, from),
+    check: (at) => check(config, at),
     run: (label) =>
       Effect.scoped(
         Effect.gen(function*() {
           const ctx = yield* Run
-          const rewardStage = yield* Sampling.loadRewards(label, config.rewards)
+          const rewardStage = yield* Sampling.loadRewards(label, rewardList(config))
           const rows = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
-          const kept = { prompt: [] as Array<string>, completion: [] as Array<string>, promptIds: [] as Array<Int32Array>, completionIds: [] as Array<Int32Array> }
-          let sampled = 0
+          const set: SetRows = { prompt: [], completion: [], promptIds: [], completionIds: [], kind: [] }
+          let counts = RejectionFilters.emptyCounts()
+          let completionPrefix = ""
           for (let start = 0; start < rows.length; start += config.batchSize) {
-            const chunk = rows.slice(start, start + config.batchSize)
-            const rollouts = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
-            const scored = yield* Sampling.score(label, rewardStage, rollouts)
-            const scores = rewardStage.names.map((n) => ({ n, v: Columns.float32Values(scored.getChild(Batch.rewardColumn(n)) as Vector<Float32>) }))
-            const completions = Array.from(scored.getChild("completion") as Vector<Utf8T>, (s) => s ?? "")
-            const finish = Array.from(scored.getChild("finish_reason") as Vector<Utf8T>, (s) => s ?? "")
-            const pIds = Columns.int32List(scored.getChild("prompt_ids")!)
-            const cIds = Columns.int32List(scored.getChild("completion_ids")!)
-            // Every completion drawn counts, also those after a prompt's maxPerPrompt were kept: the accept rate is over all of them.
-            sampled += scored.numRows
-            for (let p = 0; p < chunk.length; p++) {
-              const seen = new Set<string>()
-              for (let s = 0; s < config.samples && seen.size < config.maxPerPrompt; s++) {
-                const i = p * config.samples + s
-                if (config.requireStop && finish[i] !== "stop") continue
-                if (!scores.every(({ n, v }) => v[i] >= (config.thresholds?.[n] ?? 1))) continue
-                const text = completions[i].trim()
-                if (seen.has(text)) continue
-                seen.add(text)
-                kept.prompt.push(chunk[p].question)
-                kept.completion.push(completions[i])
-                kept.promptIds.push(Columns.row(pIds, i).slice())
-                kept.completionIds.push(Columns.row(cIds, i).slice())
-              }
-            }
+            const chunk = yield* sampleChunk(ctx, label, config, rewardStage, rows.slice(start, start + config.batchSize), start, set)
+            counts = sumCounts(counts, chunk.counts)
+            completionPrefix = chunk.completionPrefix
           }
-          if (kept.prompt.length === 0) {
-            return yield* new StageRunError({ stage: label, message: `no completion passed the filters (${sampled} sampled); nothing to write` })
+          if (counts.kept === 0) {
+            return yield* new StageRunError({ stage: label, message: `no completion passed the filters (${RejectionFilters.summary(counts, 0)}); nothing to write` })
           }
-          const set = Batch.fromData(SftSet, {
-            prompt: Columns.makeUtf8(kept.prompt),
-            completion: Columns.makeUtf8(kept.completion),
-            prompt_ids: Columns.int32ListFromRows(kept.promptIds),
-            completion_ids: Columns.int32ListFromRows(kept.completionIds)
-          })
-          mkdirSync(join(ctx.dir.root, "sft"), { recursive: true })
-          const path = pathOf(ctx.dir.root, label)
-          yield* RunDir.write(path, (yield* Effect.sync(() => RunDir.ipcFile(set)))).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })))
-          yield* (yield* Metrics.Metrics).record(ctx.progress.step, { [`${label}/kept`]: kept.prompt.length, [`${label}/sampled`]: sampled, [`${label}/accept_rate`]: kept.prompt.length / sampled })
-          ctx.log(`[${label}] kept ${kept.prompt.length} of ${sampled} sampled completions (${(100 * kept.prompt.length / sampled).toFixed(1)} %) → ${path}`)
+          const direct = yield* addDirect(ctx, label, config, RejectionFilters.directCount(counts.kept, config.directShare), completionPrefix, set)
+          const path = yield* writeSet(ctx, label, config, set, counts, direct)
+          yield* (yield* Metrics.Metrics).record(ctx.progress.step, RejectionFilters.metrics(label, counts, direct))
+          ctx.log(`[${label}] ${RejectionFilters.summary(counts, direct)} → ${path}`)
         })
       )
   })
