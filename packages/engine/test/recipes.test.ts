@@ -13,6 +13,22 @@ beforeAll(async () => {
 
 const recipeOf = (name: string) => JSON.parse(readFileSync(Run.resolveRecipe(name), "utf8")) as { stages: Array<{ stage: string; name?: string }> }
 
+/**
+ * The countdown recipe's accuracy reward (`@r1flow/reward-countdown`) read every row's task (NaN is its "no numbers and target in the metadata")
+ * and gave only TinyZero's values, 0 / 0.1 / 1.
+ */
+const expectCountdownScored = async (rollouts: string) => {
+  const db = await DuckDBInstance.create(":memory:")
+  const conn = await db.connect()
+  const glob = join(rollouts, "*.parquet").replace(/'/g, "''")
+  const reader = await conn.runAndReadAll(`select count(*) as n, count(*) filter (where isnan(reward_accuracy) or reward_accuracy is null) as unscored, count(*) filter (where reward_accuracy not in (0, 0.1::float, 1)) as odd from read_parquet('${glob}')`)
+  const [row] = reader.getRowObjectsJS() as Array<Record<string, unknown>>
+  conn.closeSync()
+  expect(Number(row.n)).toBeGreaterThan(0)
+  expect(Number(row.unscored)).toBe(0)
+  expect(Number(row.odd)).toBe(0)
+}
+
 describe("built-in recipes, test-sized", () => {
   for (const name of ["r1-zero", "r1", "distill", "countdown"]) {
     it(`${name}: the stages chain and the run directory is complete`, async () => {
@@ -39,6 +55,7 @@ describe("built-in recipes, test-sized", () => {
       const { entries } = Metrics.readJsonl(dir.metrics)
       expect(entries.length).toBeGreaterThan(0)
       expect(readFileSync(dir.report, "utf8")).toContain("<svg")
+      if (name === "countdown") await expectCountdownScored(dir.rollouts)
     }, 120_000)
   }
 })
