@@ -200,7 +200,8 @@ export const builtinStages: Readonly<Record<string, string>> = {
   grpo: "@r1flow/engine/stages/grpo",
   "rejection-sampling": "@r1flow/engine/stages/rejection-sampling",
   eval: "@r1flow/engine/stages/eval",
-  student: "@r1flow/engine/stages/student"
+  student: "@r1flow/engine/stages/student",
+  "reward-model": "@r1flow/engine/stages/reward-model"
 }
 
 /** The transformer config for a recipe's model section and a vocabulary size. */

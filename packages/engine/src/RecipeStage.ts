@@ -7,6 +7,7 @@
 import { type Config, Plugin } from "@r1flow/core"
 import { type Effect, Schema } from "effect"
 import type { Resumed, Services, StageRunError } from "./Context.js"
+import type * as Recipe from "./Recipe.js"
 
 /** Where a stage's config sits, for its `check`. */
 export interface CheckContext {
@@ -14,6 +15,9 @@ export interface CheckContext {
   readonly where: string
   /** The recipe file's directory: relative plugin paths in the config resolve from here. */
   readonly from: string
+  /** The recipe's stages and this one's index among them, for checks across stages (a source or model an earlier stage makes). */
+  readonly stages?: ReadonlyArray<typeof Recipe.StageEntry.Type>
+  readonly index?: number
 }
 
 /** What a stage plugin's `make(config)` returns. */

@@ -10,6 +10,7 @@ import { Effect, Schema, type Scope } from "effect"
 import { Run, StageRunError, type RunContext } from "./Context.js"
 import * as Prompts from "./Prompts.js"
 import * as Recipe from "./Recipe.js"
+import * as RewardModelStage from "./stages/reward-model.js"
 
 /** How completions are sampled. */
 export const Config = Schema.Struct({
@@ -66,7 +67,8 @@ export const defaultAccuracy = (task: Recipe.Task): RewardStage.Entry["plugin"] 
  * paths resolve from the recipe's directory, as the stage's own plugin path does.
  */
 export const loadRewards = (stage: string, rewardList: ReadonlyArray<RewardStage.Entry>): Effect.Effect<RewardStage.RewardStage, StageRunError, Run | Scope.Scope> =>
-  Effect.flatMap(Run, (ctx) => RewardStage.loadScoped({ rewards: rewardList }, { from: ctx.recipeDir }).pipe(Effect.mapError(stageError(stage))))
+  Effect.flatMap(Run, (ctx) =>
+    Effect.flatMap(RewardModelStage.resolveRewardEntries(ctx, rewardList), (rewards) => RewardStage.loadScoped({ rewards }, { from: ctx.recipeDir }).pipe(Effect.mapError(stageError(stage)))))
 
 /** Scores a rollouts batch. */
 export const score = (stage: string, rewardStage: RewardStage.RewardStage, batch: RecordBatch<Batch.RolloutsType>) =>
