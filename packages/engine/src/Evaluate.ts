@@ -3,14 +3,19 @@
  * (majority vote over the k final answers, equal by the task's own equivalence: `voteKey`). Also the
  * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json` (or
  * where the caller's `save` puts them), the metrics stream, and the terminal.
+ *
+ * Over a mixture, each problem is judged by its own task's default accuracy reward (one reward per plugin,
+ * routed to its tasks with `RewardStage.Entry.tasks`, unless the config names one `accuracy` for all) and
+ * votes by its own task's `voteKey`; the record gains `tasks`, the same rates over each task's problems
+ * (`eval/<label>/<task>/…` in the metrics), and the printed line lists each task.
  */
 import { Batch, Columns, MathAnswer, Metrics, RewardStage } from "@r1flow/core"
 import { Countdown, type Task } from "@r1flow/datasets"
 import { Effect, Schema } from "effect"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import { Run, StageRunError, type RunContext, type Services } from "./Context.js"
-import type * as Recipe from "./Recipe.js"
-import type { EvalRecord } from "./Report.js"
+import * as Recipe from "./Recipe.js"
+import type { EvalRecord, TaskEval } from "./Report.js"
 import * as RunDir from "./RunDir.js"
 import * as Sampling from "./Sampling.js"
 import { join } from "node:path"
@@ -88,36 +93,77 @@ interface Tally {
   length: number
   n: number
   consCorrect: number
+  problems: number
   readonly samples: Array<EvalRecord["samples"][number]>
 }
 
-const emptyTally = (): Tally => ({ correct: 0, formatted: 0, length: 0, n: 0, consCorrect: 0, samples: [] })
+const emptyTally = (): Tally => ({ correct: 0, formatted: 0, length: 0, n: 0, consCorrect: 0, problems: 0, samples: [] })
 
-/** Adds one scored chunk (`chunk`'s problems × k samples each, in order) to the tally. */
-const addChunk = (t: Tally, scored: RecordBatch, chunk: ReadonlyArray<Task.Row>, k: number, key: VoteKey) => {
-  const acc = Columns.float32Values(scored.getChild(Batch.rewardColumn("accuracy")) as Vector<Float32>)
+/** How a chunk's problems are judged: the accuracy columns (one per routed judge), each problem's task and vote key. */
+interface Judging {
+  readonly accuracyColumns: ReadonlyArray<string>
+  readonly taskOf: (row: Task.Row) => string
+  readonly keyOf: (task: string) => VoteKey
+}
+
+/** Each row's accuracy: the one judge that scored it (routed judges leave NaN on the others' rows). */
+const accuracyValues = (scored: RecordBatch, columns: ReadonlyArray<string>): Float32Array => {
+  const all = columns.map((c) => Columns.float32Values(scored.getChild(Batch.rewardColumn(c)) as Vector<Float32>))
+  if (all.length === 1) return all[0]
+  return Float32Array.from({ length: scored.numRows }, (_, i) => all.find((a) => a[i] === a[i])?.[i] ?? NaN)
+}
+
+/**
+ * Adds one scored chunk (`chunk`'s problems × k samples each, in order) to the tally of all problems and,
+ * with `perTask`, to the tally of each problem's task.
+ */
+const addChunk = (t: Tally, perTask: Map<string, Tally> | null, scored: RecordBatch, chunk: ReadonlyArray<Task.Row>, k: number, judging: Judging) => {
+  const acc = accuracyValues(scored, judging.accuracyColumns)
   const fmt = Columns.float32Values(scored.getChild(Batch.rewardColumn("format")) as Vector<Float32>)
   const lens = Columns.int32Values(scored.getChild("completion_length") as Vector<Int32>)
   const completions = strings(scored.getChild("completion") as Vector<Utf8>)
-  for (let i = 0; i < scored.numRows; i++) {
-    t.correct += acc[i] >= 1 ? 1 : 0
-    t.formatted += fmt[i] >= 1 ? 1 : 0
-    t.length += lens[i]
-    t.n++
-  }
   for (let p = 0; p < chunk.length; p++) {
+    const task = judging.taskOf(chunk[p])
+    if (perTask !== null && !perTask.has(task)) perTask.set(task, emptyTally())
+    const tallies = perTask === null ? [t] : [t, perTask.get(task)!]
     const at = p * k
     const judged = Array.from(acc.subarray(at, at + k), (a) => a >= 1)
-    t.consCorrect += consensus(completions.slice(at, at + k), judged, key) ? 1 : 0
+    const cons = consensus(completions.slice(at, at + k), judged, judging.keyOf(task)) ? 1 : 0
+    for (const u of tallies) {
+      for (let i = at; i < at + k; i++) {
+        u.correct += acc[i] >= 1 ? 1 : 0
+        u.formatted += fmt[i] >= 1 ? 1 : 0
+        u.length += lens[i]
+        u.n++
+      }
+      u.consCorrect += cons
+      u.problems++
+    }
     if (t.samples.length < 12) t.samples.push({ prompt: chunk[p].question, completion: completions[at], answer: chunk[p].answer, reward: acc[at] })
   }
 }
+
+/** A tally's rates (0 over no completions). */
+const rates = (t: Tally): TaskEval => ({
+  problems: t.problems,
+  accuracy: t.n > 0 ? t.correct / t.n : 0,
+  consAccuracy: t.problems > 0 ? t.consCorrect / t.problems : 0,
+  formatRate: t.n > 0 ? t.formatted / t.n : 0,
+  meanLength: t.n > 0 ? t.length / t.n : 0
+})
+
+/** The per-task part of the line: each task's pass@1 (and cons@k), over its problems. */
+const taskParts = (k: number, tasks: Readonly<Record<string, TaskEval>> | undefined) =>
+  Object.entries(tasks ?? {})
+    .map(([name, t]) => `   ${name}: ${(100 * t.accuracy).toFixed(1)} %${k > 1 ? ` (cons@${k} ${(100 * t.consAccuracy).toFixed(1)} %)` : ""} over ${t.problems}`)
+    .join("")
 
 /** The line an evaluation prints. */
 const summaryLine = (label: string, k: number, record: EvalRecord) =>
   `[${label}] held-out accuracy (pass@1 over ${k} sample${k > 1 ? "s" : ""}): ${(100 * record.accuracy).toFixed(1)} %` +
   (k > 1 ? `   cons@${k} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
-  `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${record.problems} problems, ${(record.seconds as number).toFixed(1)} s)`
+  `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${record.problems} problems, ${(record.seconds as number).toFixed(1)} s)` +
+  taskParts(k, record.tasks)
 
 /** Writes an evaluation's record somewhere and returns the path. */
 export type Save = (ctx: RunContext, record: EvalRecord) => Effect.Effect<string, RunDir.RunDirError>
@@ -128,18 +174,43 @@ export const saveInRun: Save = (ctx, record) => {
   return Effect.as(RunDir.write(path, JSON.stringify(record, null, 2)), path)
 }
 
-/** The rewards an evaluation scores with: the accuracy reward (NaN on failure) and the strict format reward. */
-const judges = (task: Recipe.Task, accuracy: Config["accuracy"]): Array<RewardStage.Entry> => [
-  {
-    plugin: accuracy?.plugin ?? Sampling.defaultAccuracy(task),
-    name: "accuracy",
-    ...(accuracy?.config !== undefined ? { config: accuracy.config } : {}),
-    weight: 1,
-    onError: "nan",
-    timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS
-  },
-  { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS }
-]
+/**
+ * The rewards an evaluation scores with: the accuracy reward(s) (NaN on failure) and the strict format reward.
+ * The config's `accuracy` judges every row (column `accuracy`); by default each task's own, one per plugin:
+ * `accuracy` when one plugin judges every task, else `accuracy-<k>` routed to its tasks.
+ */
+const judges = (task: Recipe.Task, accuracy: Config["accuracy"]): Array<RewardStage.Entry> => {
+  const routes = accuracy !== undefined ? [{ plugin: accuracy.plugin, tasks: null }] : Sampling.defaultAccuracies(task)
+  return [
+    ...routes.map((r, k): RewardStage.Entry => ({
+      plugin: r.plugin,
+      name: routes.length === 1 ? "accuracy" : `accuracy-${k}`,
+      ...(accuracy?.config !== undefined ? { config: accuracy.config } : {}),
+      ...(routes.length > 1 && r.tasks !== null ? { tasks: r.tasks as [string, ...Array<string>] } : {}),
+      weight: 1,
+      onError: "nan",
+      timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS
+    })),
+    { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS }
+  ]
+}
+
+/**
+ * Each problem's task and vote key. A row without a task (a standalone evaluation's own file) counts as
+ * the recipe's first task, whose judge `tagged` routes it to.
+ */
+const judgingOf = (task: Recipe.Task, rewards: ReadonlyArray<RewardStage.Entry>): Judging & { readonly tagged: (rows: ReadonlyArray<Task.Row>) => ReadonlyArray<Task.Row> } => {
+  const tasks = Recipe.tasksOf(task)
+  const kinds = new Map(tasks.map((t) => [t.name, t.task.kind]))
+  const first = tasks[0].name
+  const taskOf = (row: Task.Row) => (typeof row.metadata.task === "string" ? row.metadata.task : first)
+  return {
+    accuracyColumns: rewards.filter((r) => r.name !== "format").map((r) => r.name as string),
+    taskOf,
+    keyOf: (name) => voteKey(kinds.get(name) ?? tasks[0].task.kind),
+    tagged: (rows) => (task.kind !== "mixture" ? rows : rows.map((r) => (typeof r.metadata.task === "string" ? r : { ...r, metadata: { ...r.metadata, task: first } })))
+  }
+}
 
 /** Runs an evaluation of the current policy, records it under `label` and returns it with the file it went to. */
 export const run = (config: Config, label: string, save: Save = saveInRun): Effect.Effect<EvalRecord & { readonly file: string }, StageRunError, Services> =>
@@ -150,18 +221,22 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
       if (config.sampling.temperature === 0 && config.samples > 1) {
         return yield* new StageRunError({ stage: where, message: `samples = ${config.samples} with temperature 0 would repeat one greedy answer; use samples = 1 or a temperature > 0` })
       }
-      const rows = ctx.data[config.split].slice(0, config.limit)
+      const rewards = judges(ctx.recipe.task, config.accuracy)
+      const judging = judgingOf(ctx.recipe.task, rewards)
+      const rows = judging.tagged(ctx.data[config.split].slice(0, config.limit))
       // Rates over zero problems would read as a result (accuracy 0) where there is none.
       if (rows.length === 0) return yield* new StageRunError({ stage: where, message: `the ${config.split} split has no problems to evaluate` })
       const t0 = performance.now()
-      const rewardStage = yield* Sampling.loadRewards(where, judges(ctx.recipe.task, config.accuracy))
+      const rewardStage = yield* Sampling.loadRewards(where, rewards)
       const t = emptyTally()
-      const key = voteKey(ctx.recipe.task.kind)
+      // Tasks in the recipe's order; one the limit leaves without problems is left out (no rates over nothing).
+      const perTask = Recipe.tasksOf(ctx.recipe.task).length > 1 ? new Map<string, Tally>() : null
       for (let start = 0; start < rows.length; start += config.batchSize) {
         const chunk = rows.slice(start, start + config.batchSize)
         const batch = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `eval/${label}`, firstGroup: start, stage: where })
-        addChunk(t, yield* Sampling.score(where, rewardStage, batch), chunk, config.samples, key)
+        addChunk(t, perTask, yield* Sampling.score(where, rewardStage, batch), chunk, config.samples, judging)
       }
+      const tasks = perTask === null ? undefined : Object.fromEntries(Recipe.tasksOf(ctx.recipe.task).flatMap((x) => (perTask.has(x.name) ? [[x.name, rates(perTask.get(x.name)!)]] : [])))
       const { correct, formatted, length, n, consCorrect, samples } = t
       const record: EvalRecord = {
         name: label,
@@ -175,6 +250,7 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         formatRate: n > 0 ? formatted / n : 0,
         meanLength: n > 0 ? length / n : 0,
         seconds: (performance.now() - t0) / 1000,
+        ...(tasks !== undefined ? { tasks } : {}),
         samples
       }
       const file = yield* save(ctx, record).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` })))
@@ -183,7 +259,13 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         [`eval/${label}/accuracy`]: record.accuracy,
         [`eval/${label}/cons_accuracy`]: record.consAccuracy as number,
         [`eval/${label}/format_rate`]: record.formatRate,
-        [`eval/${label}/mean_length`]: record.meanLength
+        [`eval/${label}/mean_length`]: record.meanLength,
+        ...Object.fromEntries(Object.entries(tasks ?? {}).flatMap(([name, r]) => [
+          [`eval/${label}/${name}/accuracy`, r.accuracy],
+          [`eval/${label}/${name}/cons_accuracy`, r.consAccuracy],
+          [`eval/${label}/${name}/format_rate`, r.formatRate],
+          [`eval/${label}/${name}/mean_length`, r.meanLength]
+        ]))
       })
       ctx.log(summaryLine(label, config.samples, record))
       return { ...record, file }

@@ -1,13 +1,13 @@
 /**
  * A recipe: the whole experiment as one JSON config a user can copy and edit.
  *
- * It names the task, the tokenizer, the policy's shape (or a checkpoint to start from) and an ordered
+ * It names the task (or a weighted mixture of tasks), the tokenizer, the policy's shape (or a checkpoint to start from) and an ordered
  * list of stages. Each stage entry names a stage plugin (a built-in: `pretrain`, `sft`, `grpo`,
  * `rejection-sampling`, `eval`; or any package name or path whose default export is a stage plugin) and
  * that plugin's own config, decoded by the plugin's schema with errors prefixed `stages[i].config`.
  */
 import { Lora } from "@r1flow/model"
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 
@@ -18,8 +18,8 @@ export const Mapping = Schema.Struct({
   id: Schema.optionalKey(Schema.String)
 })
 
-/** Where the prompts come from. */
-export const Task = Schema.Union([
+/** Where one task's prompts come from. */
+export const SingleTask = Schema.Union([
   Schema.Struct({
     kind: Schema.Literal("arithmetic"),
     /** Operand digit counts [min, max]. */
@@ -41,16 +41,80 @@ export const Task = Schema.Union([
     test: Schema.String,
     onError: Schema.optionalKey(Schema.Literals(["skip", "fail"]))
   }),
-  Schema.Struct({
-    kind: Schema.Literals(["jsonl", "parquet"]),
-    train: Schema.String,
-    test: Schema.String,
-    mapping: Mapping,
-    onError: Schema.optionalKey(Schema.Literals(["skip", "fail"]))
-  })
+  // One member per kind (not `Literals`): a member keyed by one literal `kind` is the only one a value of
+  // that kind is checked against, so a mistake is reported against its own kind's keys alone.
+  ...(["jsonl", "parquet"] as const).map((kind) =>
+    Schema.Struct({
+      kind: Schema.Literal(kind),
+      train: Schema.String,
+      test: Schema.String,
+      mapping: Mapping,
+      onError: Schema.optionalKey(Schema.Literals(["skip", "fail"]))
+    }))
 ])
+/** Where one task's prompts come from. */
+export type SingleTask = typeof SingleTask.Type
+
+/** A task's name: in rows' `metadata.task`, reward `tasks` lists, ids, metric keys and eval records. */
+const TaskName = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9._-]+$/))
+
+/** One task of a mixture: its name (default: its kind, when no other task has that kind) and its weight in the draw. */
+export const MixtureEntry = Schema.Struct({
+  name: Schema.optionalKey(TaskName),
+  /** Relative share of the train draws (default 1). */
+  weight: Schema.Finite.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1))),
+  task: SingleTask
+})
+/** One task of a mixture. */
+export type MixtureEntry = typeof MixtureEntry.Type
+
+/** Problems of a mixture's names, at their paths: a default name its kind cannot give, a name used twice. */
+const mixtureIssues = (entries: ReadonlyArray<MixtureEntry>): Array<Schema.FilterIssue> => {
+  const kinds = new Map<string, number>()
+  for (const e of entries) kinds.set(e.task.kind, (kinds.get(e.task.kind) ?? 0) + 1)
+  const seen = new Map<string, number>()
+  const issues: Array<Schema.FilterIssue> = []
+  entries.forEach((e, i) => {
+    if (e.name === undefined && (kinds.get(e.task.kind) ?? 0) > 1) {
+      issues.push({ path: ["tasks", i, "name"], issue: `missing: ${kinds.get(e.task.kind)} tasks are of kind "${e.task.kind}", so each needs its own name` })
+      return
+    }
+    const name = e.name ?? e.task.kind
+    const before = seen.get(name)
+    if (before !== undefined) issues.push({ path: ["tasks", i, "name"], issue: `"${name}" is already the name of tasks[${before}]; task names must be unique` })
+    else seen.set(name, i)
+  })
+  return issues
+}
+
+/**
+ * A weighted mixture of tasks: every row keeps its task's name in `metadata.task`, train draws follow the
+ * weights (`Prompts.taskSampler`), held-out is every task's test split. No mixture inside a mixture.
+ */
+export const Mixture = Schema.Struct({
+  kind: Schema.Literal("mixture"),
+  tasks: Schema.Array(MixtureEntry).check(Schema.isMinLength(1))
+}).check(Schema.makeFilter((m) => mixtureIssues(m.tasks)))
+/** A weighted mixture of tasks. */
+export type Mixture = typeof Mixture.Type
+
+/** Where the prompts come from: one task, or a weighted mixture of them. */
+export const Task = Schema.Union([...SingleTask.members, Mixture])
 /** Where the prompts come from. */
 export type Task = typeof Task.Type
+
+/** One task of the recipe as the data and the evals see it: its name, weight and definition. */
+export interface NamedTask {
+  readonly name: string
+  readonly weight: number
+  readonly task: SingleTask
+}
+
+/** The recipe's tasks, in order: a mixture's entries (names resolved), or the single task named by its kind with weight 1. */
+export const tasksOf = (task: Task): ReadonlyArray<NamedTask> =>
+  task.kind === "mixture"
+    ? task.tasks.map((e) => ({ name: e.name ?? e.task.kind, weight: e.weight, task: e.task }))
+    : [{ name: task.kind, weight: 1, task }]
 
 /**
  * The tokenizer: a standard tiktoken encoding, a compact vocabulary built from the run's corpus, or a Hugging

@@ -5,6 +5,15 @@
  */
 import type { Metrics } from "@r1flow/core"
 
+/** One task's share of an evaluation over a mixture: the same rates over that task's problems only. */
+export interface TaskEval {
+  readonly problems: number
+  readonly accuracy: number
+  readonly consAccuracy: number
+  readonly formatRate: number
+  readonly meanLength: number
+}
+
 /** One evaluation, as the eval stage writes it to `evals/<name>.json`. */
 export interface EvalRecord {
   readonly name: string
@@ -13,6 +22,8 @@ export interface EvalRecord {
   readonly formatRate: number
   readonly meanLength: number
   readonly samples: ReadonlyArray<{ readonly prompt: string; readonly completion: string; readonly answer: string; readonly reward: number }>
+  /** Per task, when the recipe has more than one (a mixture); absent otherwise. */
+  readonly tasks?: Readonly<Record<string, TaskEval>>
   readonly [k: string]: unknown
 }
 
@@ -80,8 +91,11 @@ export const render = (input: {
     chart("learning rate", pick(["learning_rate"])),
     chart("loss", pick(["loss"]))
   ].filter((c) => c !== "")
+  const row = (name: string, step: number, e: { readonly accuracy: number; readonly formatRate: number; readonly meanLength: number }) =>
+    `<tr><td>${esc(name)}</td><td>${step}</td><td>${(100 * e.accuracy).toFixed(1)} %</td><td>${(100 * e.formatRate).toFixed(1)} %</td><td>${e.meanLength.toFixed(1)}</td></tr>`
+  // A mixture's evaluation is followed by one row per task.
   const evalRows = input.evals
-    .map((e) => `<tr><td>${esc(e.name)}</td><td>${e.step}</td><td>${(100 * e.accuracy).toFixed(1)} %</td><td>${(100 * e.formatRate).toFixed(1)} %</td><td>${e.meanLength.toFixed(1)}</td></tr>`)
+    .map((e) => row(e.name, e.step, e) + Object.entries(e.tasks ?? {}).map(([task, t]) => row(`${e.name} · ${task}`, e.step, t)).join(""))
     .join("")
   const samples = input.evals
     .map(

@@ -653,7 +653,7 @@ export const evaluate = (target: string, options: EvaluateOptions) =>
       ? (yield* Data.build(recipe.task, recipe.seed, { corpusSize: 0 })).test
       : (yield* Loaders.questionAnswer(options.data, { onError: "fail" })).rows
     if (test.length === 0) {
-      const file = options.data !== "held-out" ? options.data : typeof recipe.task.test === "string" ? recipe.task.test : `the ${recipe.task.kind} held-out split`
+      const file = options.data !== "held-out" ? options.data : recipe.task.kind !== "mixture" && typeof recipe.task.test === "string" ? recipe.task.test : `the ${recipe.task.kind} held-out split`
       return yield* new Loaders.DataFileError({ file, message: `${file}: no problems to evaluate` })
     }
     const checkpoint = yield* latest

@@ -58,9 +58,34 @@ export const rollouts = (
   Effect.flatMap(rolloutStage(ctx, sampling, draw), (stage) =>
     stage.run(Prompts.batch(ctx, rows, draw.firstGroup)).pipe(Effect.mapError(stageError(draw.stage))))
 
-/** The accuracy reward a task is judged by, unless the stage names another. */
-export const defaultAccuracy = (task: Recipe.Task): RewardStage.Entry["plugin"] =>
-  task.kind === "countdown" ? "@r1flow/reward-countdown" : "@r1flow/reward-math-accuracy"
+/** The accuracy reward one task is judged by, unless the stage names another. */
+const accuracyOfKind = (kind: Recipe.SingleTask["kind"]): RewardStage.Entry["plugin"] =>
+  kind === "countdown" ? "@r1flow/reward-countdown" : "@r1flow/reward-math-accuracy"
+
+/**
+ * Each default accuracy reward of the recipe's task(s) with the tasks it judges, one entry per plugin in
+ * order of first use: route each with `tasks` (`RewardStage.Entry.tasks`) so a task is judged by its own.
+ */
+export const defaultAccuracies = (task: Recipe.Task): Array<{ readonly plugin: RewardStage.Entry["plugin"]; readonly tasks: Array<string> }> => {
+  const out: Array<{ readonly plugin: string; readonly tasks: Array<string> }> = []
+  for (const t of Recipe.tasksOf(task)) {
+    const plugin = accuracyOfKind(t.task.kind)
+    const entry = out.find((e) => e.plugin === plugin)
+    if (entry === undefined) out.push({ plugin, tasks: [t.name] })
+    else entry.tasks.push(t.name)
+  }
+  return out
+}
+
+/**
+ * The accuracy reward a task is judged by, unless the stage names another. A mixture has one only when
+ * all its tasks share it; otherwise this throws, and `defaultAccuracies` gives each task's.
+ */
+export const defaultAccuracy = (task: Recipe.Task): RewardStage.Entry["plugin"] => {
+  const all = defaultAccuracies(task)
+  if (all.length !== 1) throw new Error(`the mixture's tasks are judged by ${all.map((e) => `${e.plugin} (${e.tasks.join(", ")})`).join(" and ")}: use Sampling.defaultAccuracies`)
+  return all[0].plugin
+}
 
 /**
  * A stage's decoded `rewards` list loaded into a reward stage (closed with the scope). Relative plugin

@@ -4,11 +4,12 @@
  *   the batch with advantages  → rewards, group statistics, completions          (`ofBatch`)
  *   the reward failure counters → rewards/<name>/failed_calls, failed_rows         (`failureCounts`)
  *   the update's diagnostics    → loss, grad_norm, kl, entropy, clip ratios, …     (`ofUpdate`)
+ *   the batch, split by task    → task/<name>/reward_mean, task/<name>/<reward>_mean (`ofTasks`, mixtures only)
  *
  * Names follow TRL's `GRPOTrainer` and verl; docs/metrics.md has every key with its exact definition.
  */
 import type { Batch, RewardStage } from "@r1flow/core"
-import { Columns } from "@r1flow/core"
+import { Columns, Reward } from "@r1flow/core"
 import * as tf from "@tensorflow/tfjs"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import * as Advantages from "./Advantages.js"
@@ -72,6 +73,11 @@ export const numTokens = "num_tokens"
 export const throughput = "perf/throughput"
 /** Groups dynamic sampling dropped (equal rewards) while filling the step's batch (only when it is on). */
 export const droppedGroups = "dynamic_sampling/dropped_groups"
+
+/** Per task (`metadata.task`): the mean of the finite total rewards over its rows. */
+export const taskRewardMean = (task: string) => `task/${task}/reward_mean`
+/** Per task and reward function: the mean of its finite scores over the task's rows. */
+export const taskRewardFnMean = (task: string, reward: string) => `task/${task}/${reward}_mean`
 
 /** A Utf8 column as strings (null as ""). */
 export const strings = (vector: Vector<Utf8>): Array<string> => Array.from(vector as Iterable<string | null>, (s) => s ?? "")
@@ -144,6 +150,42 @@ export const ofBatch = (batch: RecordBatch<Batch.ScoredType> | RecordBatch<Batch
   // After the completions: metrics.jsonl has always listed the NaN fractions here.
   for (const [name, values] of perReward) out[rewardFracNan(name)] = fracNan(values)
   out[totalFracNan] = fracNan(total)
+  return out
+}
+
+/** The mean of the finite values of `xs` at `rows`, or NaN when none is finite. */
+const finiteMeanAt = (xs: Float32Array, rows: ReadonlyArray<number>): number => {
+  let n = 0, sum = 0
+  for (const i of rows) if (Number.isFinite(xs[i])) { n++; sum += xs[i] }
+  return n === 0 ? NaN : sum / n
+}
+
+/**
+ * Reward metrics per task: for each task present in the batch (by `metadata.task`, names sorted), the
+ * mean total reward and each reward function's mean over that task's rows, finite scores only. A key is
+ * left out when no row of the task has a finite value there (a reward not routed to the task), so a
+ * reward declared for other tasks never reads as scoring 0 on this one. Rows without a task are not counted.
+ */
+export const ofTasks = (batch: RecordBatch<Batch.ScoredType> | RecordBatch<Batch.AdvantagesType>): Record<string, number> => {
+  const column = (name: string) => (batch as RecordBatch).getChild(name)!
+  const byTask = new Map<string, Array<number>>()
+  strings(column("metadata") as Vector<Utf8>).forEach((text, i) => {
+    const task = Reward.parseMetadata(text).task
+    if (typeof task !== "string") return
+    const rows = byTask.get(task) ?? []
+    rows.push(i)
+    byTask.set(task, rows)
+  })
+  const total = Advantages.rewardValues(column("reward") as Vector<Float32>)
+  const perReward = batch.schema.fields
+    .filter((f) => f.name.startsWith("reward_") && String(f.type) === "Float32")
+    .map((f) => [f.name.slice("reward_".length), Advantages.rewardValues(column(f.name) as Vector<Float32>)] as const)
+  const out: Record<string, number> = {}
+  for (const task of [...byTask.keys()].sort()) {
+    const rows = byTask.get(task)!
+    const means: Array<readonly [string, number]> = [[taskRewardMean(task), finiteMeanAt(total, rows)], ...perReward.map(([name, values]) => [taskRewardFnMean(task, name), finiteMeanAt(values, rows)] as const)]
+    for (const [key, mean] of means) if (Number.isFinite(mean)) out[key] = mean
+  }
   return out
 }
 

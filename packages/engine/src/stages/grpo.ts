@@ -3,7 +3,9 @@
  * advantages → update, and its metrics) is `@r1flow/grpo`'s `Step`; this stage gives it its parts (the
  * rollout over the run's policy and tokenizer, the reward plugins, the user's stages, the trainer), resumes
  * the trainer, and runs the schedule: draw prompts at the data cursor, step, record, write the step's
- * rollouts to `rollouts/step-NNNNNN.arrow`, evaluate every `evalEvery` steps, checkpoint.
+ * rollouts to `rollouts/step-NNNNNN.arrow`, evaluate every `evalEvery` steps, checkpoint. Over a task
+ * mixture the prompts are drawn by the tasks' weights (`Prompts.taskSampler`) and each step also records
+ * its reward metrics per task (`GrpoMetrics.ofTasks`: `task/<name>/…`); a single task's metrics are as ever.
  */
 import { Batch, Config as CoreConfig, Metrics, RewardStage, Rng, UserStage } from "@r1flow/core"
 import { Advantages, DynamicSampling, Metrics as GrpoMetrics, Step, Update } from "@r1flow/grpo"
@@ -17,6 +19,7 @@ import * as Distributed from "../Distributed.js"
 import * as Evaluate from "../Evaluate.js"
 import * as Progress from "../Progress.js"
 import * as Prompts from "../Prompts.js"
+import * as Recipe from "../Recipe.js"
 import * as RecipeStage from "../RecipeStage.js"
 import * as RunDir from "../RunDir.js"
 import * as Sampling from "../Sampling.js"
@@ -189,7 +192,7 @@ const resumeTrainer = (label: string, resume: Resumed, trainer: Update.Trainer) 
  * without moving the cursor (drawn ahead during the update when `maxStaleness ≥ 1`).
  */
 const promptSource = (ctx: RunContext, config: Config, label: string) => {
-  const draw = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)
+  const draw = Prompts.taskSampler(ctx.recipe.task, ctx.data.train, ctx.recipe.seed, `${label}/data`)
   const cut = new WeakMap<RecordBatch<Batch.PromptsType>, ReadonlyArray<Distributed.Group>>()
   const groupsAt = (cursor: number, first: number) =>
     draw(cursor, config.promptsPerStep).map((row, i) => ({ index: cursor + i, prompts: Prompts.batch(ctx, [row], first + i) }))
@@ -223,13 +226,14 @@ const train = (label: string, config: Config, resume: Resumed) =>
       yield* resumeTrainer(label, resume, step.trainer)
       const report = Progress.reporter(label, config.steps, ctx.progress.stageStep, ctx.log, config.logEvery)
       let tokens = 0
+      const perTask = Recipe.tasksOf(ctx.recipe.task).length > 1
       for (let s = ctx.progress.stageStep; s < config.steps; s++) {
         const { batch, metrics: stepMetrics } = yield* step.run(prompts).pipe(Effect.mapError(stepError(label)))
         ctx.progress.stageStep = s + 1
         ctx.progress.step++
         tokens += stepMetrics[GrpoMetrics.numTokens] ?? 0
         const { metrics: values, perf } = splitPerf(config.distributed !== undefined ? { ...stepMetrics, ...tally.take() } : stepMetrics)
-        yield* metrics.record(ctx.progress.step, values)
+        yield* metrics.record(ctx.progress.step, perTask ? { ...values, ...GrpoMetrics.ofTasks(batch) } : values)
         ctx.perf(ctx.progress.step, perf)
         if (config.saveRollouts) yield* RunDir.writeRollouts(ctx.dir, ctx.progress.step, batch).pipe(Effect.mapError((e) => fail(label)({ message: `${e.path}: ${e.message}` })))
         report(s, [["reward", values.reward], [rewardNames[0], values[GrpoMetrics.rewardMean(rewardNames[0])]], ["kl", values.kl], ["len", values[GrpoMetrics.completionMeanLength]]], tokens)
