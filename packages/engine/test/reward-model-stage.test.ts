@@ -183,4 +183,14 @@ describe("reward-model stage", () => {
     expect(await fails([grpo("rl", [{ plugin: "@r1flow/reward-model", config: { stage: "rm" } }]), rm({ kind: "file", train: "pairs.jsonl" })])).toMatch(/stages\[0\]\.config\.rewards\[0\]\.config\.stage names the reward-model stage "rm" \(stages\[1\]\), which does not run before this stage/)
     expect(readdirSync(root).includes("runs")).toBe(false)
   })
+
+  it("a source with no pair, and a reward naming a reward-model stage the recipe lacks, fail naming why", async () => {
+    const root = tempDir("rm-fail")
+    const grpo = (rewards: unknown) => ({ stage: "grpo", name: "rl", config: { steps: 1, promptsPerStep: 2, groupSize: 2, sampling: { maxNewTokens: 3, temperature: 1 }, rewards } })
+    const fails = async (stages: ReadonlyArray<unknown>) => String(((await runFail(Run.run(writeRecipe(root, testRecipe({ stages })), { log: () => {} }))) as { message: string }).message)
+    // A random policy never writes R1's format: every completion scores 0, no group has one at 1.
+    const rm = { stage: "reward-model", name: "rm", config: { source: { kind: "rollouts", stage: "rl", by: [{ reward: "format" }] }, steps: 1, batchSize: 1 } }
+    expect(await fails([grpo([{ plugin: "@r1flow/reward-format", name: "format" }]), rm])).toMatch(/no pair: no group of "rl"'s rollouts had both a completion with format ≥ 1 and one below it/)
+    expect(await fails([grpo([{ plugin: "@r1flow/reward-model", config: { stage: "rm" } }])])).toMatch(/rewards\[0\]\.config\.stage names "rm", but no reward-model stage is labelled so/)
+  }, 60_000)
 })
