@@ -1,17 +1,23 @@
 /**
  * `sft`: supervised fine-tuning on (prompt, completion) pairs, loss on completion tokens only.
- * Serves R1's cold start (`source: corpus`, the correct worked solutions), rejection-sampling SFT and
- * distillation (`source: set`, the set a `rejection-sampling` stage wrote), or any Arrow IPC file
- * with `prompt_ids` / `completion_ids` columns (`source: file`).
+ * Serves R1's cold start (`source: cold-start`, a readable long chain of thought with reflection and
+ * verification per train row of a generated task, `ColdStart`; or `source: corpus`, the correct
+ * worked solutions), rejection-sampling SFT and distillation (`source: set`, the set a
+ * `rejection-sampling` stage wrote), or any Arrow IPC file with `prompt_ids` / `completion_ids`
+ * columns (`source: file`).
  */
-import { Columns, Stage } from "@r1flow/core"
+import { Batch, Columns, Stage } from "@r1flow/core"
+import { ColdStart } from "@r1flow/datasets"
 import { Optimizer, Sft } from "@r1flow/grpo"
+import { Template } from "@r1flow/tokenizer"
 import { tableFromIPC } from "apache-arrow"
 import { Effect, Schema } from "effect"
-import { readFileSync } from "node:fs"
+import { mkdirSync, readFileSync } from "node:fs"
+import { dirname } from "node:path"
 import { Run, StageRunError, type RunContext } from "../Context.js"
 import * as Prompts from "../Prompts.js"
 import * as RecipeStage from "../RecipeStage.js"
+import * as RunDir from "../RunDir.js"
 import * as Training from "../Training.js"
 import * as RejectionSampling from "./rejection-sampling.js"
 
@@ -19,6 +25,8 @@ import * as RejectionSampling from "./rejection-sampling.js"
 export const Config = Schema.Struct({
   source: Schema.Union([
     Schema.Struct({ kind: Schema.Literal("corpus"), onlyCorrect: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))), limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))) }),
+    /** R1's cold-start set, built from the run's train rows (at most `limit` chains) and written to `sft/<label>.arrow`. */
+    Schema.Struct({ kind: Schema.Literal("cold-start"), limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))) }),
     Schema.Struct({ kind: Schema.Literal("set"), stage: Schema.String }),
     Schema.Struct({ kind: Schema.Literal("file"), path: Schema.String })
   ]),
@@ -33,19 +41,55 @@ export const Config = Schema.Struct({
 /** SFT config. */
 export type Config = typeof Config.Type
 
+/** A completion we wrote, as ids ending with end-of-text (the model learns to stop). */
+const completionIds = (ctx: RunContext, completion: string): Int32Array => {
+  const c = ctx.tokenizer.encodeTrusted(completion)
+  const withEot = new Int32Array(c.length + 1)
+  withEot.set(c)
+  withEot[c.length] = ctx.tokenizer.specialIds.eot
+  return withEot
+}
+
+/**
+ * The cold-start set of the run's train rows, tokenized like the corpus and written to
+ * `sft/<label>.arrow` (`RejectionSampling.SftSet`, so `source: set` can reuse it). Completions leave
+ * out what the prompt template opens (`<think>` when it ends the prompt inside the reasoning).
+ */
+const coldStart = (ctx: RunContext, label: string, limit: number | undefined): Effect.Effect<Array<Training.Pair>, StageRunError> =>
+  Effect.gen(function*() {
+    const completionPrefix = yield* Effect.try({
+      try: () => Template.promptPrefix(ctx.tokenizer, ctx.recipe.template ?? "r1-zero"),
+      catch: (e) => new StageRunError({ stage: label, message: `the prompt template: ${(e as Error).message}` })
+    })
+    const set = ColdStart.build(ctx.data.train, { seed: ctx.recipe.seed, completionPrefix, limit })
+    const skipped = set.skipped.map((s) => `${s.count} ${s.task} (${s.reason})`).join("; ")
+    if (skipped !== "") ctx.log(`[${label}] cold start: skipped ${skipped}`)
+    if (set.examples.length === 0) {
+      return yield* new StageRunError({ stage: label, message: `no train row has a cold-start chain of thought: skipped ${skipped}` })
+    }
+    const pairs = set.examples.map((e) => ({ prompt: ctx.promptIds(e.prompt), completion: completionIds(ctx, e.completion) }))
+    const path = RejectionSampling.pathOf(ctx.dir.root, label)
+    const batch = Batch.fromData(RejectionSampling.SftSet, {
+      prompt: Columns.makeUtf8(set.examples.map((e) => e.prompt)),
+      completion: Columns.makeUtf8(set.examples.map((e) => e.completion)),
+      prompt_ids: Columns.int32ListFromRows(pairs.map((p) => p.prompt)),
+      completion_ids: Columns.int32ListFromRows(pairs.map((p) => p.completion)),
+      // every cold-start row reasons before it answers
+      kind: Columns.makeUtf8(set.examples.map(() => "reasoning"))
+    })
+    yield* Effect.sync(() => mkdirSync(dirname(path), { recursive: true }))
+    yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })))
+    ctx.log(`[${label}] cold start: ${pairs.length} chains of thought from ${ctx.data.train.length} train rows → ${path}`)
+    return pairs
+  })
+
 const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect.Effect<Array<Training.Pair>, StageRunError> =>
   Effect.gen(function*() {
     if (source.kind === "corpus") {
-      const eot = ctx.tokenizer.specialIds.eot
       const rows = ctx.data.corpus.filter((r) => !source.onlyCorrect || r.correct).slice(0, source.limit)
-      return rows.map((r) => {
-        const c = ctx.tokenizer.encodeTrusted(r.completion)
-        const withEot = new Int32Array(c.length + 1)
-        withEot.set(c)
-        withEot[c.length] = eot
-        return { prompt: ctx.promptIds(r.prompt), completion: withEot }
-      })
+      return rows.map((r) => ({ prompt: ctx.promptIds(r.prompt), completion: completionIds(ctx, r.completion) }))
     }
+    if (source.kind === "cold-start") return yield* coldStart(ctx, label, source.limit)
     const path = source.kind === "set" ? RejectionSampling.pathOf(ctx.dir.root, source.stage) : source.path
     const table = yield* Effect.try({
       try: () => tableFromIPC(readFileSync(path)),
