@@ -95,6 +95,10 @@ export const incorrect = (sample: Sample): boolean => {
   return scored.length === 0 || !scored.every(passes)
 }
 
+/** Indices (into `sample.rule`) of the rule rewards that scored the sample below their threshold: which rules an `incorrect` failed. */
+export const failedRules = (sample: Sample): Array<number> =>
+  sample.rule.flatMap((r, k) => (!Number.isNaN(r.score) && !passes(r) ? [k] : []))
+
 /** The judge rejects a row without a reference answer when it scores it below its threshold or not at all (NaN). */
 export const judgeRejects = (sample: Sample): boolean => !sample.hasAnswer && sample.judge !== undefined && !passes(sample.judge)
 

@@ -46,6 +46,7 @@ describe("each filter on hand-written completions", () => {
     expect(first(good({ rule: [{ score: NaN, threshold: 1 }, { score: 1, threshold: 1 }] }))).toBeUndefined()
     expect(first(good({ rule: [{ score: NaN, threshold: 1 }] }))).toBe("incorrect")
     expect(first(good({ rule: [] }))).toBe("incorrect")
+    expect(RejectionFilters.failedRules(good({ rule: [{ score: 0, threshold: 1 }, { score: NaN, threshold: 1 }, { score: 0.2, threshold: 0.5 }, { score: 1, threshold: 1 }] }))).toEqual([0, 2])
   })
 
   it("judge: rows without a reference answer are judged by the judge, not the rules; without a judge they are not known correct", () => {
@@ -226,6 +227,8 @@ describe("one tiny run of the stage", () => {
     for (const f of RejectionFilters.FILTERS) expect(values[`rs/rejected_rate/${f}`]).toBeCloseTo(values[`rs/rejected/${f}`] / 12, 10)
     expect(values["rs/accept_rate"]).toBeCloseTo(values["rs/kept"] / 12, 10)
     expect(report.kept).toBe(values["rs/kept"])
+    // format at threshold 0 never fails, so no incorrect sample blames it
+    expect(report.incorrectBy).toEqual({ format: 0 })
     expect(report.config.directShare).toBe(0.5)
     expect(kinds.filter((k) => k === "reasoning").length).toBe(values["rs/kept"])
     // directShare 0.5: as many direct rows as reasoning ones (16 train rows are enough)

@@ -4,7 +4,8 @@
  * the rule rewards or, for rows with no rule answer, by the `judge`; language-consistent; no long
  * paragraphs; no code blocks outside code tasks; not a duplicate; within `maxPerPrompt`), then mix in
  * direct-answer rows (`directShare`), and write the SFT set (`sft/<label>.arrow`: prompt, completion,
- * prompt_ids, completion_ids, kind) and what happened (`sft/<label>.json`: per-filter counts, config)
+ * prompt_ids, completion_ids, kind) and what happened (`sft/<label>.json`: per-filter counts, the rule
+ * rewards the `incorrect` ones failed, config)
  * for a later `sft` stage.
  *
  * Direct rows: n_direct = round(directShare · kept / (1 − directShare)), capped at the train rows with a
@@ -125,7 +126,10 @@ interface SetRows {
   readonly kind: Array<"reasoning" | "direct">
 }
 
-/** Samples one chunk of prompts, filters it, adds the survivors to `set`; returns the chunk's counts and the template's completion prefix. */
+/**
+ * Samples one chunk of prompts, filters it, adds the survivors to `set`; returns the chunk's counts, how
+ * often each rule reward was among those an `incorrect` sample failed, and the template's completion prefix.
+ */
 const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage: RewardStage.RewardStage, chunk: ReadonlyArray<Task.Row>, start: number, set: SetRows) =>
   Effect.gen(function*() {
     const rollouts = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
@@ -133,9 +137,12 @@ const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage
     const pIds = Columns.int32List(scored.getChild("prompt_ids")!)
     const cIds = Columns.int32List(scored.getChild("completion_ids")!)
     let counts = RejectionFilters.emptyCounts()
+    const ruleNames = rolesOf(config, rewardStage.names).rule.map((k) => rewardStage.names[k])
+    const incorrectBy: Record<string, number> = Object.fromEntries(ruleNames.map((n) => [n, 0]))
     samplesOf(config, chunk, scored, rewardStage.names).forEach((samples, p) => {
       const group = RejectionFilters.selectGroup(samples, config)
       counts = RejectionFilters.addGroup(counts, group)
+      group.rejectedBy.forEach((f, s) => f === "incorrect" && RejectionFilters.failedRules(samples[s]).forEach((k) => incorrectBy[ruleNames[k]]++))
       for (const s of group.kept) {
         const i = p * config.samples + s
         set.prompt.push(chunk[p].question)
@@ -145,7 +152,7 @@ const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage
         set.kind.push("reasoning")
       }
     })
-    return { counts, completionPrefix: Batch.completionPrefix(scored.schema) }
+    return { counts, incorrectBy, completionPrefix: Batch.completionPrefix(scored.schema) }
   })
 
 /** Adds counts of two chunks. */
@@ -180,8 +187,15 @@ const addDirect = (ctx: RunContext, label: string, config: Config, count: number
     return rows.length
   })
 
+/** What the stage found, for its report: the counts, and per rule reward the `incorrect` samples it failed (one may fail several). */
+interface Outcome {
+  readonly counts: RejectionFilters.Counts
+  readonly incorrectBy: Readonly<Record<string, number>>
+  readonly direct: number
+}
+
 /** Writes the set and its report (counts, rates, config) next to it. */
-const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, counts: RejectionFilters.Counts, direct: number) =>
+const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, { counts, incorrectBy, direct }: Outcome) =>
   Effect.gen(function*() {
     const batch = Batch.fromData(SftSet, {
       prompt: Columns.makeUtf8(set.prompt),
@@ -192,7 +206,7 @@ const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, 
     })
     mkdirSync(join(ctx.dir.root, "sft"), { recursive: true })
     const path = pathOf(ctx.dir.root, label)
-    const report = { label, filters: RejectionFilters.FILTERS, ...counts, direct, metrics: RejectionFilters.metrics(label, counts, direct), config }
+    const report = { label, filters: RejectionFilters.FILTERS, ...counts, incorrectBy, direct, metrics: RejectionFilters.metrics(label, counts, direct), config }
     const toStageError = (e: RunDir.RunDirError) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })
     yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError(toStageError))
     yield* RunDir.write(reportPathOf(ctx.dir.root, label), `${JSON.stringify(report, null, 2)}\n`).pipe(Effect.mapError(toStageError))
@@ -227,17 +241,19 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           const rows = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
           const set: SetRows = { prompt: [], completion: [], promptIds: [], completionIds: [], kind: [] }
           let counts = RejectionFilters.emptyCounts()
+          const incorrectBy: Record<string, number> = {}
           let completionPrefix = ""
           for (let start = 0; start < rows.length; start += config.batchSize) {
             const chunk = yield* sampleChunk(ctx, label, config, rewardStage, rows.slice(start, start + config.batchSize), start, set)
             counts = sumCounts(counts, chunk.counts)
+            for (const [n, c] of Object.entries(chunk.incorrectBy)) incorrectBy[n] = (incorrectBy[n] ?? 0) + c
             completionPrefix = chunk.completionPrefix
           }
           if (counts.kept === 0) {
             return yield* new StageRunError({ stage: label, message: `no completion passed the filters (${RejectionFilters.summary(counts, 0)}); nothing to write` })
           }
           const direct = yield* addDirect(ctx, label, config, RejectionFilters.directCount(counts.kept, config.directShare), completionPrefix, set)
-          const path = yield* writeSet(ctx, label, config, set, counts, direct)
+          const path = yield* writeSet(ctx, label, config, set, { counts, incorrectBy, direct })
           yield* (yield* Metrics.Metrics).record(ctx.progress.step, RejectionFilters.metrics(label, counts, direct))
           ctx.log(`[${label}] ${RejectionFilters.summary(counts, direct)} → ${path}`)
         })
