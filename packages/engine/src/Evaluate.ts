@@ -1,7 +1,9 @@
 /**
  * Held-out evaluation as R1 reports it: pass@1 averaged over k samples per problem, and cons@k
  * (majority vote over the k final answers, equal by the task's own equivalence: `voteKey`). Also the
- * format rate (strict R1 format) and the mean completion length. Results go to `evals/<label>.json` (or
+ * format rate (strict R1 format), the mean completion length and the mean language consistency (the
+ * language-consistency reward's default: English, trigram identification; over the completions whose
+ * chain of thought has words, absent when none has: a bare `3+4=7` is in no language). Results go to `evals/<label>.json` (or
  * where the caller's `save` puts them), the metrics stream, and the terminal.
  *
  * Over a mixture, each problem is judged by its own task's default accuracy reward (one reward per plugin,
@@ -92,12 +94,15 @@ interface Tally {
   formatted: number
   length: number
   n: number
+  /** Sum and count of the language-consistency scores that are not NaN. */
+  language: number
+  languageN: number
   consCorrect: number
   problems: number
   readonly samples: Array<EvalRecord["samples"][number]>
 }
 
-const emptyTally = (): Tally => ({ correct: 0, formatted: 0, length: 0, n: 0, consCorrect: 0, problems: 0, samples: [] })
+const emptyTally = (): Tally => ({ correct: 0, formatted: 0, length: 0, n: 0, language: 0, languageN: 0, consCorrect: 0, problems: 0, samples: [] })
 
 /** How a chunk's problems are judged: the accuracy columns (one per routed judge), each problem's task and vote key. */
 interface Judging {
@@ -120,6 +125,7 @@ const accuracyValues = (scored: RecordBatch, columns: ReadonlyArray<string>): Fl
 const addChunk = (t: Tally, perTask: Map<string, Tally> | null, scored: RecordBatch, chunk: ReadonlyArray<Task.Row>, k: number, judging: Judging) => {
   const acc = accuracyValues(scored, judging.accuracyColumns)
   const fmt = Columns.float32Values(scored.getChild(Batch.rewardColumn("format")) as Vector<Float32>)
+  const lang = Columns.float32Values(scored.getChild(Batch.rewardColumn("language")) as Vector<Float32>)
   const lens = Columns.int32Values(scored.getChild("completion_length") as Vector<Int32>)
   const completions = strings(scored.getChild("completion") as Vector<Utf8>)
   for (let p = 0; p < chunk.length; p++) {
@@ -135,6 +141,10 @@ const addChunk = (t: Tally, perTask: Map<string, Tally> | null, scored: RecordBa
         u.formatted += fmt[i] >= 1 ? 1 : 0
         u.length += lens[i]
         u.n++
+        if (!Number.isNaN(lang[i])) {
+          u.language += lang[i]
+          u.languageN++
+        }
       }
       u.consCorrect += cons
       u.problems++
@@ -149,20 +159,24 @@ const rates = (t: Tally): TaskEval => ({
   accuracy: t.n > 0 ? t.correct / t.n : 0,
   consAccuracy: t.problems > 0 ? t.consCorrect / t.problems : 0,
   formatRate: t.n > 0 ? t.formatted / t.n : 0,
-  meanLength: t.n > 0 ? t.length / t.n : 0
+  meanLength: t.n > 0 ? t.length / t.n : 0,
+  ...(t.languageN > 0 ? { languageConsistency: t.language / t.languageN } : {})
 })
+
+/** The language consistency in a printed line, when there is one. */
+const languagePart = (x: number | undefined) => (x === undefined ? "" : `, language ${(100 * x).toFixed(1)} %`)
 
 /** The per-task part of the line: each task's pass@1 (and cons@k), over its problems. */
 const taskParts = (k: number, tasks: Readonly<Record<string, TaskEval>> | undefined) =>
   Object.entries(tasks ?? {})
-    .map(([name, t]) => `   ${name}: ${(100 * t.accuracy).toFixed(1)} %${k > 1 ? ` (cons@${k} ${(100 * t.consAccuracy).toFixed(1)} %)` : ""} over ${t.problems}`)
+    .map(([name, t]) => `   ${name}: ${(100 * t.accuracy).toFixed(1)} %${k > 1 ? ` (cons@${k} ${(100 * t.consAccuracy).toFixed(1)} %)` : ""}${languagePart(t.languageConsistency)} over ${t.problems}`)
     .join("")
 
 /** The line an evaluation prints. */
 const summaryLine = (label: string, k: number, record: EvalRecord) =>
   `[${label}] held-out accuracy (pass@1 over ${k} sample${k > 1 ? "s" : ""}): ${(100 * record.accuracy).toFixed(1)} %` +
   (k > 1 ? `   cons@${k} accuracy: ${(100 * (record.consAccuracy as number)).toFixed(1)} %` : "") +
-  `   format: ${(100 * record.formatRate).toFixed(1)} %   mean length: ${record.meanLength.toFixed(1)} tokens   (${record.problems} problems, ${(record.seconds as number).toFixed(1)} s)` +
+  `   format: ${(100 * record.formatRate).toFixed(1)} %${languagePart(record.languageConsistency as number | undefined)}   mean length: ${record.meanLength.toFixed(1)} tokens   (${record.problems} problems, ${(record.seconds as number).toFixed(1)} s)` +
   taskParts(k, record.tasks)
 
 /** Writes an evaluation's record somewhere and returns the path. */
@@ -175,7 +189,8 @@ export const saveInRun: Save = (ctx, record) => {
 }
 
 /**
- * The rewards an evaluation scores with: the accuracy reward(s) (NaN on failure) and the strict format reward.
+ * The rewards an evaluation scores with: the accuracy reward(s) (NaN on failure), the strict format reward
+ * and the language-consistency reward (its defaults).
  * The config's `accuracy` judges every row (column `accuracy`); by default each task's own, one per plugin:
  * `accuracy` when one plugin judges every task, else `accuracy-<k>` routed to its tasks.
  */
@@ -191,7 +206,8 @@ const judges = (task: Recipe.Task, accuracy: Config["accuracy"]): Array<RewardSt
       onError: "nan",
       timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS
     })),
-    { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS }
+    { plugin: "@r1flow/reward-format", name: "format", config: { mode: "strict" }, weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS },
+    { plugin: "@r1flow/reward-language-consistency", name: "language", weight: 1, onError: "nan", timeoutMs: RewardStage.DEFAULT_TIMEOUT_MS }
   ]
 }
 
@@ -205,7 +221,7 @@ const judgingOf = (task: Recipe.Task, rewards: ReadonlyArray<RewardStage.Entry>)
   const first = tasks[0].name
   const taskOf = (row: Task.Row) => (typeof row.metadata.task === "string" ? row.metadata.task : first)
   return {
-    accuracyColumns: rewards.filter((r) => r.name !== "format").map((r) => r.name as string),
+    accuracyColumns: rewards.filter((r) => r.name !== "format" && r.name !== "language").map((r) => r.name as string),
     taskOf,
     keyOf: (name) => voteKey(kinds.get(name) ?? tasks[0].task.kind),
     tagged: (rows) => (task.kind !== "mixture" ? rows : rows.map((r) => (typeof r.metadata.task === "string" ? r : { ...r, metadata: { ...r.metadata, task: first } })))
@@ -238,6 +254,7 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
       }
       const tasks = perTask === null ? undefined : Object.fromEntries(Recipe.tasksOf(ctx.recipe.task).flatMap((x) => (perTask.has(x.name) ? [[x.name, rates(perTask.get(x.name)!)]] : [])))
       const { correct, formatted, length, n, consCorrect, samples } = t
+      const { languageConsistency } = rates(t)
       const record: EvalRecord = {
         name: label,
         step: ctx.progress.step,
@@ -249,6 +266,7 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         consAccuracy: rows.length > 0 ? consCorrect / rows.length : 0,
         formatRate: n > 0 ? formatted / n : 0,
         meanLength: n > 0 ? length / n : 0,
+        ...(languageConsistency !== undefined ? { languageConsistency } : {}),
         seconds: (performance.now() - t0) / 1000,
         ...(tasks !== undefined ? { tasks } : {}),
         samples
@@ -260,11 +278,13 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         [`eval/${label}/cons_accuracy`]: record.consAccuracy as number,
         [`eval/${label}/format_rate`]: record.formatRate,
         [`eval/${label}/mean_length`]: record.meanLength,
+        ...(languageConsistency !== undefined ? { [`eval/${label}/language_consistency`]: languageConsistency } : {}),
         ...Object.fromEntries(Object.entries(tasks ?? {}).flatMap(([name, r]) => [
           [`eval/${label}/${name}/accuracy`, r.accuracy],
           [`eval/${label}/${name}/cons_accuracy`, r.consAccuracy],
           [`eval/${label}/${name}/format_rate`, r.formatRate],
-          [`eval/${label}/${name}/mean_length`, r.meanLength]
+          [`eval/${label}/${name}/mean_length`, r.meanLength],
+          ...(r.languageConsistency !== undefined ? [[`eval/${label}/${name}/language_consistency`, r.languageConsistency]] : [])
         ]))
       })
       ctx.log(summaryLine(label, config.samples, record))

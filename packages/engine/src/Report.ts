@@ -12,6 +12,8 @@ export interface TaskEval {
   readonly consAccuracy: number
   readonly formatRate: number
   readonly meanLength: number
+  /** Mean language consistency over the completions whose chain of thought has words; absent when none has. */
+  readonly languageConsistency?: number
 }
 
 /** One evaluation, as the eval stage writes it to `evals/<name>.json`. */
@@ -21,6 +23,8 @@ export interface EvalRecord {
   readonly accuracy: number
   readonly formatRate: number
   readonly meanLength: number
+  /** As `TaskEval.languageConsistency`, over all problems. */
+  readonly languageConsistency?: number
   readonly samples: ReadonlyArray<{ readonly prompt: string; readonly completion: string; readonly answer: string; readonly reward: number }>
   /** Per task, when the recipe has more than one (a mixture); absent otherwise. */
   readonly tasks?: Readonly<Record<string, TaskEval>>
@@ -91,8 +95,8 @@ export const render = (input: {
     chart("learning rate", pick(["learning_rate"])),
     chart("loss", pick(["loss"]))
   ].filter((c) => c !== "")
-  const row = (name: string, step: number, e: { readonly accuracy: number; readonly formatRate: number; readonly meanLength: number }) =>
-    `<tr><td>${esc(name)}</td><td>${step}</td><td>${(100 * e.accuracy).toFixed(1)} %</td><td>${(100 * e.formatRate).toFixed(1)} %</td><td>${e.meanLength.toFixed(1)}</td></tr>`
+  const row = (name: string, step: number, e: { readonly accuracy: number; readonly formatRate: number; readonly meanLength: number; readonly languageConsistency?: number }) =>
+    `<tr><td>${esc(name)}</td><td>${step}</td><td>${(100 * e.accuracy).toFixed(1)} %</td><td>${(100 * e.formatRate).toFixed(1)} %</td><td>${e.languageConsistency === undefined ? "–" : `${(100 * e.languageConsistency).toFixed(1)} %`}</td><td>${e.meanLength.toFixed(1)}</td></tr>`
   // A mixture's evaluation is followed by one row per task.
   const evalRows = input.evals
     .map((e) => row(e.name, e.step, e) + Object.entries(e.tasks ?? {}).map(([task, t]) => row(`${e.name} · ${task}`, e.step, t)).join(""))
@@ -116,7 +120,7 @@ pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:300px}
 </style></head><body>
 <h1>${esc(input.title)}</h1>
 <h2>Evaluations</h2>
-<table><tr><th>eval</th><th>step</th><th>accuracy</th><th>format</th><th>mean length</th></tr>${evalRows}</table>
+<table><tr><th>eval</th><th>step</th><th>accuracy</th><th>format</th><th>language</th><th>mean length</th></tr>${evalRows}</table>
 <h2>Curves</h2>
 <div class="grid">${charts.join("\n")}</div>
 <h2>Samples</h2>

@@ -6,6 +6,9 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { readParquet } from "parquet-wasm"
 import { beforeAll, describe, expect, it } from "vitest"
+// The test recomputes the plugin's own score to check the eval's mean; the engine itself loads it by name.
+// eslint-disable-next-line @nx/enforce-module-boundaries
+import { Scripts, Trigram } from "@r1flow/reward-language-consistency"
 import * as Data from "../src/Data.js"
 import * as Prompts from "../src/Prompts.js"
 import * as Recipe from "../src/Recipe.js"
@@ -142,7 +145,9 @@ describe("a mixed arithmetic + countdown run", () => {
             update: { optimizer: { learningRate: 1e-3 } }
           }
         },
-        { stage: "eval", name: "final", config: { samples: 2, sampling: { maxNewTokens: 4, temperature: 1 } } }
+        { stage: "eval", name: "final", config: { samples: 2, sampling: { maxNewTokens: 4, temperature: 1 } } },
+        // One sample a problem: the record's samples are every completion, to recompute language consistency from.
+        { stage: "eval", name: "lang", config: { samples: 1, sampling: { maxNewTokens: 12, temperature: 1 } } }
       ]
     }))
     const lines: Array<string> = []
@@ -211,5 +216,19 @@ describe("a mixed arithmetic + countdown run", () => {
     const last: Record<string, number> = Object.assign({}, ...entries.map((e) => e.values))
     for (const t of ["arith", "cd"]) for (const k of ["accuracy", "cons_accuracy", "format_rate", "mean_length"]) expect(last[`eval/final/${t}/${k}`]).toBeDefined()
     expect(lines.some((l) => l.startsWith("[final]") && l.includes("arith:") && l.includes("cd:"))).toBe(true)
+
+    // Language consistency: the plugin's trigram score (no completion prefix: r1-zero leaves <think> to the
+    // model), averaged over the completions it scores, absent where it scores none; per task over its own.
+    const lang = JSON.parse(readFileSync(join(result.dir.evals, "lang.json"), "utf8"))
+    expect(lang.samples).toHaveLength(5)
+    const meanLanguage = (samples: ReadonlyArray<{ completion: string }>) => {
+      const scores = samples.map((x) => Trigram.consistency(Scripts.chainOfThought("", x.completion), "en")).filter((x) => !Number.isNaN(x))
+      return scores.length === 0 ? undefined : scores.reduce((a, b) => a + b, 0) / scores.length
+    }
+    const expectLanguage = (got: number | undefined, want: number | undefined) => (want === undefined ? expect(got).toBeUndefined() : expect(got).toBeCloseTo(want, 6))
+    expectLanguage(lang.languageConsistency, meanLanguage(lang.samples))
+    expectLanguage(lang.tasks.arith.languageConsistency, meanLanguage(lang.samples.slice(0, 3)))
+    expectLanguage(lang.tasks.cd.languageConsistency, meanLanguage(lang.samples.slice(3)))
+    expectLanguage(last["eval/lang/language_consistency"], lang.languageConsistency)
   }, 120_000)
 })

@@ -1,11 +1,11 @@
 /**
- * `rejection-sampling`: R1's third stage. Sample k completions per training prompt from the current
- * policy, keep those R1's filters accept (`RejectionFilters`, in its fixed order: finished, correct by
- * the rule rewards or, for rows with no rule answer, by the `judge`; language-consistent; no long
- * paragraphs; no code blocks outside code tasks; not a duplicate; within `maxPerPrompt`), then mix in
- * direct-answer rows (`directShare`), and write the SFT set (`sft/<label>.arrow`: prompt, completion,
- * prompt_ids, completion_ids, kind) and what happened (`sft/<label>.json`: per-filter counts, the rule
- * rewards the `incorrect` ones failed, config)
+ * `rejection-sampling`: R1's third stage. Sample k completions per training prompt (drawn as grpo draws
+ * them: by the tasks' weights in a mixture) from the current policy, keep those R1's filters accept
+ * (`RejectionFilters`, in its fixed order: finished, correct by the rule rewards or, for rows with no
+ * rule answer, by the `judge`; language-consistent; no long paragraphs; no code blocks outside code
+ * tasks; not a duplicate; within `maxPerPrompt`), then mix in direct-answer rows (`directShare`), and
+ * write the SFT set (`sft/<label>.arrow`: prompt, completion, prompt_ids, completion_ids, kind) and what
+ * happened (`sft/<label>.json`: per-filter counts, the rule rewards the `incorrect` ones failed, config)
  * for a later `sft` stage.
  *
  * Direct rows: n_direct = round(directShare · kept / (1 − directShare)), capped at the train rows with a
@@ -238,7 +238,8 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
         Effect.gen(function*() {
           const ctx = yield* Run
           const rewardStage = yield* Sampling.loadRewards(label, rewardList(config))
-          const rows = Prompts.sampler(ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
+          // A mixture's prompts by the tasks' weights, as grpo draws them; a single task exactly as before.
+          const rows = Prompts.taskSampler(ctx.recipe.task, ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
           const set: SetRows = { prompt: [], completion: [], promptIds: [], completionIds: [], kind: [] }
           let counts = RejectionFilters.emptyCounts()
           const incorrectBy: Record<string, number> = {}
