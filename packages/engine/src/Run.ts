@@ -6,7 +6,7 @@
 import { Config as CoreConfig, Metrics, Plugin, Rng } from "@r1flow/core"
 import { Backend } from "@r1flow/backend"
 import { Checkpoint, Lora, Transformer } from "@r1flow/model"
-import { Loaders } from "@r1flow/datasets"
+import { ColdStart, Loaders } from "@r1flow/datasets"
 import { Compact, type HfTokenizer, Template, Tokenizer, type Codec } from "@r1flow/tokenizer"
 import { Effect, Layer, Option } from "effect"
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs"
@@ -79,11 +79,19 @@ export const load = (path: string, overrides: ReadonlyArray<string> = []) =>
     return { recipe, resolved: withOverrides }
   })
 
-/** A compact vocabulary learned from what the model will read and write: templated prompts and corpus solutions. */
+/** Whether a stage is an `sft` on R1's cold-start set (its config is still undecoded here). */
+const isColdStart = (s: Recipe.Recipe["stages"][number]) => s.stage === "sft" && (s.config as { source?: { kind?: unknown } } | undefined)?.source?.kind === "cold-start"
+
+/**
+ * A compact vocabulary learned from what the model will read and write: templated prompts, corpus
+ * solutions and, when a stage trains on R1's cold-start set, its chains of thought (else their words,
+ * unseen, would be spelled in pieces: chains twice as long).
+ */
 const buildCompact = (recipe: Recipe.Recipe, tokenizer: Extract<Recipe.Recipe["tokenizer"], { kind: "compact" }>, data: RunContext["data"]) => {
   const texts: Array<string> = []
   for (const r of data.corpus) texts.push(r.completion)
   for (const r of data.train.slice(0, 2000)) texts.push(recipe.template === "chat" ? r.question : Template.r1ZeroText(r.question))
+  if (recipe.stages.some(isColdStart)) for (const e of ColdStart.build(data.train.slice(0, 2000), { seed: recipe.seed }).examples) texts.push(e.completion)
   return Compact.build({ base: tokenizer.base, corpus: texts, size: tokenizer.size, splitDigits: tokenizer.splitDigits ?? false })
 }
 
