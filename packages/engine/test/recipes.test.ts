@@ -29,13 +29,46 @@ const expectCountdownScored = async (rollouts: string) => {
   expect(Number(row.odd)).toBe(0)
 }
 
+/**
+ * A reward-model stage's pairs from a file written here: a two-step GRPO of a random tiny policy has no
+ * group with both a correct and an incorrect (or a consistent and a mixed-language) completion to pair, on
+ * any machine. The rollouts source is tested on rewards that split such groups (reward-model-stage.test.ts).
+ */
+const pairsFromFile = (recipe: ReturnType<typeof recipeOf>, dir: string): Array<string> =>
+  recipe.stages.flatMap((s, i) => {
+    if (s.stage !== "reward-model") return []
+    const file = join(dir, `pairs-${i}.jsonl`)
+    const rows = Array.from({ length: 8 }, (_, k) => ({ prompt: `What is ${k} + 2?`, chosen: `<think>${k} + 2 = ${k + 2}</think><answer>${k + 2}</answer>`, rejected: `${k + 3}` }))
+    writeFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n"))
+    return [`stages.${i}.config.source={"kind":"file","train":${JSON.stringify(file)}}`]
+  })
+
+/**
+ * What the r1 recipe must show: after each eval stage, each task's held-out accuracy and format rate (and
+ * language consistency where a chain of thought has words); the reward model's held-out accuracy; the
+ * rejection-sampling accept rates per filter; the reward model scoring final RL's rollouts.
+ */
+const expectR1Reported = (root: string, recipe: ReturnType<typeof recipeOf>, entries: ReadonlyArray<Metrics.Entry>) => {
+  const last: Record<string, number> = Object.assign({}, ...entries.map((e) => e.values))
+  for (const s of recipe.stages.filter((x) => x.stage === "eval")) {
+    const record = JSON.parse(readFileSync(join(root, "evals", `${s.name}.json`), "utf8"))
+    expect(Object.keys(record.tasks), s.name).toEqual(["arith", "countdown"])
+    for (const task of ["arith", "countdown"]) for (const k of ["accuracy", "format_rate"]) expect(last[`eval/${s.name}/${task}/${k}`], `${s.name} ${task} ${k}`).toBeGreaterThanOrEqual(0)
+  }
+  expect(last["rm/heldout_accuracy"]).toBeGreaterThanOrEqual(0)
+  expect(last["rs/accept_rate"]).toBeGreaterThanOrEqual(0)
+  const report = JSON.parse(readFileSync(join(root, "sft", "rs.json"), "utf8"))
+  for (const f of report.filters as Array<string>) expect(last[`rs/rejected_rate/${f}`], f).toBeGreaterThanOrEqual(0)
+  expect(existsSync(join(root, "reward-models", "rm"))).toBe(true)
+}
+
 describe("built-in recipes, test-sized", () => {
   for (const name of ["r1-zero", "r1", "distill", "countdown"]) {
     it(`${name}: the stages chain and the run directory is complete`, async () => {
       const runs = tempDir(`recipe-${name}`)
       const recipe = recipeOf(name)
       const lines: Array<string> = []
-      const result = await run(Run.run(Run.resolveRecipe(name), { overrides: tinyOverrides(recipe, runs), log: (l) => lines.push(l) }))
+      const result = await run(Run.run(Run.resolveRecipe(name), { overrides: [...tinyOverrides(recipe, runs), ...pairsFromFile(recipe, runs)], log: (l) => lines.push(l) }))
       const dir = result.dir
       for (const f of [dir.manifest, dir.metrics, dir.report, join(dir.root, "summary.json"), join(dir.checkpoints, "latest")]) expect(existsSync(f), f).toBe(true)
       const manifest = JSON.parse(readFileSync(dir.manifest, "utf8"))
@@ -56,6 +89,7 @@ describe("built-in recipes, test-sized", () => {
       expect(entries.length).toBeGreaterThan(0)
       expect(readFileSync(dir.report, "utf8")).toContain("<svg")
       if (name === "countdown") await expectCountdownScored(dir.rollouts)
+      if (name === "r1") expectR1Reported(dir.root, recipe, entries)
     }, 120_000)
   }
 })
