@@ -18,6 +18,8 @@ export interface CheckContext {
   /** The recipe's stages and this one's index among them, for checks across stages (a source or model an earlier stage makes). */
   readonly stages?: ReadonlyArray<typeof Recipe.StageEntry.Type>
   readonly index?: number
+  /** The recipe's task names (one, or a mixture's), for checks of rewards routed by task. */
+  readonly tasks?: ReadonlyArray<string>
 }
 
 /** What a stage plugin's `make(config)` returns. */

@@ -213,7 +213,7 @@ const prepare = (recipe: Recipe.Recipe, recipePath: string, first: number) =>
       const plugin = yield* Plugin.load(spec, { kind: "stage", from })
       const stage = yield* Plugin.instantiate(plugin, entry.config, where)
       if (!RecipeStage.isRecipeStage(stage)) return yield* new Plugin.PluginError({ plugin: spec, message: "make(config) did not return a recipe stage ({ kind, run })" })
-      if (stage.check !== undefined) yield* stage.check({ where, from, stages: recipe.stages, index: i })
+      if (stage.check !== undefined) yield* stage.check({ where, from, stages: recipe.stages, index: i, tasks: Recipe.tasksOf(recipe.task).map((t) => t.name) })
       stages.push({ label: entry.name ?? entry.stage, plugin, stage })
     }
     return stages

@@ -115,6 +115,17 @@ export const checkRewardNames = (rewardList: ReadonlyArray<RewardStage.Entry>, w
     Effect.forEach(config.rewards, (entry) =>
       entry.name !== undefined ? Effect.succeed(entry.name) : Effect.map(Plugin.load(entry.plugin, { kind: "reward", from }), (p) => p.name)))
 
+/**
+ * Before the run: the task names a stage gives (a reward entry's `tasks`, `directTasks`, each list at its
+ * `path`) are tasks of the recipe, so a typo does not silently leave a reward scoring nothing but NaN.
+ * `tasks`: the recipe's task names.
+ */
+export const checkTaskNames = (lists: ReadonlyArray<{ readonly path: string; readonly names: ReadonlyArray<string> | undefined }>, tasks: ReadonlyArray<string> | undefined): Effect.Effect<void, CoreConfig.ConfigError> => {
+  const problems = tasks === undefined ? [] : lists.flatMap(({ path, names }) =>
+    (names ?? []).flatMap((t, j) => (tasks.includes(t) ? [] : [`${path}[${j}]: "${t}" is not a task of this recipe (its tasks: ${tasks.join(", ")})`])))
+  return problems.length === 0 ? Effect.void : Effect.fail(new CoreConfig.ConfigError({ source: "recipe", problems }))
+}
+
 /** Checks an eval's `accuracy` reward (at `<where>.accuracy`): that the plugin loads and its `config` decodes. */
 export const checkAccuracy = (
   accuracy: { readonly plugin: string; readonly config?: unknown } | undefined,

@@ -45,6 +45,35 @@ describe("recipe: task mixtures", () => {
   })
 })
 
+describe("recipe: task names in stages", () => {
+  it("a reward routed to, or direct rows drawn from, a task the recipe lacks are refused before any stage runs, naming the key", async () => {
+    const root = tempDir("mixture-routes")
+    const file = writeRecipe(root, testRecipe({
+      name: "mixture-routes",
+      task: mixture([{ name: "arith", task: arith }, { name: "cd", task: countdown }]),
+      corpus: { count: 8 },
+      tokenizer: { ...tokenizer, splitDigits: true },
+      stages: [
+        { stage: "grpo", config: { steps: 1, promptsPerStep: 2, groupSize: 2, sampling: { maxNewTokens: 4, temperature: 1 }, rewards: [{ plugin: "@r1flow/reward-format" }, { plugin: "@r1flow/reward-countdown", tasks: ["cd", "countdown"] }], update: {} } },
+        { stage: "rejection-sampling", config: { prompts: 2, samples: 2, sampling: { maxNewTokens: 4, temperature: 1 }, rewards: [{ plugin: "@r1flow/reward-math-accuracy", tasks: ["arithmetic"] }], directShare: 0.1, directTasks: ["arith", "math"] } }
+      ]
+    }))
+    const lines: Array<string> = []
+    const err = (await runFail(Run.run(file, { overrides: [], log: (l) => lines.push(l) }))) as { _tag: string; problems?: ReadonlyArray<string> }
+    expect(err._tag).toBe("ConfigError")
+    expect(err.problems).toEqual([`stages[0].config.rewards[1].tasks[1]: "countdown" is not a task of this recipe (its tasks: arith, cd)`])
+    expect(lines.filter((l) => l.startsWith("── stage"))).toEqual([])
+    const fixed = JSON.parse(readFileSync(file, "utf8"))
+    fixed.stages[0].config.rewards[1].tasks = ["cd"]
+    writeFileSync(file, JSON.stringify(fixed))
+    const err2 = (await runFail(Run.run(file, { overrides: [], log: () => {} }))) as { problems?: ReadonlyArray<string> }
+    expect(err2.problems).toEqual([
+      `stages[1].config.rewards[0].tasks[0]: "arithmetic" is not a task of this recipe (its tasks: arith, cd)`,
+      `stages[1].config.directTasks[1]: "math" is not a task of this recipe (its tasks: arith, cd)`
+    ])
+  }, 60_000)
+})
+
 describe("data: a mixture's rows", () => {
   it("tags every row with its task, prefixes ids in a mixture only, concatenates test splits and shares the corpus by weight", async () => {
     const task = await decodeTask(mixture([{ name: "arith", weight: 3, task: arith }, { name: "cd", task: countdown }]))

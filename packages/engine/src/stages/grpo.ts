@@ -115,10 +115,11 @@ const checkPipeline = (config: Config, rewardNames: ReadonlyArray<string>, { whe
       advantages: config.advantages
     }).pipe(Effect.mapError((e) => new CoreConfig.ConfigError({ source: "pipeline", problems: e.message.split("\n").map((line) => `${where}: ${line}`) }))))
 
-/** Before the run, what the schema cannot see: the reward plugins and their configs, the eval's accuracy reward, and the pipeline. */
+/** Before the run, what the schema cannot see: the reward plugins and their configs and tasks, the eval's accuracy reward, and the pipeline. */
 const check = (config: Config, at: RecipeStage.CheckContext) =>
   Effect.gen(function*() {
     const rewardNames = yield* Sampling.checkRewardNames(config.rewards, at.where, at.from)
+    yield* Sampling.checkTaskNames(config.rewards.map((e, k) => ({ path: `${at.where}.rewards[${k}].tasks`, names: e.tasks })), at.tasks)
     yield* Sampling.checkAccuracy(config.eval?.accuracy, `${at.where}.eval`, at.from)
     yield* checkPipeline(config, rewardNames, at)
     if ((config.distributed?.maxStaleness ?? 0) >= 1 && config.update.loss.tisCap === undefined) {

@@ -213,10 +213,15 @@ const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, 
     return path
   })
 
-/** Before the run: the rewards and the judge load and decode, and `languageReward` names one of them. */
+/** Before the run: the rewards and the judge load and decode, route to the recipe's tasks, and `languageReward` names one of them. */
 const check = (config: Config, at: RecipeStage.CheckContext) =>
   Effect.gen(function*() {
     const names = yield* Sampling.checkRewardNames(rewardList(config), at.where, at.from)
+    yield* Sampling.checkTaskNames([
+      ...config.rewards.map((e, k) => ({ path: `${at.where}.rewards[${k}].tasks`, names: e.tasks })),
+      { path: `${at.where}.judge.tasks`, names: config.judge?.tasks },
+      { path: `${at.where}.directTasks`, names: config.directTasks }
+    ], at.tasks)
     if (config.languageReward !== undefined && !names.slice(0, config.rewards.length).includes(config.languageReward)) {
       return yield* new CoreConfig.ConfigError({
         source: "recipe",
