@@ -178,7 +178,7 @@ describe("reward-model stage", () => {
     const fails = async (stages: ReadonlyArray<unknown>) => String(((await runFail(Run.run(writeRecipe(root, testRecipe({ stages })), { log: () => {} }))) as { message: string }).message)
     expect(await fails([rm({ kind: "rollouts", stage: "rl", by: [{ reward: "format" }] }), grpo("rl", format)])).toMatch(/stages\[0\]\.config\.source\.stage: "rl" \(stages\[1\]\) does not run before this stage/)
     expect(await fails([grpo("rl", format), rm({ kind: "rollouts", stage: "rl", by: [{ reward: "accuracy" }] })])).toMatch(/source\.by\[0\]\.reward: "accuracy" is not a reward of "rl" \(its rewards: format\)/)
-    expect(await fails([grpo("rl", [{ plugin: "@r1flow/reward-model", config: { stage: "rm" } }]), rm({ kind: "file", train: "pairs.jsonl" })])).toMatch(/source\.train: .*pairs\.jsonl does not exist/)
+    expect(await fails([grpo("rl", format), rm({ kind: "file", train: "pairs.jsonl" })])).toMatch(/source\.train: .*pairs\.jsonl does not exist/)
     writeFileSync(join(root, "pairs.jsonl"), "")
     expect(await fails([grpo("rl", [{ plugin: "@r1flow/reward-model", config: { stage: "rm" } }]), rm({ kind: "file", train: "pairs.jsonl" })])).toMatch(/stages\[0\]\.config\.rewards\[0\]\.config\.stage names the reward-model stage "rm" \(stages\[1\]\), which does not run before this stage/)
     expect(readdirSync(root).includes("runs")).toBe(false)

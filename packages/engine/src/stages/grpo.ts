@@ -23,6 +23,7 @@ import * as Recipe from "../Recipe.js"
 import * as RecipeStage from "../RecipeStage.js"
 import * as RunDir from "../RunDir.js"
 import * as Sampling from "../Sampling.js"
+import * as RewardModelStage from "./reward-model.js"
 
 /**
  * The stage's `update` section: `Update.Config` less what the run supplies. `padId` is the tokenizer's
@@ -120,6 +121,7 @@ const check = (config: Config, at: RecipeStage.CheckContext) =>
   Effect.gen(function*() {
     const rewardNames = yield* Sampling.checkRewardNames(config.rewards, at.where, at.from)
     yield* Sampling.checkTaskNames(config.rewards.map((e, k) => ({ path: `${at.where}.rewards[${k}].tasks`, names: e.tasks })), at.tasks)
+    yield* RewardModelStage.checkStageRefs(config.rewards, (k) => `${at.where}.rewards[${k}]`, at)
     yield* Sampling.checkAccuracy(config.eval?.accuracy, `${at.where}.eval`, at.from)
     yield* checkPipeline(config, rewardNames, at)
     if ((config.distributed?.maxStaleness ?? 0) >= 1 && config.update.loss.tisCap === undefined) {

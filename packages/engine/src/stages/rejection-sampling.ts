@@ -28,6 +28,7 @@ import * as RecipeStage from "../RecipeStage.js"
 import * as RejectionFilters from "../RejectionFilters.js"
 import * as RunDir from "../RunDir.js"
 import * as Sampling from "../Sampling.js"
+import * as RewardModelStage from "./reward-model.js"
 
 /** The language-consistency plugin: its entry is the `mixed_language` filter unless `languageReward` names another. */
 export const LANGUAGE_PLUGIN = "@r1flow/reward-language-consistency"
@@ -222,6 +223,8 @@ const check = (config: Config, at: RecipeStage.CheckContext) =>
       { path: `${at.where}.judge.tasks`, names: config.judge?.tasks },
       { path: `${at.where}.directTasks`, names: config.directTasks }
     ], at.tasks)
+    yield* RewardModelStage.checkStageRefs(config.rewards, (k) => `${at.where}.rewards[${k}]`, at)
+    yield* RewardModelStage.checkStageRefs([config.judge], () => `${at.where}.judge`, at)
     if (config.languageReward !== undefined && !names.slice(0, config.rewards.length).includes(config.languageReward)) {
       return yield* new CoreConfig.ConfigError({
         source: "recipe",

@@ -141,17 +141,25 @@ export const resolveRewardEntries = (ctx: RunContext, entries: ReadonlyArray<Rew
 
 const configError = (problems: Array<string>) => new CoreConfig.ConfigError({ source: "recipe", problems })
 
-/** Every reward entry of the recipe naming a reward-model `stage` names one that runs before it. */
-const checkReferences = (stages: ReadonlyArray<StageEntry>): Array<string> =>
-  stages.flatMap((s, j) => {
-    const rewards = rawConfig(s).rewards
-    if (!Array.isArray(rewards)) return []
-    return rewards.flatMap((e, i) => {
-      const ref = typeof e === "object" && e !== null ? stageRef(e as Record<string, unknown>) : undefined
-      const problem = ref === undefined ? null : refProblem(stages, j, ref)
-      return problem === null ? [] : [`stages[${j}].config.rewards[${i}].config.stage ${problem}`]
-    })
+/**
+ * Before the run, for a stage that scores with rewards: each `@r1flow/reward-model` entry naming a
+ * `config.stage` (entry k at `pathOf(k)`) names a reward-model stage that runs before it. Called by the
+ * stages that take reward entries, so it holds whether or not the recipe has a reward-model stage.
+ */
+export const checkStageRefs = (
+  entries: ReadonlyArray<{ readonly plugin?: unknown; readonly config?: unknown } | undefined>,
+  pathOf: (k: number) => string,
+  at: RecipeStage.CheckContext
+): Effect.Effect<void, CoreConfig.ConfigError> => {
+  const { stages, index } = at
+  if (stages === undefined || index === undefined) return Effect.void
+  const problems = entries.flatMap((e, k) => {
+    const ref = e === undefined ? undefined : stageRef(e)
+    const problem = ref === undefined ? null : refProblem(stages, index, ref)
+    return problem === null ? [] : [`${pathOf(k)}.config.stage ${problem}`]
   })
+  return problems.length === 0 ? Effect.void : Effect.fail(configError(problems))
+}
 
 /** The reward names a grpo stage's raw config writes (`reward_<name>` columns): each entry's `name`, else its plugin's. */
 const grpoRewardNames = (s: StageEntry, from: string) =>
@@ -186,8 +194,6 @@ const check = (config: Config, at: RecipeStage.CheckContext) =>
     }
     if (at.stages === undefined || at.index === undefined) return
     if (source.kind === "rollouts") yield* checkRolloutsSource(source, at, at.stages, at.index)
-    const problems = checkReferences(at.stages)
-    if (problems.length > 0) return yield* configError(problems)
   })
 
 // ---------------------------------------------------------------------------------------------
