@@ -253,8 +253,7 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         addChunk(t, perTask, yield* Sampling.score(where, rewardStage, batch), chunk, config.samples, judging)
       }
       const tasks = perTask === null ? undefined : Object.fromEntries(Recipe.tasksOf(ctx.recipe.task).flatMap((x) => (perTask.has(x.name) ? [[x.name, rates(perTask.get(x.name)!)]] : [])))
-      const { correct, formatted, length, n, consCorrect, samples } = t
-      const { languageConsistency } = rates(t)
+      const { accuracy, consAccuracy, formatRate, meanLength, languageConsistency } = rates(t)
       const record: EvalRecord = {
         name: label,
         step: ctx.progress.step,
@@ -262,14 +261,14 @@ export const run = (config: Config, label: string, save: Save = saveInRun): Effe
         problems: rows.length,
         samplesPerProblem: config.samples,
         temperature: config.sampling.temperature,
-        accuracy: n > 0 ? correct / n : 0,
-        consAccuracy: rows.length > 0 ? consCorrect / rows.length : 0,
-        formatRate: n > 0 ? formatted / n : 0,
-        meanLength: n > 0 ? length / n : 0,
+        accuracy,
+        consAccuracy,
+        formatRate,
+        meanLength,
         ...(languageConsistency !== undefined ? { languageConsistency } : {}),
         seconds: (performance.now() - t0) / 1000,
         ...(tasks !== undefined ? { tasks } : {}),
-        samples
+        samples: t.samples
       }
       const file = yield* save(ctx, record).pipe(Effect.mapError((e) => new StageRunError({ stage: where, message: `${e.path}: ${e.message}` })))
       const metrics = yield* Metrics.Metrics

@@ -54,8 +54,10 @@ describe.skipIf(!native.ok).each(backends)("fused RMSNorm, SwiGLU and RoPE, nati
     shapes.forEach(([n, w], c) => {
       const label = `[${n}, ${w}]${c % 2 === 1 ? " sliced" : ""}`
       const eps = c % 3 === 0 ? 1e-6 : 1e-5
-      const make = () => [c % 2 === 1 ? sliced([n, w], c + 1, 3) : r([n, w], c + 1, 3), tf.add(r([w], c + 50, 0.2), 1)]
-      const mk = () => tf.tidy(() => [...valueAndGrads((x, g) => Fused.rmsNorm(x, g, eps), make(), r([n, w], c + 900)), make()[0].dataSync() as Float32Array, r([n, w], c + 900).dataSync() as Float32Array])
+      const mk = () => tf.tidy(() => {
+        const xs = [c % 2 === 1 ? sliced([n, w], c + 1, 3) : r([n, w], c + 1, 3), tf.add(r([w], c + 50, 0.2), 1)], dy = r([n, w], c + 900)
+        return [...valueAndGrads((x, g) => Fused.rmsNorm(x, g, eps), xs, dy), xs[0].dataSync() as Float32Array, dy.dataSync() as Float32Array]
+      })
       const [y, dx, dg, x, dy] = run(mk, false), [yStock, dxStock, dgStock] = run(mk, true)
       expect(relErr(y, yStock), `${label}: value`).toBeLessThan(1e-5)
       expect(relErr(dx, dxStock), `${label}: gradient 0`).toBeLessThan(1e-5)

@@ -118,8 +118,8 @@ const samplesOf = (config: Config, chunk: ReadonlyArray<Task.Row>, scored: Recor
     }))
 }
 
-/** The set being built, one entry per row. */
-interface SetRows {
+/** An SFT set being built, one entry per row (`SftSet`'s columns). */
+export interface SetRows {
   readonly prompt: Array<string>
   readonly completion: Array<string>
   readonly promptIds: Array<Int32Array>
@@ -128,10 +128,11 @@ interface SetRows {
 }
 
 /**
- * Samples one chunk of prompts, filters it, adds the survivors to `set`; returns the chunk's counts, how
- * often each rule reward was among those an `incorrect` sample failed, and the template's completion prefix.
+ * Samples one chunk of prompts, filters it, adds the survivors to `set` and, per rule reward, the
+ * `incorrect` samples that failed it to `incorrectBy`; returns the chunk's counts and the template's
+ * completion prefix.
  */
-const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage: RewardStage.RewardStage, chunk: ReadonlyArray<Task.Row>, start: number, set: SetRows) =>
+const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage: RewardStage.RewardStage, chunk: ReadonlyArray<Task.Row>, start: number, set: SetRows, incorrectBy: Record<string, number>) =>
   Effect.gen(function*() {
     const rollouts = yield* Sampling.rollouts(ctx, chunk, config.sampling, { groupSize: config.samples, stream: `${label}/rollout`, firstGroup: start, stage: label })
     const scored = yield* Sampling.score(label, rewardStage, rollouts)
@@ -139,7 +140,6 @@ const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage
     const cIds = Columns.int32List(scored.getChild("completion_ids")!)
     let counts = RejectionFilters.emptyCounts()
     const ruleNames = rolesOf(config, rewardStage.names).rule.map((k) => rewardStage.names[k])
-    const incorrectBy: Record<string, number> = Object.fromEntries(ruleNames.map((n) => [n, 0]))
     samplesOf(config, chunk, scored, rewardStage.names).forEach((samples, p) => {
       const group = RejectionFilters.selectGroup(samples, config)
       counts = RejectionFilters.addGroup(counts, group)
@@ -153,7 +153,7 @@ const sampleChunk = (ctx: RunContext, label: string, config: Config, rewardStage
         set.kind.push("reasoning")
       }
     })
-    return { counts, incorrectBy, completionPrefix: Batch.completionPrefix(scored.schema) }
+    return { counts, completionPrefix: Batch.completionPrefix(scored.schema) }
   })
 
 /** Adds counts of two chunks. */
@@ -195,8 +195,10 @@ interface Outcome {
   readonly direct: number
 }
 
-/** Writes the set and its report (counts, rates, config) next to it. */
-const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, { counts, incorrectBy, direct }: Outcome) =>
+const toStageError = (label: string) => (e: RunDir.RunDirError) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })
+
+/** Writes an SFT set to `sft/<label>.arrow` (`pathOf`) and returns the path: this stage's, and the `sft` stage's cold-start set. */
+export const writeSftSet = (root: string, label: string, set: SetRows): Effect.Effect<string, StageRunError> =>
   Effect.gen(function*() {
     const batch = Batch.fromData(SftSet, {
       prompt: Columns.makeUtf8(set.prompt),
@@ -205,12 +207,18 @@ const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, 
       completion_ids: Columns.int32ListFromRows(set.completionIds),
       kind: Columns.makeUtf8(set.kind)
     })
-    mkdirSync(join(ctx.dir.root, "sft"), { recursive: true })
-    const path = pathOf(ctx.dir.root, label)
+    const path = pathOf(root, label)
+    yield* Effect.sync(() => mkdirSync(join(root, "sft"), { recursive: true }))
+    yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError(toStageError(label)))
+    return path
+  })
+
+/** Writes the set and its report (counts, rates, config) next to it. */
+const writeSet = (ctx: RunContext, label: string, config: Config, set: SetRows, { counts, incorrectBy, direct }: Outcome) =>
+  Effect.gen(function*() {
+    const path = yield* writeSftSet(ctx.dir.root, label, set)
     const report = { label, filters: RejectionFilters.FILTERS, ...counts, incorrectBy, direct, metrics: RejectionFilters.metrics(label, counts, direct), config }
-    const toStageError = (e: RunDir.RunDirError) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })
-    yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError(toStageError))
-    yield* RunDir.write(reportPathOf(ctx.dir.root, label), `${JSON.stringify(report, null, 2)}\n`).pipe(Effect.mapError(toStageError))
+    yield* RunDir.write(reportPathOf(ctx.dir.root, label), `${JSON.stringify(report, null, 2)}\n`).pipe(Effect.mapError(toStageError(label)))
     return path
   })
 
@@ -250,12 +258,11 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           const rows = Prompts.taskSampler(ctx.recipe.task, ctx.data.train, ctx.recipe.seed, `${label}/data`)(0, config.prompts)
           const set: SetRows = { prompt: [], completion: [], promptIds: [], completionIds: [], kind: [] }
           let counts = RejectionFilters.emptyCounts()
-          const incorrectBy: Record<string, number> = {}
+          const incorrectBy: Record<string, number> = Object.fromEntries(rolesOf(config, rewardStage.names).rule.map((k) => [rewardStage.names[k], 0]))
           let completionPrefix = ""
           for (let start = 0; start < rows.length; start += config.batchSize) {
-            const chunk = yield* sampleChunk(ctx, label, config, rewardStage, rows.slice(start, start + config.batchSize), start, set)
+            const chunk = yield* sampleChunk(ctx, label, config, rewardStage, rows.slice(start, start + config.batchSize), start, set, incorrectBy)
             counts = sumCounts(counts, chunk.counts)
-            for (const [n, c] of Object.entries(chunk.incorrectBy)) incorrectBy[n] = (incorrectBy[n] ?? 0) + c
             completionPrefix = chunk.completionPrefix
           }
           if (counts.kept === 0) {

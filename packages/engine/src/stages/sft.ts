@@ -6,18 +6,16 @@
  * `rejection-sampling` stage wrote), or any Arrow IPC file with `prompt_ids` / `completion_ids`
  * columns (`source: file`).
  */
-import { Batch, Columns, Stage } from "@r1flow/core"
+import { Columns, Stage } from "@r1flow/core"
 import { ColdStart } from "@r1flow/datasets"
 import { Optimizer, Sft } from "@r1flow/grpo"
 import { Template } from "@r1flow/tokenizer"
 import { tableFromIPC } from "apache-arrow"
 import { Effect, Schema } from "effect"
-import { mkdirSync, readFileSync } from "node:fs"
-import { dirname } from "node:path"
+import { readFileSync } from "node:fs"
 import { Run, StageRunError, type RunContext } from "../Context.js"
 import * as Prompts from "../Prompts.js"
 import * as RecipeStage from "../RecipeStage.js"
-import * as RunDir from "../RunDir.js"
 import * as Training from "../Training.js"
 import * as RejectionSampling from "./rejection-sampling.js"
 
@@ -68,17 +66,14 @@ const coldStart = (ctx: RunContext, label: string, limit: number | undefined): E
       return yield* new StageRunError({ stage: label, message: `no train row has a cold-start chain of thought: skipped ${skipped}` })
     }
     const pairs = set.examples.map((e) => ({ prompt: ctx.promptIds(e.prompt), completion: completionIds(ctx, e.completion) }))
-    const path = RejectionSampling.pathOf(ctx.dir.root, label)
-    const batch = Batch.fromData(RejectionSampling.SftSet, {
-      prompt: Columns.makeUtf8(set.examples.map((e) => e.prompt)),
-      completion: Columns.makeUtf8(set.examples.map((e) => e.completion)),
-      prompt_ids: Columns.int32ListFromRows(pairs.map((p) => p.prompt)),
-      completion_ids: Columns.int32ListFromRows(pairs.map((p) => p.completion)),
+    const path = yield* RejectionSampling.writeSftSet(ctx.dir.root, label, {
+      prompt: set.examples.map((e) => e.prompt),
+      completion: set.examples.map((e) => e.completion),
+      promptIds: pairs.map((p) => p.prompt),
+      completionIds: pairs.map((p) => p.completion),
       // every cold-start row reasons before it answers
-      kind: Columns.makeUtf8(set.examples.map(() => "reasoning"))
+      kind: set.examples.map(() => "reasoning")
     })
-    yield* Effect.sync(() => mkdirSync(dirname(path), { recursive: true }))
-    yield* RunDir.write(path, yield* Effect.sync(() => RunDir.ipcFile(batch))).pipe(Effect.mapError((e) => new StageRunError({ stage: label, message: `${e.path}: ${e.message}` })))
     ctx.log(`[${label}] cold start: ${pairs.length} chains of thought from ${ctx.data.train.length} train rows → ${path}`)
     return pairs
   })
