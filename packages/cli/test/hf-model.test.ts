@@ -40,7 +40,7 @@ describe("r1flow run r1-zero-hf and r1flow export", () => {
     const latest = readFileSync(join(dir, "checkpoints", "latest"), "utf8").trim()
     const policy = await run(Checkpoint.load(join(dir, "checkpoints", latest, "policy")))
     const back = await run(Checkpoint.loadHf(out, { trainable: false }))
-    const want = Transformer.toArrays(policy), got = Transformer.toArrays(back.model)
+    const want = await Transformer.toArrays(policy), got = await Transformer.toArrays(back.model)
     policy.dispose()
     back.model.dispose()
     for (const [name, w] of want) expect(w.findIndex((x, i) => got.get(name)![i] !== x), name).toBe(-1)

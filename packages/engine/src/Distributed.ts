@@ -172,8 +172,7 @@ export interface RemoteOptions {
 }
 
 /** The weights workers sample from, HF names: under LoRA the adapters merged in (a worker runs a plain model). */
-const weightsOf = (policy: Transformer.Model): Map<string, Float32Array> =>
-  new Map(policy.weights.map((w) => [w.name, Lora.mergedArray(policy, w)]))
+const weightsOf = (policy: Transformer.Model): Effect.Effect<Map<string, Float32Array>> => Effect.promise(() => Lora.mergedArrays(policy))
 
 /**
  * The draw over NATS: publish the weights of the current version (the global step) when not yet published,
@@ -197,7 +196,7 @@ export const remoteDraw = (o: RemoteOptions) => {
     Effect.gen(function*() {
       const groups = o.groupsOf(prompts)
       const version = o.ctx.progress.step
-      if (o.trainer.version() !== version) yield* o.trainer.publishWeights(version, weightsOf(o.ctx.policy)).pipe(Effect.mapError(toStage))
+      if (o.trainer.version() !== version) yield* o.trainer.publishWeights(version, yield* weightsOf(o.ctx.policy)).pipe(Effect.mapError(toStage))
       yield* publish(groups).pipe(Effect.mapError(toStage))
       const got = yield* collect(groups.length)
       const order = got.results.map((r) => r.groupId).join(","), want = groups.map((g) => g.index).join(",")

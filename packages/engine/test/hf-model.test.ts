@@ -67,7 +67,7 @@ describe("r1-zero-hf on a tiny Qwen3 model with the real Qwen3 tokenizer", () =>
     // The exported weights are the run's latest policy (rounded to bf16) and differ from the start (GRPO trained it).
     const policy = await run(Checkpoint.load(join(root, "checkpoints", readFileSync(join(root, "checkpoints", "latest"), "utf8").trim(), "policy")))
     const reloaded = await run(Checkpoint.loadHf(out, { trainable: false }))
-    const want = Transformer.toArrays(policy), got = Transformer.toArrays(reloaded.model)
+    const want = await Transformer.toArrays(policy), got = await Transformer.toArrays(reloaded.model)
     policy.dispose()
     reloaded.model.dispose()
     const bf16 = (x: number) => { const f = new Float32Array([x]); const u = new Uint32Array(f.buffer); u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000; return f[0] }
@@ -85,7 +85,7 @@ describe("r1-zero-hf on a tiny Qwen3 model with the real Qwen3 tokenizer", () =>
     await run(Export.run(root, exact, { dtype: "float32", maxShardSize: "4MB" }))
     expect(readdirSync(exact)).toContain("model.safetensors.index.json")
     const f32 = await run(Checkpoint.loadHf(exact, { trainable: false }))
-    const exactly = Transformer.toArrays(f32.model)
+    const exactly = await Transformer.toArrays(f32.model)
     for (const [name, w] of want) {
       const g = exactly.get(name)!
       expect(g.length).toBe(w.length)

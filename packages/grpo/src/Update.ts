@@ -92,7 +92,7 @@ export const make = (
       ? null
       : policy.lora !== undefined
       ? Lora.disabled(policy)
-      : yield* Effect.acquireRelease(Effect.sync(() => Transformer.clone(policy)), (m) => Effect.sync(() => m.dispose()))
+      : yield* Effect.acquireRelease(Effect.promise(() => Transformer.clone(policy)), (m) => Effect.sync(() => m.dispose()))
     const guard = Guard.make(config.guard)
     const progress: Progress = { steps: 0, updates: 0 }
     const trainer: Trainer = {

@@ -50,7 +50,7 @@ describe("Update", () => {
       answer: Columns.makeUtf8(["", ""]),
       metadata: Columns.makeUtf8(["{}", "{}"])
     })
-    const rollouts = Rollout.run(policy, { groupSize: 4, maxNewTokens: 6, temperature: T, stopIds: [0], decode: (ids) => ids.join(" "), rng: Rng.make(5, "rollout") }, prompts)
+    const rollouts = await Rollout.run(policy, { groupSize: 4, maxNewTokens: 6, temperature: T, stopIds: [0], decode: (ids) => ids.join(" "), rng: Rng.make(5, "rollout") }, prompts)
     const rewards = Columns.makeFloat32(Float32Array.from({ length: rollouts.numRows }, (_, i) => i % 3 === 0 ? 1 : 0))
     const m = await run(Effect.gen(function*() {
       const scored = yield* Stage.addColumns<Batch.ScoredType>("test", rollouts, Batch.Scored, { reward: rewards })

@@ -196,7 +196,7 @@ export const toHfConfig = (c: Transformer.Config): Record<string, unknown> => Hf
 const sources = (model: Transformer.Model, dtype: FloatDType): Array<TensorSource> => {
   const shapes = new Map(Transformer.weightShapes(model.config).map((w) => [w.name, w.shape]))
   // A model with LoRA adapters is written merged (W + (α/r)·A·B), one tensor at a time: a model directory holds a plain model.
-  return model.weights.map((w) => ({ name: w.name, dtype, shape: shapes.get(w.name)!, bytes: () => narrow(Lora.mergedArray(model, w), dtype) }))
+  return model.weights.map((w) => ({ name: w.name, dtype, shape: shapes.get(w.name)!, bytes: async () => narrow(await Lora.mergedArray(model, w), dtype) }))
 }
 
 /** Writes `model` to `dir` (created if needed): `model.safetensors` (float32) then `config.json`, each atomically. */

@@ -18,6 +18,7 @@
  * in row order, so a seed reproduces a run exactly.
  */
 import * as tf from "@tensorflow/tfjs"
+import { Read } from "@r1flow/backend"
 import type { Rng } from "@r1flow/core"
 import * as Transformer from "./Transformer.js"
 
@@ -134,11 +135,14 @@ const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Trans
   return next
 }
 
-/** Samples `groupSize` completions for every prompt (see the module doc). */
 /** Bytes of a tied embedding up to which `sample` makes its transposed `[C, V]` copy (small models, unchanged). */
 export const tiedHeadCopyBytes = 64 * 2 ** 20
 
-export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stream): Result => {
+/**
+ * Samples `groupSize` completions for every prompt (see the module doc). Each step reads back only its
+ * logits `[rows, V]`, asynchronously, so the same loop runs on WebGPU; the values are those of a synchronous read.
+ */
+export const sample = async (model: Transformer.Model, options: Options, rng: Rng.Stream): Promise<Result> => {
   const c = model.config
   const P = options.prompts.length, G = options.groupSize, N = P * G
   if (!Number.isInteger(G) || G < 1) throw new RangeError(`groupSize must be a positive integer, got ${G}`)
@@ -176,16 +180,15 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
   // `cache` holds each row's own generated tokens only.
   const promptCache = prefill.cache
   let cache: Transformer.Cache | undefined
-  const firstLogits = prefill.logits.dataSync() as Float32Array
-  prefill.logits.dispose()
   // Cache row i belongs to output row rows[i] = p·G + g.
   let rows = Array.from({ length: N }, (_, r) => r)
   const V = c.vocabSize
-  let logits: Float32Array = new Float32Array(N * V)
-  for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
   const done = new Uint8Array(N)
   let remaining = N
   try {
+    const firstLogits = await Read.floats(prefill.logits) // [P, V]
+    let logits: Float32Array = new Float32Array(N * V)
+    for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
     for (let t = 0; ; t++) {
       // Sample one token for every unfinished row (row order fixes the RNG draws).
       for (let i = 0; i < rows.length; i++) {
@@ -224,8 +227,7 @@ export const sample = (model: Transformer.Model, options: Options, rng: Rng.Stre
       const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, new Uint8Array(B * (t + 1)).fill(1), own, head, prompts))
       if (cache !== undefined && cache[0].length === undefined) disposeCache(cache)
       cache = next.cache
-      logits = next.logits.dataSync() as Float32Array
-      next.logits.dispose()
+      logits = await Read.floats(next.logits) // [B, V]
     }
   } finally {
     disposeCache(promptCache)

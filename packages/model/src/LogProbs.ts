@@ -103,8 +103,13 @@ export const tokenLogProbs = (model: Transformer.Model, ids: tf.Tensor2D, option
     return { logprobs: tf.concat(logprobs, 1) as tf.Tensor2D, entropy: tf.concat(entropy, 1) as tf.Tensor2D }
   })
 
-/** Every row of `ids` `[B, T]` begins with row 0's first P tokens, else an error naming the row and position. */
+/**
+ * Every row of `ids` `[B, T]` begins with row 0's first P tokens, else an error naming the row and position.
+ * Not checked on webgpu: there a GPU tensor has only async reads and this runs inside the (synchronous)
+ * gradient forward. The trainers derive P from the host ids (`commonPrefixLength`), so only a caller's own P is unchecked there.
+ */
 const checkShared = (ids: tf.Tensor2D, P: number): void => {
+  if (tf.getBackend() === "webgpu") return
   const [batch, time] = ids.shape
   const all = ids.dataSync()
   for (let b = 1; b < batch; b++) {

@@ -20,6 +20,7 @@
  * with the key at fault rather than loaded with different maths.
  */
 import * as tf from "@tensorflow/tfjs"
+import { Read } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs/promises"
@@ -144,20 +145,25 @@ const adapterOf = (model: Transformer.Model, name: string): Transformer.Adapter 
   return model.layers[Number(m[1])]?.adapters?.[m[3] as Transformer.Target]
 }
 
-/** One weight as a merged export writes it, HF layout: W + (α/r)·A·B where `w` is adapted, else W. */
-export const mergedArray = (model: Transformer.Model, w: Transformer.Weight): Float32Array => {
+/** One weight as a merged export writes it, HF layout: W + (α/r)·A·B where `w` is adapted, else W. Read with `data()`. */
+export const mergedArray = async (model: Transformer.Model, w: Transformer.Weight): Promise<Float32Array> => {
   const ad = adapterOf(model, w.name)
   if (ad === undefined) return Transformer.toArray(w)
   const merged = tf.tidy(() => tf.add(w.variable, tf.mul(tf.matMul(ad.a, ad.b), ad.scale))) // [in, out]
   const [inDim, outDim] = merged.shape as [number, number]
-  const data = merged.dataSync() as Float32Array
-  merged.dispose()
-  return Transformer.transpose2d(data, inDim, outDim) // HF [out, in]
+  return Transformer.transpose2d(await Read.floats(merged), inDim, outDim) // HF [out, in]
+}
+
+/** Every weight of `model` merged (`mergedArray`), by HF name, one weight read at a time. */
+export const mergedArrays = async (model: Transformer.Model): Promise<Map<string, Float32Array>> => {
+  const out = new Map<string, Float32Array>()
+  for (const w of model.weights) out.set(w.name, await mergedArray(model, w))
+  return out
 }
 
 /** A plain model (no adapters, its own variables) equal to `model` with its adapters merged in. */
-export const merge = (model: Transformer.Model, options: { readonly trainable?: boolean } = {}): Transformer.Model =>
-  Transformer.fromArrays(model.config, new Map(model.weights.map((w) => [w.name, mergedArray(model, w)])), options.trainable ?? false)
+export const merge = async (model: Transformer.Model, options: { readonly trainable?: boolean } = {}): Promise<Transformer.Model> =>
+  Transformer.fromArrays(model.config, await mergedArrays(model), options.trainable ?? false)
 
 // ---------------------------------------------------------------------------------------------------
 // PEFT adapter directories.
@@ -192,7 +198,7 @@ export const savePeft = Effect.fnUntraced(function*(dir: string, model: Transfor
   if (lora === undefined) return yield* new CheckpointError({ path: dir, message: "the model has no LoRA adapters to save" })
   const sources = lora.weights.map((w) => {
     const [rows, cols] = w.variable.shape as [number, number]
-    return { name: w.name, dtype: "F32" as const, shape: [cols, rows], bytes: () => new Uint8Array(Transformer.transpose2d(w.variable.dataSync() as Float32Array, rows, cols).buffer) }
+    return { name: w.name, dtype: "F32" as const, shape: [cols, rows], bytes: async () => new Uint8Array(Transformer.transpose2d((await w.variable.data()) as Float32Array, rows, cols).buffer) }
   })
   yield* writeFile(path.join(dir, WEIGHTS_FILE), sources, { format: "pt", producer: "r1flow" })
   yield* writeAtomic(path.join(dir, CONFIG_FILE), JSON.stringify(peftConfig(lora, options.baseModel), null, 2) + "\n")

@@ -35,12 +35,12 @@ const strings = (v: Vector | null, n: number): Array<string | null> => {
 
 const repeat = <A>(xs: ReadonlyArray<A>, g: number): Array<A> => xs.flatMap((x) => Array<A>(g).fill(x))
 
-/** Samples G completions per prompt row and returns the rollouts batch. */
-export const run = (model: Transformer.Model, options: Options, prompts: RecordBatch<Batch.PromptsType>): RecordBatch<Batch.RolloutsType> => {
+/** Samples G completions per prompt row and returns the rollouts batch (async: sampling reads its logits back with `data()`). */
+export const run = async (model: Transformer.Model, options: Options, prompts: RecordBatch<Batch.PromptsType>): Promise<RecordBatch<Batch.RolloutsType>> => {
   const n = prompts.numRows, G = options.groupSize
   const promptIds = Columns.int32List(prompts.getChild("prompt_ids")!)
   const promptRows = Array.from({ length: n }, (_, i) => Columns.row(promptIds, i))
-  const r = Generate.sample(model, { ...options, prompts: promptRows }, options.rng)
+  const r = await Generate.sample(model, { ...options, prompts: promptRows }, options.rng)
   const ids = strings(prompts.getChild("id"), n)
   const groupIds = Columns.int32Values(prompts.getChild("group_id")!)
   const stop = new Set(options.stopIds)
@@ -72,7 +72,7 @@ export const stage = (model: Transformer.Model, options: Options): Stage.Stage<B
     input: Batch.Prompts,
     output: Batch.Rollouts,
     transform: (batch) =>
-      Effect.try({
+      Effect.tryPromise({
         try: () => run(model, options, batch),
         catch: (cause) => new Stage.StageError({ stage: NAME, message: cause instanceof Error ? cause.message : String(cause), cause })
       })

@@ -333,7 +333,8 @@ export interface Source {
   readonly name: string
   readonly dtype: DType
   readonly shape: ReadonlyArray<number>
-  readonly bytes: () => Uint8Array
+  /** May be async: a tensor on a GPU is read back with `data()`. */
+  readonly bytes: () => Uint8Array | Promise<Uint8Array>
 }
 
 /** The header bytes (length prefix included) for `sources` laid out in order. */
@@ -355,7 +356,7 @@ const headerBytes = (sources: ReadonlyArray<Source>, metadata: Record<string, st
   return out
 }
 
-const entrySource = (name: string, t: Entry): Source => {
+const entrySource = (name: string, t: Entry): Omit<Source, "bytes"> & { readonly bytes: () => Uint8Array } => {
   const n = t.data.byteLength
   if (n !== sizeOf(t.shape) * bytesPer[t.dtype]) throw new RangeError(`tensor ${name}: ${n} bytes for ${t.dtype} [${t.shape}]`)
   return { name, dtype: t.dtype, shape: t.shape, bytes: () => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) }
@@ -421,7 +422,7 @@ export const writeFile = (file: string, sources: ReadonlyArray<Source>, metadata
   atomically(file, async (handle) => {
     await writeAll(handle, headerBytes(sources, metadata))
     for (const t of sources) {
-      const b = t.bytes(), need = sizeOf(t.shape) * bytesPer[t.dtype]
+      const b = await t.bytes(), need = sizeOf(t.shape) * bytesPer[t.dtype]
       if (b.length !== need) throw new CheckpointError({ path: file, tensor: t.name, message: `${b.length} bytes for ${t.dtype} [${t.shape}], which needs ${need}` })
       await writeAll(handle, b)
     }

@@ -369,18 +369,22 @@ export const init = (config: Config, rng: Rng.Stream): Model => {
   return fromArrays(config, arrays)
 }
 
-/** One weight's values in HF layout (a copy). */
-export const toArray = (w: Weight): Float32Array => {
-  const data = w.variable.dataSync() as Float32Array
+/** One weight's values in HF layout (a copy), read with `data()` (a GPU tensor has no synchronous read). */
+export const toArray = async (w: Weight): Promise<Float32Array> => {
+  const data = (await w.variable.data()) as Float32Array
   return isLinear(w.name) ? transpose2d(data, w.variable.shape[0] as number, w.variable.shape[1] as number) : data
 }
 
-/** Every weight's values, by HF name, in HF layout (a copy). */
-export const toArrays = (model: Model): Map<string, Float32Array> => new Map(model.weights.map((w) => [w.name, toArray(w)]))
+/** Every weight's values, by HF name, in HF layout (a copy); one weight read at a time. */
+export const toArrays = async (model: Model): Promise<Map<string, Float32Array>> => {
+  const out = new Map<string, Float32Array>()
+  for (const w of model.weights) out.set(w.name, await toArray(w))
+  return out
+}
 
 /** A copy with its own variables; non-trainable unless asked (the frozen reference policy). */
-export const clone = (model: Model, options: { readonly trainable?: boolean } = {}): Model =>
-  fromArrays(model.config, toArrays(model), options.trainable ?? false)
+export const clone = async (model: Model, options: { readonly trainable?: boolean } = {}): Promise<Model> =>
+  fromArrays(model.config, await toArrays(model), options.trainable ?? false)
 
 /** Overwrites `to`'s weights with `from`'s (same config), e.g. to refresh the reference policy. */
 export const copyWeights = (from: Model, to: Model): void => {

@@ -34,11 +34,11 @@ const trainerLogProbs = (m: Transformer.Model, prompt: Int32Array, completion: I
   })
 
 describe("Generate.sample", () => {
-  it("greedy with the KV cache equals greedy by full recomputation, token for token", () => {
+  it("greedy with the KV cache equals greedy by full recomputation, token for token", async () => {
     for (const [seed, config] of [[1, tiny], [2, tiny], [3, tinyQwen3]] as const) {
       const m = randomModel(config, seed, 0.5)
       const stopIds = [0]
-      const r = Generate.sample(m, { prompts, groupSize: 2, maxNewTokens: 12, temperature: 0, stopIds }, Rng.make(1, "gen"))
+      const r = await Generate.sample(m, { prompts, groupSize: 2, maxNewTokens: 12, temperature: 0, stopIds }, Rng.make(1, "gen"))
       expect(r.completions.length).toBe(6)
       for (let p = 0; p < prompts.length; p++) {
         const ref = greedyByRecomputation(m, prompts[p], 12, stopIds)
@@ -51,10 +51,10 @@ describe("Generate.sample", () => {
     }
   })
 
-  it("records log-probs equal to the trainer's at the sampling temperature (1, 0.7, and 0.7 with top-k/top-p: unfiltered)", () => {
+  it("records log-probs equal to the trainer's at the sampling temperature (1, 0.7, and 0.7 with top-k/top-p: unfiltered)", async () => {
     const m = randomModel(tiny, 3, 0.5)
     for (const opts of [{ temperature: 1 }, { temperature: 0.7 }, { temperature: 0.7, topK: 5, topP: 0.9 }]) {
-      const r = Generate.sample(m, { prompts, groupSize: 3, maxNewTokens: 10, stopIds: [0], ...opts }, Rng.make(2, "gen"))
+      const r = await Generate.sample(m, { prompts, groupSize: 3, maxNewTokens: 10, stopIds: [0], ...opts }, Rng.make(2, "gen"))
       for (let row = 0; row < r.completions.length; row++) {
         const prompt = prompts[Math.floor(row / 3)]
         const ref = trainerLogProbs(m, prompt, r.completions[row], opts.temperature)
@@ -65,12 +65,12 @@ describe("Generate.sample", () => {
     m.dispose()
   })
 
-  it("is reproducible from the seed, stops on stop ids, and respects maxNewTokens and maxSeqLen", () => {
+  it("is reproducible from the seed, stops on stop ids, and respects maxNewTokens and maxSeqLen", async () => {
     const m = randomModel(tiny, 4, 0.5)
     const opts = { prompts, groupSize: 4, maxNewTokens: 8, temperature: 1, stopIds: [3, 5] }
-    const a = Generate.sample(m, opts, Rng.make(9, "gen"))
-    const b = Generate.sample(m, opts, Rng.make(9, "gen"))
-    const c = Generate.sample(m, opts, Rng.make(10, "gen"))
+    const a = await Generate.sample(m, opts, Rng.make(9, "gen"))
+    const b = await Generate.sample(m, opts, Rng.make(9, "gen"))
+    const c = await Generate.sample(m, opts, Rng.make(10, "gen"))
     expect(a).toEqual(b)
     expect(a.completions.map((x) => Array.from(x))).not.toEqual(c.completions.map((x) => Array.from(x)))
     for (let r = 0; r < a.completions.length; r++) {
@@ -82,30 +82,30 @@ describe("Generate.sample", () => {
     }
     // A prompt of maxSeqLen − 2 tokens gets 2 new tokens at most.
     const long = Int32Array.from({ length: tiny.maxSeqLen - 2 }, (_, i) => 1 + (i % 7))
-    const r = Generate.sample(m, { prompts: [long], groupSize: 1, maxNewTokens: 10, temperature: 1, stopIds: [] }, Rng.make(1, "x"))
+    const r = await Generate.sample(m, { prompts: [long], groupSize: 1, maxNewTokens: 10, temperature: 1, stopIds: [] }, Rng.make(1, "x"))
     expect(r.completions[0].length).toBe(2)
     expect(r.finishReasons[0]).toBe("length")
     m.dispose()
   })
 
-  it("top-k 1 is greedy", () => {
+  it("top-k 1 is greedy", async () => {
     const m = randomModel(tiny, 5, 0.5)
-    const greedy = Generate.sample(m, { prompts, groupSize: 1, maxNewTokens: 6, temperature: 0, stopIds: [] }, Rng.make(1, "g"))
-    const k1 = Generate.sample(m, { prompts, groupSize: 1, maxNewTokens: 6, temperature: 1.3, topK: 1, stopIds: [] }, Rng.make(1, "g"))
+    const greedy = await Generate.sample(m, { prompts, groupSize: 1, maxNewTokens: 6, temperature: 0, stopIds: [] }, Rng.make(1, "g"))
+    const k1 = await Generate.sample(m, { prompts, groupSize: 1, maxNewTokens: 6, temperature: 1.3, topK: 1, stopIds: [] }, Rng.make(1, "g"))
     expect(k1.completions).toEqual(greedy.completions)
     m.dispose()
   })
 })
 
 describe("tensor memory", () => {
-  it("50 steps of generation + a cross-entropy optimizer update do not grow tf.memory().numTensors", () => {
+  it("50 steps of generation + a cross-entropy optimizer update do not grow tf.memory().numTensors", async () => {
     const m = randomModel(tiny, 6, 0.3)
     const optimizer = tf.train.adam(1e-3)
     const rng = Rng.make(3, "mem")
     const vars = m.weights.map((w) => w.variable)
     const counts: Array<number> = []
     for (let i = 0; i < 50; i++) {
-      const r = Generate.sample(m, { prompts: prompts.slice(0, 2), groupSize: 2, maxNewTokens: 4, temperature: 1, stopIds: [0] }, rng)
+      const r = await Generate.sample(m, { prompts: prompts.slice(0, 2), groupSize: 2, maxNewTokens: 4, temperature: 1, stopIds: [0] }, rng)
       const seqs = r.completions.map((c, row) => [...prompts[Math.floor(row / 2)], ...c])
       const T = Math.max(...seqs.map((s) => s.length))
       const rows = seqs.map((s) => [...s, ...Array(T - s.length).fill(0)])

@@ -51,7 +51,7 @@ describe("Hugging Face checkpoints", () => {
       const { model, origin } = await run(Checkpoint.loadHf(src.dir))
       expect(origin).toMatchObject({ dir: src.dir, family: src.config.model_type, dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype] })
       // Every weight holds exactly the stored (widened) values.
-      const arrays = Transformer.toArrays(model)
+      const arrays = await Transformer.toArrays(model)
       for (const [name, v] of src.values) if (!name.endsWith("inv_freq")) expect(same(arrays.get(name)!, v), name).toBe(true)
       expect(arrays.size).toBe(src.values.size)
       const before = logits(model)
@@ -112,7 +112,7 @@ describe("Hugging Face checkpoints", () => {
     expect(JSON.parse(await fs.readFile(path.join(out, "generation_config.json"), "utf8"))).toMatchObject({ pad_token_id: 0 })
     const back = await run(Checkpoint.loadHf(out))
     expect(back.origin.dtype).toBe("bfloat16")
-    const a = Transformer.toArrays(back.model).get("model.embed_tokens.weight")!, f = src.values.get("model.embed_tokens.weight")!
+    const a = (await Transformer.toArrays(back.model)).get("model.embed_tokens.weight")!, f = src.values.get("model.embed_tokens.weight")!
     const rounded = new Float32Array(Uint32Array.from(f, (x) => Safetensors.f32ToBf16(x) << 16).buffer)
     expect(same(a, rounded)).toBe(true)
     expect(same(a, f)).toBe(false)

@@ -83,7 +83,7 @@ describe("LoRA", () => {
   })
 
   for (const [label, config] of [["llama", tiny], ["qwen3 options + biases", { ...tinyQwen3, attentionBias: true, tieEmbeddings: true }]] as const) {
-    it(`adapters off is the base bitwise; merged equals base + adapter within 1e-5 (${label})`, () => {
+    it(`adapters off is the base bitwise; merged equals base + adapter within 1e-5 (${label})`, async () => {
       const x = ids()
       const base = randomModel(config, 2)
       const plain = logits(base, x)
@@ -92,7 +92,7 @@ describe("LoRA", () => {
       const adapted = logits(m, x)
       expect(bits(logits(Lora.disabled(m), x)).equals(bits(plain))).toBe(true)
       expect(bits(adapted).equals(bits(plain))).toBe(false)
-      const merged = Lora.merge(m)
+      const merged = await Lora.merge(m)
       const viaMerge = logits(merged, x)
       let worst = 0
       for (let i = 0; i < adapted.length; i++) worst = Math.max(worst, Math.abs(viaMerge[i] - adapted[i]) / (1 + Math.abs(adapted[i])))
@@ -101,7 +101,7 @@ describe("LoRA", () => {
       const w = m.weights.find((w) => w.name === "model.layers.1.mlp.up_proj.weight")!
       const W = w.variable.dataSync(), A = m.layers[1].adapters!.up!.a.dataSync(), B = m.layers[1].adapters!.up!.b.dataSync()
       const [inDim, outDim] = w.variable.shape, r = all.rank, s = all.alpha / all.rank
-      const hf = Lora.mergedArray(m, w)
+      const hf = await Lora.mergedArray(m, w)
       for (const [i, o] of [[0, 0], [inDim - 1, outDim - 1], [3, 5]]) {
         let low = 0
         for (let k = 0; k < r; k++) low += A[i * r + k] * B[k * outDim + o]

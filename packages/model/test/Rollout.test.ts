@@ -36,7 +36,7 @@ describe("Rollout.stage", () => {
     expect(col("metadata")[4]).toBe("{\"k\":1}")
     expect(col("prompt_length")).toEqual([3, 3, 3, 1, 1, 1])
     // Same stream state → the same draws as calling the sampler directly.
-    const direct = Generate.sample(m, { ...options, prompts: [Int32Array.from([1, 2, 3]), Int32Array.from([4])] }, Rng.make(4, "rollout"))
+    const direct = await Generate.sample(m, { ...options, prompts: [Int32Array.from([1, 2, 3]), Int32Array.from([4])] }, Rng.make(4, "rollout"))
     const ids = Columns.int32List(out.getChild("completion_ids")!)
     const lps = Columns.float32List(out.getChild("logprobs")!)
     for (let r = 0; r < 6; r++) {

@@ -10,11 +10,11 @@ beforeAll(async () => {
 })
 
 describe("Transformer", () => {
-  it("initialises deterministically from the seeded stream", () => {
+  it("initialises deterministically from the seeded stream", async () => {
     const a = Transformer.init(tiny, Rng.make(7, "init"))
     const b = Transformer.init(tiny, Rng.make(7, "init"))
     const c = Transformer.init(tiny, Rng.make(8, "init"))
-    const wa = Transformer.toArrays(a), wb = Transformer.toArrays(b), wc = Transformer.toArrays(c)
+    const wa = await Transformer.toArrays(a), wb = await Transformer.toArrays(b), wc = await Transformer.toArrays(c)
     for (const [name, v] of wa) expect(Buffer.from(v.buffer).equals(Buffer.from(wb.get(name)!.buffer))).toBe(true)
     expect(maxAbsDiff(wa.get("model.embed_tokens.weight")!, wc.get("model.embed_tokens.weight")!)).toBeGreaterThan(0)
     expect(a.weights.map((w) => w.name).slice(0, 3)).toEqual(["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight"])
@@ -41,10 +41,10 @@ describe("Transformer", () => {
     m.dispose()
   })
 
-  it("grouped-query attention equals full attention with each kv head repeated (HF repeat_kv)", () => {
+  it("grouped-query attention equals full attention with each kv head repeated (HF repeat_kv)", async () => {
     const gqa = randomModel(tiny, 2)
     const full: Transformer.Config = { ...tiny, nKvHeads: tiny.nHeads }
-    const arrays = Transformer.toArrays(gqa)
+    const arrays = await Transformer.toArrays(gqa)
     const hd = Transformer.headDim(tiny), G = tiny.nHeads / tiny.nKvHeads
     for (let l = 0; l < tiny.nLayers; l++) {
       for (const p of ["k_proj", "v_proj"]) {
@@ -119,12 +119,12 @@ describe("Transformer", () => {
     for (let i = 0; i < 4; i++) expect(f[i] / want[i]).toBeCloseTo(1, 12)
   })
 
-  it("clone and copyWeights copy exactly; the clone is frozen", () => {
+  it("clone and copyWeights copy exactly; the clone is frozen", async () => {
     const a = randomModel(tiny, 4), b = randomModel(tiny, 5)
-    const c = Transformer.clone(a)
+    const c = await Transformer.clone(a)
     expect(c.weights.every((w) => !w.variable.trainable)).toBe(true)
     Transformer.copyWeights(a, b)
-    const wa = Transformer.toArrays(a), wb = Transformer.toArrays(b), wc = Transformer.toArrays(c)
+    const wa = await Transformer.toArrays(a), wb = await Transformer.toArrays(b), wc = await Transformer.toArrays(c)
     for (const [name, v] of wa) {
       expect(maxAbsDiff(v, wb.get(name)!)).toBe(0)
       expect(maxAbsDiff(v, wc.get(name)!)).toBe(0)

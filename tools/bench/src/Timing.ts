@@ -10,3 +10,11 @@ export const time = (f: () => void): { wall: number; cpu: number } => {
   const c = process.cpuUsage(c0)
   return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
 }
+
+/** `time` of an async call, awaited (generation and training read their results back asynchronously). */
+export const timeAsync = async (f: () => Promise<unknown>): Promise<{ wall: number; cpu: number }> => {
+  const t0 = performance.now(), c0 = process.cpuUsage()
+  await f()
+  const c = process.cpuUsage(c0)
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
+}

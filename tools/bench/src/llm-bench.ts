@@ -87,7 +87,7 @@ const timed = <A, E>(self: Effect.Effect<A, E>) =>
   })
 
 /** A model as a scoped resource. */
-const acquireModel = (make: () => Transformer.Model) => Effect.acquireRelease(Effect.sync(make), (m) => Effect.sync(() => m.dispose()))
+const acquireModel = (make: () => Transformer.Model | Promise<Transformer.Model>) => Effect.acquireRelease(Effect.promise(async () => make()), (m) => Effect.sync(() => m.dispose()))
 
 /** Tensors as a scoped resource. */
 const acquireTensors = <A extends Record<string, tf.Tensor>>(make: () => A) =>
@@ -157,12 +157,12 @@ const measure = (shape: LlmPlan.ShapeName, mode: LlmPlan.Mode, backend: "wasm" |
     // The warm-up step (weight packing, first allocations) is the one profiled for peak tensor bytes. tf.profile
     // takes the peak as Math.max(...) over every kernel it saw, which overflows the stack past ~100k kernels (a
     // whole generation): then the step has run but its peak is unknown.
-    const warmPeak = yield* Effect.promise(() => tf.profile(() => { Effect.runSync(step(0)) }).then((p) => p.peakBytes, () => undefined))
+    const warmPeak = yield* Effect.promise(() => tf.profile(async () => { await Effect.runPromise(step(0)) }).then((p) => p.peakBytes, () => undefined))
     const train: Array<{ wall: number; cpu: number }> = []
     for (let i = 1; i <= steps; i++) train.push(yield* timed(step(i)))
     const rng = Rng.make(1, "llm-bench/generate")
     const prompts = Array.from({ length: l.genBatch }, () => Int32Array.from({ length: l.genPrompt }, () => rng.nextInt(c.vocabSize)))
-    const sample = (maxNewTokens: number) => Effect.sync(() => Generate.sample(policy, { prompts, groupSize: 1, maxNewTokens, temperature: 1, stopIds: [] }, rng))
+    const sample = (maxNewTokens: number) => Effect.promise(() => Generate.sample(policy, { prompts, groupSize: 1, maxNewTokens, temperature: 1, stopIds: [] }, rng))
     yield* sample(2)
     const generated = (r: Generate.Result) => r.completions.reduce((n, x) => n + x.length, 0)
     const gen: Array<{ wall: number; cpu: number; tokens: number }> = []

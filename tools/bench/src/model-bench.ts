@@ -19,7 +19,7 @@ import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Generate, Transformer } from "@r1flow/model"
-import { median, time } from "./Timing.js"
+import { median, timeAsync } from "./Timing.js"
 
 const shapes = {
   reference: { config: { vocabSize: 512, dModel: 256, nLayers: 4, nHeads: 4, nKvHeads: 4, dFf: 688, maxSeqLen: 256, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true }, batch: 16 },
@@ -59,18 +59,19 @@ const main = async () => {
   const prompts = Array.from({ length: batch }, () => Int32Array.from({ length: 32 }, () => rng.nextInt(config.vocabSize)))
   const generate = () => Generate.sample(model, { prompts, groupSize: 1, maxNewTokens: 64, temperature: 1, stopIds: [] }, rng)
 
-  const report = (name: string, tokens: number, f: () => void) => {
-    f() // warm-up (kernel setup, XNNPACK operator creation, optimizer slots)
-    const runs = Array.from({ length: rounds }, () => time(f))
+  const report = async (name: string, tokens: number, f: () => unknown) => {
+    await f() // warm-up (kernel setup, XNNPACK operator creation, optimizer slots)
+    const runs: Array<{ wall: number; cpu: number }> = []
+    for (let r = 0; r < rounds; r++) runs.push(await timeAsync(async () => f()))
     const wall = median(runs.map((r) => r.wall)), cpu = median(runs.map((r) => r.cpu))
     console.log(
       `${name.padEnd(22)} ${(tokens / wall).toFixed(0).padStart(6)} tokens/s wall, ${(tokens / cpu).toFixed(0).padStart(6)} per CPU-second` +
         `   (median of ${rounds}: ${(wall * 1000).toFixed(0)} ms wall, ${(cpu * 1000).toFixed(0)} ms CPU per ${tokens} tokens)`
     )
   }
-  report("train fwd+bwd+AdamW", batch * T, trainStep)
-  report("forward", batch * T, forwardStep)
-  report("generate (KV cache)", batch * 64, generate)
+  await report("train fwd+bwd+AdamW", batch * T, trainStep)
+  await report("forward", batch * T, forwardStep)
+  await report("generate (KV cache)", batch * 64, generate)
   console.log(`tensors alive: ${tf.memory().numTensors}`)
   adam.dispose()
   tf.dispose([ids, inputs, targets])

@@ -16,7 +16,7 @@ import * as tf from "@tensorflow/tfjs"
 import { Backend } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Generate, LogProbs, Transformer } from "@r1flow/model"
-import { median, time } from "./Timing.js"
+import { median, time, timeAsync } from "./Timing.js"
 
 const config: Transformer.Config = {
   vocabSize: 512, dModel: 128, nLayers: 3, nHeads: 4, nKvHeads: 2, dFf: 352, maxSeqLen: 160, ropeTheta: 10000, normEps: 1e-5, tieEmbeddings: true
@@ -68,9 +68,10 @@ const main = async () => {
   }
   const template = ids.subarray(0, Math.min(85, P))
   const prompts = Array.from({ length: 16 }, (_, p) => Int32Array.from([...template, ...Array.from({ length: P - template.length - (p % 3) }, () => rng.nextInt(config.vocabSize))]))
-  const generate = () => { Generate.sample(model, { prompts, groupSize: 8, maxNewTokens: 35, temperature: 1, stopIds: [] }, rng) }
-  generate()
-  const rg = Array.from({ length: rounds }, () => time(generate))
+  const generate = () => Generate.sample(model, { prompts, groupSize: 8, maxNewTokens: 35, temperature: 1, stopIds: [] }, rng)
+  await generate()
+  const rg: Array<{ wall: number; cpu: number }> = []
+  for (let r = 0; r < rounds; r++) rg.push(await timeAsync(generate))
   const wall = median(rg.map((r) => r.wall)), cpu = median(rg.map((r) => r.cpu))
   console.log(`generate 16×8×35          ${(wall * 1000).toFixed(0).padStart(6)} ms wall ${(cpu * 1000).toFixed(0).padStart(6)} ms CPU   ${(16 * 8 * 35 / wall).toFixed(0).padStart(6)} tokens/s wall ${(16 * 8 * 35 / cpu).toFixed(0).padStart(6)} per CPU-s`)
   tf.dispose([x, mask])

@@ -24,12 +24,12 @@ import { spawnSync } from "node:child_process"
 import path from "node:path"
 import { Effect, Schema } from "effect"
 import { fileURLToPath } from "node:url"
-import { Backend } from "@r1flow/backend"
+import { Backend, Read } from "@r1flow/backend"
 import { Rng } from "@r1flow/core"
 import { Guard, Optimizer, Train } from "@r1flow/grpo"
 import { Kernels } from "@r1flow/kernels"
 import { Generate, Transformer } from "@r1flow/model"
-import { median, time } from "./Timing.js"
+import { median, timeAsync } from "./Timing.js"
 
 interface Shape {
   readonly config: Transformer.Config
@@ -56,11 +56,11 @@ const option = (name: string, fallback: string) => {
 interface Rate { readonly wall: number; readonly cpu: number }
 
 /** Tokens per wall second and per CPU second, medians of `rounds` after one warm-up. */
-const measure = (tokens: number, rounds: number, f: () => void): Rate => {
-  f()
+const measure = async (tokens: number, rounds: number, f: () => Promise<unknown>): Promise<Rate> => {
+  await f()
   const wall: Array<number> = [], cpu: Array<number> = []
   for (let i = 0; i < rounds; i++) {
-    const t = time(f)
+    const t = await timeAsync(f)
     wall.push(t.wall)
     cpu.push(t.cpu)
   }
@@ -94,7 +94,7 @@ interface Result { readonly train: Rate; readonly forward: Rate; readonly genera
  * Wraps every registered wasm kernel with a timer for the duration of `f` and prints where the time went
  * (kernel, calls, total ms, share), then puts the kernels back.
  */
-const profile = (label: string, f: () => void): void => {
+const profile = async (label: string, f: () => Promise<unknown>): Promise<void> => {
   const kernels = tf.getKernelsForBackend("wasm")
   const stats = new Map<string, { calls: number; ms: number }>()
   let depth = 0
@@ -132,7 +132,7 @@ const profile = (label: string, f: () => void): void => {
   }
   const t0 = performance.now()
   try {
-    f()
+    await f()
   } finally {
     for (const k of kernels) {
       tf.unregisterKernel(k.kernelName, "wasm")
@@ -147,7 +147,7 @@ const profile = (label: string, f: () => void): void => {
   }
 }
 
-const runShape = (shape: Shape, rounds: number, profiled = false): Result => {
+const runShape = async (shape: Shape, rounds: number, profiled = false): Promise<Result> => {
   const { config, batch, seq } = shape
   const model = Transformer.init(config, Rng.make(1, "bench/init"))
   const rng = Rng.make(1, "bench/data")
@@ -161,21 +161,21 @@ const runShape = (shape: Shape, rounds: number, profiled = false): Result => {
   const guard = Guard.make(Schema.decodeUnknownSync(Guard.Config)({}))
   let step = 0
   const loss = () => tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(Transformer.forward(model, inputs)), targets), -1))) as tf.Scalar
-  const train = () => { Effect.runSync(Train.optimizerStep(optimizer, guard, step++, [loss])) }
-  const forward = () => tf.tidy(() => { tf.sum(Transformer.forward(model, inputs)).dataSync() })
+  const train = () => Effect.runPromise(Train.optimizerStep(optimizer, guard, step++, [loss]))
+  const forward = async () => { await Read.floats(tf.tidy(() => tf.sum(Transformer.forward(model, inputs)))) }
   const prompts = Array.from({ length: batch }, () => Int32Array.from({ length: PROMPT }, () => rng.nextInt(config.vocabSize)))
-  const generate = () => { Generate.sample(model, { prompts, groupSize: 1, maxNewTokens: NEW, temperature: 1, stopIds: [] }, rng) }
+  const generate = () => Generate.sample(model, { prompts, groupSize: 1, maxNewTokens: NEW, temperature: 1, stopIds: [] }, rng)
   if (profiled) {
-    train()
-    profile("one training step", train)
-    profile("one forward pass", forward)
-    generate()
-    profile("one generation", generate)
+    await train()
+    await profile("one training step", train)
+    await profile("one forward pass", forward)
+    await generate()
+    await profile("one generation", generate)
   }
   const result = {
-    train: measure(batch * seq, rounds, train),
-    forward: measure(batch * seq, rounds, forward),
-    generate: measure(batch * NEW, rounds, generate)
+    train: await measure(batch * seq, rounds, train),
+    forward: await measure(batch * seq, rounds, forward),
+    generate: await measure(batch * NEW, rounds, generate)
   }
   optimizer.dispose()
   tf.dispose([ids, inputs, targets])
@@ -230,7 +230,7 @@ const main = async () => {
     for (const mode of modes) {
       if (mode.native) Kernels.install()
       else Kernels.uninstall()
-      const r = runShape(shape, rounds, flag("--profile") && mode.native)
+      const r = await runShape(shape, rounds, flag("--profile") && mode.native)
       results.set(mode.name, r)
       const cell = (k: keyof Result) => `${fmt(r[k].wall)} /${fmt(r[k].cpu)} ${((r[k].wall * flops[k]) / 1e9).toFixed(1).padStart(5)}G`
       console.log(`  ${mode.name.padEnd(12)} ${cell("train")} ${cell("forward")} ${cell("generate")}`)

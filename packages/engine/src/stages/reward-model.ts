@@ -327,10 +327,10 @@ const pairsBatch = (train: ReadonlyArray<Built>, heldout: ReadonlyArray<Built>):
 /** The reward model, freed with the scope: the policy's weights (LoRA merged in) or fresh, head zero. */
 const acquireModel = (ctx: RunContext, label: string, init: Config["init"]) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
+    Effect.promise(async () => {
       const model = RewardModel.init(ctx.policy.config, Rng.make(ctx.recipe.seed, `${label}/init`))
       if (init === "fresh") return model
-      const from = ctx.policy.lora === undefined ? ctx.policy : Lora.merge(ctx.policy)
+      const from = ctx.policy.lora === undefined ? ctx.policy : await Lora.merge(ctx.policy)
       Transformer.copyWeights(from, model.policy)
       if (from !== ctx.policy) from.dispose()
       return model

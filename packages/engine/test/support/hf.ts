@@ -67,7 +67,7 @@ export const writeQwen3 = async (dir: string, options: WriteOptions = {}): Promi
     ...(options.tokenizer === false ? {} : { tokenizerDir: qwen3TokenizerDir })
   }))
   const loaded = await Effect.runPromise(Checkpoint.loadHf(dir, { trainable: false }))
-  const values = Transformer.toArrays(loaded.model)
+  const values = await Transformer.toArrays(loaded.model)
   loaded.model.dispose()
   return values
 }
