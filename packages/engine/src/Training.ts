@@ -76,7 +76,7 @@ export const sft = (
         ctx.perf(ctx.progress.step, perf)
         report(s, [["loss", m.loss], ["lr", m.learning_rate], ["grad_norm", m.grad_norm]], tokens)
         if (ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0 && s + 1 < options.steps) {
-          yield* ctx.checkpoint({ trainer: trainer.exportState(), reference: null })
+          yield* ctx.checkpoint({ trainer: yield* trainer.exportState(), reference: null })
         }
       }
     })

@@ -112,12 +112,24 @@ export const validate = (config: Config): string | undefined =>
     ? "lossType \"dr_grpo\" needs maxCompletionLength (the constant L in Σ m ℓ / (N · L))"
     : Objective.validate(config)
 
-/** h: 1 on the tokens whose entropy is among the top ⌈q · Σ m⌉ of the micro-batch's counted tokens. */
+/**
+ * h: 1 on the tokens whose entropy is among the top ⌈q · Σ m⌉ of the micro-batch's counted tokens (m > 0).
+ * Computed on the device, so the forward needs no read (WebGPU has only async ones): the counted entropies sorted
+ * (`topk`), H_(k) picked with k from a host table of ⌈q · n⌉ for every count n (doubles, as a host sort would use).
+ * A constant: wrapped in a zero gradient, which also keeps `topk` (no gradient) off the tape.
+ */
 const topEntropyMask = (entropy: tf.Tensor2D, mask: tf.Tensor2D, q: number): tf.Tensor2D => {
-  const h = entropy.dataSync(), m = mask.dataSync()
-  const counted = Array.from(h).filter((_, i) => m[i] > 0).sort((a, b) => b - a)
-  const threshold = counted.length === 0 ? Infinity : counted[Math.ceil(q * counted.length) - 1]
-  return tf.tensor2d(Float32Array.from(h, (x) => (x >= threshold ? 1 : 0)), entropy.shape)
+  const size = entropy.size
+  const kth = tf.tensor1d(Int32Array.from({ length: size + 1 }, (_, n) => Math.max(Math.ceil(q * n) - 1, 0)), "int32") // [size + 1]: index of H_(k) among n
+  const constant = tf.customGrad((...args) => {
+    const [h, m] = args as [tf.Tensor2D, tf.Tensor2D]
+    const counted = tf.greater(m, 0)
+    const n = tf.sum(tf.cast(counted, "int32"))
+    const sorted = tf.topk(tf.reshape(tf.where(counted, h, tf.fill(h.shape, -Infinity)), [size]), size).values // [size], descending
+    const threshold = tf.where(tf.greater(n, 0), tf.gather(sorted, tf.gather(kth, n)), tf.scalar(Infinity)) // none counted: no token
+    return { value: tf.cast(tf.greaterEqual(h, threshold), "float32"), gradFunc: () => [tf.zerosLike(h), tf.zerosLike(m)] }
+  })
+  return constant(entropy, mask) as tf.Tensor2D
 }
 
 /**

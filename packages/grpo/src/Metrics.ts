@@ -8,9 +8,11 @@
  *
  * Names follow TRL's `GRPOTrainer` and verl; docs/metrics.md has every key with its exact definition.
  */
+import { Read } from "@r1flow/backend"
 import type { Batch, RewardStage } from "@r1flow/core"
 import { Columns, Reward } from "@r1flow/core"
 import * as tf from "@tensorflow/tfjs"
+import { Effect } from "effect"
 import type { Float32, Int32, RecordBatch, Utf8, Vector } from "apache-arrow"
 import * as Advantages from "./Advantages.js"
 import type * as Guard from "./Guard.js"
@@ -216,11 +218,38 @@ export const addDiagnostics = (d: Diagnostics, m: Readonly<Omit<Diagnostics, "du
   if (m.dualClip !== undefined) d.dualClip += m.dualClip * m.tokens
 }
 
-/** Named scalars read back with one device read, not one per scalar. */
-export const readScalars = <K extends string>(scalars: Record<K, tf.Tensor>): Record<K, number> => {
+/** Named scalars stacked into one tensor `[n]` (`stackScalars`), to be read back later with one device read (`readScalars`). */
+export interface Stacked<K extends string> {
+  readonly keys: ReadonlyArray<K>
+  readonly values: tf.Tensor1D
+}
+
+/**
+ * Stacks named scalars into one tensor kept past the enclosing `tf.tidy` / `tf.variableGrads`, so that the
+ * forward that made them need not wait for a read (WebGPU has only async ones); `readScalars` reads and frees it.
+ */
+export const stackScalars = <K extends string>(scalars: Record<K, tf.Tensor>): Stacked<K> => {
   const keys = Object.keys(scalars) as Array<K>
-  const values = tf.stack(keys.map((k) => scalars[k])).dataSync()
-  return Object.fromEntries(keys.map((k, i) => [k, values[i]])) as Record<K, number>
+  return { keys, values: tf.keep(tf.stack(keys.map((k) => scalars[k]))) as tf.Tensor1D }
+}
+
+/**
+ * An update's diagnostics from its micro-batches' stacked scalars (`stackScalars` of every `Diagnostics` key), all
+ * read back with one async device read and added in micro-batch order (`addDiagnostics`); the tensors are disposed.
+ */
+export const diagnosticsOf = (stacked: ReadonlyArray<Stacked<keyof Diagnostics>>): Effect.Effect<Diagnostics> => {
+  const d = emptyDiagnostics()
+  if (stacked.length === 0) return Effect.succeed(d)
+  const all = tf.tidy(() => tf.concat(stacked.map((s) => s.values))) // [Σ n]
+  tf.dispose(stacked.map((s) => s.values))
+  return Effect.map(Read.floatsEffect(all), (values) => {
+    let at = 0
+    for (const s of stacked) {
+      addDiagnostics(d, Object.fromEntries(s.keys.map((k, i) => [k, values[at + i]])) as Record<keyof Diagnostics, number>)
+      at += s.keys.length
+    }
+    return d
+  })
 }
 
 /** What an update ran with, besides its diagnostics, for its metrics. */

@@ -89,7 +89,8 @@ export interface AdamW {
   readonly currentLearningRate: () => number
   /** One update with `grads` (aligned with `weights`), each first multiplied by `scale` (the clip factor). */
   readonly apply: (grads: ReadonlyArray<tf.Tensor>, scale?: number) => void
-  readonly exportState: () => State
+  /** The moments (read back asynchronously) and step, for a checkpoint. */
+  readonly exportState: () => Effect.Effect<State>
   readonly importState: (state: State) => Effect.Effect<void, StateError>
   readonly dispose: () => void
 }
@@ -115,6 +116,10 @@ const restore = (weights: ReadonlyArray<Weight>, m: ReadonlyArray<tf.Variable>, 
     })
     return state.step
   })
+
+/** Copies of the moments' values, read with `data()` (a GPU tensor has no synchronous read). */
+const readAll = (xs: ReadonlyArray<tf.Variable>): Promise<Array<Float32Array>> =>
+  Promise.all(xs.map(async (x) => Float32Array.from((await x.data()) as Float32Array)))
 
 /** Builds AdamW for `weights` (zero moments, step 0). */
 export const make = (weights: ReadonlyArray<Weight>, config: Config): AdamW => {
@@ -149,12 +154,10 @@ export const make = (weights: ReadonlyArray<Weight>, config: Config): AdamW => {
     step: () => t,
     currentLearningRate: () => learningRate(config, t),
     apply,
-    exportState: () => ({
-      step: t,
-      names: weights.map((w) => w.name),
-      m: m.map((x) => x.dataSync() as Float32Array).map((a) => Float32Array.from(a)),
-      v: v.map((x) => x.dataSync() as Float32Array).map((a) => Float32Array.from(a))
-    }),
+    exportState: () => {
+      const step = t
+      return Effect.map(Effect.promise(() => Promise.all([readAll(m), readAll(v)])), ([mm, vv]) => ({ step, names: weights.map((w) => w.name), m: mm, v: vv }))
+    },
     importState: (state) => Effect.map(restore(weights, m, v, state), (step) => { t = step }),
     dispose: () => {
       for (const x of [...m, ...v]) x.dispose()

@@ -78,7 +78,7 @@ export interface Trainer {
   readonly guard: Guard.Guard
   /** One pass over `batch` (one or more optimizer steps); `loss`, `grad_norm`, `learning_rate`, … */
   /** Everything besides the weights a resumed run needs: optimizer moments and step, counters, guard. */
-  readonly exportState: () => Train.TrainerState
+  readonly exportState: () => Effect.Effect<Train.TrainerState>
   /** Restores `exportState`'s result (the weights are restored separately). */
   readonly importState: (state: Train.TrainerState) => Effect.Effect<void, Optimizer.StateError>
   readonly step: (batch: RecordBatch<InputType>) => Effect.Effect<Record<string, number>, Stage.StageError | Guard.NonFiniteError>
@@ -158,7 +158,7 @@ export const make = (policy: Transformer.Model, config: Config, rng: Rng.Stream)
       policy,
       optimizer,
       guard,
-      exportState: () => ({ optimizer: optimizer.exportState(), steps: updates, updates, guard: guard.exportState() }),
+      exportState: () => Effect.map(optimizer.exportState(), (o) => ({ optimizer: o, steps: updates, updates, guard: guard.exportState() })),
       importState: (state) =>
         Effect.map(optimizer.importState(state.optimizer), () => {
           updates = state.updates

@@ -36,6 +36,7 @@
  * engine's to build; this page composes them and owns only advantages, dynamic sampling and the update.
  */
 import { Batch, Pipeline, type RewardStage, type Stage, type UserStage } from "@r1flow/core"
+import * as tf from "@tensorflow/tfjs"
 import type { RecordBatch, Schema as ArrowSchema } from "apache-arrow"
 import { Effect } from "effect"
 import * as Advantages from "./Advantages.js"
@@ -89,19 +90,12 @@ export interface Step {
   readonly run: (prompts: (attempt: number) => RecordBatch<Batch.PromptsType>) => Effect.Effect<Result, StepError>
 }
 
-/** One policy update of `t` on a rollout batch with advantages; its diagnostics as metrics (`Metrics.ofUpdate`). */
-export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesType>) =>
+/** The update's optimizer steps (μ passes of minibatches); the applied ones' results. Diagnostics go onto `pending`. */
+const optimizerSteps = (t: Update.Trainer, p: UpdateBatch.Prepared, ref: Float32Array | null, micro: number, pending: Array<Metrics.Stacked<keyof Metrics.Diagnostics>>) =>
   Effect.gen(function*() {
-    const t0 = performance.now()
-    const prepared = yield* UpdateBatch.prepare(input, t.config) // ids [B, T], π_old and mask [B, W], Â [B]
-    const micro = UpdateBatch.microSize(prepared.B, t.config)
-    const { p, tis } = UpdateBatch.truncatedIs(prepared, t.policy, micro, t.config.loss.tisCap) // π_old ← π_θ, w [B, W]: tisCap only
-    UpdateBatch.syncReference(t)
-    const ref = UpdateBatch.referenceLogProbs(p, t.reference(), micro) // [B, W], null when β = 0
-    const diagnostics = Metrics.emptyDiagnostics()
     const applied: Array<Train.StepResult> = []
     for (const mini of UpdateBatch.schedule(p.B, t.config, t.rng)) {
-      const loss = UpdateBatch.microLoss(p, t.policy, ref, t.config.loss, UpdateBatch.normalizer(p, mini, micro), diagnostics, t.config.activationCheckpointing)
+      const loss = UpdateBatch.microLoss(p, t.policy, ref, t.config.loss, UpdateBatch.normalizer(p, mini, micro), pending, t.config.activationCheckpointing)
       const index = t.progress.updates
       const result = yield* Train.optimizerStep(t.optimizer, t.guard, index, Train.chunks(mini, micro).map(loss))
       t.progress.updates++
@@ -109,6 +103,22 @@ export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesTyp
       applied.push(result)
       t.guard.good(index, { [Metrics.loss]: result.loss, [Metrics.gradNorm]: result.gradNorm, [Metrics.learningRate]: result.learningRate })
     }
+    return applied
+  })
+
+/** One policy update of `t` on a rollout batch with advantages; its diagnostics as metrics (`Metrics.ofUpdate`). */
+export const update = (t: Update.Trainer, input: RecordBatch<Batch.AdvantagesType>) =>
+  Effect.gen(function*() {
+    const t0 = performance.now()
+    const prepared = yield* UpdateBatch.prepare(input, t.config) // ids [B, T], π_old and mask [B, W], Â [B]
+    const micro = UpdateBatch.microSize(prepared.B, t.config)
+    const { p, tis } = yield* UpdateBatch.truncatedIs(prepared, t.policy, micro, t.config.loss.tisCap) // π_old ← π_θ, w [B, W]: tisCap only
+    UpdateBatch.syncReference(t)
+    const ref = yield* UpdateBatch.referenceLogProbs(p, t.reference(), micro) // [B, W], null when β = 0
+    // Each micro-batch's diagnostics stay on the device until the update is done: one read for them all.
+    const pending: Array<Metrics.Stacked<keyof Metrics.Diagnostics>> = []
+    const applied = yield* optimizerSteps(t, p, ref, micro, pending).pipe(Effect.onError(() => Effect.sync(() => tf.dispose(pending.map((s) => s.values)))))
+    const diagnostics = yield* Metrics.diagnosticsOf(pending)
     t.progress.steps++
     const seconds = (performance.now() - t0) / 1000
     return Metrics.ofUpdate(diagnostics, applied, {

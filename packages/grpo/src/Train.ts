@@ -8,6 +8,7 @@
  * Gradient accumulation keeps one running sum per weight, so a batch larger than memory trains by
  * lowering the micro-batch size without changing the result (up to float summation order).
  */
+import { Read } from "@r1flow/backend"
 import * as tf from "@tensorflow/tfjs"
 import { Effect } from "effect"
 import type * as Guard from "./Guard.js"
@@ -27,7 +28,10 @@ export interface StepResult {
   readonly learningRate: number
 }
 
-/** Accumulates the gradients of `micro` losses and applies one guarded, clipped AdamW update. */
+/**
+ * Accumulates the gradients of `micro` losses and applies one guarded, clipped AdamW update. The K losses and
+ * ‖g‖ come back in one async read (the guard needs them on the host); Σ_k L_k is summed there in micro-batch order.
+ */
 export const optimizerStep = (
   optimizer: Optimizer.AdamW,
   guard: Guard.Guard,
@@ -37,11 +41,10 @@ export const optimizerStep = (
   Effect.gen(function*() {
     const vars = optimizer.weights.map((w) => w.variable)
     let acc: Array<tf.Tensor> | null = null
-    let loss = 0
+    const values: Array<tf.Scalar> = []
     for (const f of micro) {
       const { value, grads } = tf.variableGrads(f, vars)
-      loss += value.dataSync()[0]
-      value.dispose()
+      values.push(value)
       const ordered = vars.map((v) => grads[v.name] ?? tf.zerosLike(v))
       if (acc === null) acc = ordered
       else {
@@ -51,9 +54,12 @@ export const optimizerStep = (
       }
     }
     const grads = acc ?? vars.map((v) => tf.zerosLike(v))
-    const normT = Optimizer.globalNorm(grads)
-    const gradNorm = normT.dataSync()[0]
-    normT.dispose()
+    const read = tf.tidy(() => tf.stack([...values, Optimizer.globalNorm(grads)])) // [K + 1]: L_1 … L_K, ‖g‖
+    tf.dispose(values)
+    const host = yield* Read.floatsEffect(read)
+    let loss = 0
+    for (let k = 0; k < values.length; k++) loss += host[k]
+    const gradNorm = host[values.length]
     const learningRate = optimizer.currentLearningRate()
     const ok = yield* guard.check(stepIndex, { loss, gradNorm }).pipe(Effect.onError(() => Effect.sync(() => tf.dispose(grads))))
     if (ok) optimizer.apply(grads, Optimizer.clipScale(gradNorm, optimizer.config.maxGradNorm))

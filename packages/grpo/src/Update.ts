@@ -63,7 +63,7 @@ export interface Trainer {
   /** Rollout batches trained on so far. */
   readonly steps: () => number
   /** Everything besides the weights a resumed run needs: optimizer moments and step, counters, guard. */
-  readonly exportState: () => Train.TrainerState
+  readonly exportState: () => Effect.Effect<Train.TrainerState>
   /** Restores `exportState`'s result (the weights are restored separately). */
   readonly importState: (state: Train.TrainerState) => Effect.Effect<void, Optimizer.StateError>
   /** `Step.update` on this trainer: one policy update on a rollout batch with advantages, its diagnostics as metrics. */
@@ -104,7 +104,7 @@ export const make = (
       rng,
       progress,
       steps: () => progress.steps,
-      exportState: () => ({ optimizer: optimizer.exportState(), steps: progress.steps, updates: progress.updates, guard: guard.exportState() }),
+      exportState: () => Effect.map(optimizer.exportState(), (o) => ({ optimizer: o, steps: progress.steps, updates: progress.updates, guard: guard.exportState() })),
       importState: (state) =>
         Effect.map(optimizer.importState(state.optimizer), () => {
           progress.steps = state.steps

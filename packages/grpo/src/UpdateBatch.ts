@@ -3,6 +3,7 @@
  * reference pass, the minibatch schedule, the loss normaliser and the micro-batch loss. The loop that
  * strings them together, and the maths, are on the step's page (`Step`, `Loss`, `Advantages`).
  */
+import { Read } from "@r1flow/backend"
 import { Batch, Columns, Stage, type Rng } from "@r1flow/core"
 import { LogProbs, Transformer } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
@@ -85,20 +86,19 @@ export const syncReference = (trainer: Update.Trainer): void => {
   if (reference !== null && every > 0 && steps > 0 && steps % every === 0) Transformer.copyWeights(trainer.policy, reference)
 }
 
-/** log π `[B, W]` of every row under `model`, micro-batch by micro-batch, without a gradient, as plain floats. */
-const allLogProbs = (p: Prepared, model: Transformer.Model, micro: number): Float32Array => {
-  const out = new Float32Array(p.B * p.W)
-  for (const rows of Train.chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
-    const lp = tf.tidy(() => logProbsOf(p, model, rows).logprobs)
-    out.set(lp.dataSync(), rows[0] * p.W)
-    lp.dispose()
-  }
-  return out
-}
+/** log π `[B, W]` of every row under `model`, micro-batch by micro-batch, without a gradient, as plain floats (one async read each). */
+const allLogProbs = (p: Prepared, model: Transformer.Model, micro: number): Effect.Effect<Float32Array> =>
+  Effect.gen(function*() {
+    const out = new Float32Array(p.B * p.W)
+    for (const rows of Train.chunks(Array.from({ length: p.B }, (_, i) => i), micro)) {
+      out.set(yield* Read.floatsEffect(tf.tidy(() => logProbsOf(p, model, rows).logprobs)), rows[0] * p.W) // [rows, W]
+    }
+    return out
+  })
 
 /** log π_ref `[B, W]`, once per rollout batch, micro-batch by micro-batch, kept as plain floats; `null` when β = 0. */
-export const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Float32Array | null =>
-  reference === null ? null : allLogProbs(p, reference, micro)
+export const referenceLogProbs = (p: Prepared, reference: Transformer.Model | null, micro: number): Effect.Effect<Float32Array | null> =>
+  reference === null ? Effect.succeed(null) : allLogProbs(p, reference, micro)
 
 /** The IS weights' token mean, max and the fraction the cap bound, over the batch's counted tokens. */
 export interface TisStats { readonly mean: number; readonly max: number; readonly fracCapped: number }
@@ -108,9 +108,12 @@ export interface TisStats { readonly mean: number; readonly max: number; readonl
  * the update (verl's recomputed `old_log_prob`), and w = min(exp(old_trainer − sampler), C) per token, 0 off the
  * mask. Without C, `p` as it is and no forward pass.
  */
-export const truncatedIs = (p: Prepared, policy: Transformer.Model, micro: number, cap: number | undefined): { p: Prepared; tis: TisStats | null } => {
-  if (cap === undefined) return { p, tis: null }
-  const old = allLogProbs(p, policy, micro), sampler = p.data.oldLogprobs
+export const truncatedIs = (p: Prepared, policy: Transformer.Model, micro: number, cap: number | undefined): Effect.Effect<{ p: Prepared; tis: TisStats | null }> =>
+  cap === undefined ? Effect.succeed({ p, tis: null }) : Effect.map(allLogProbs(p, policy, micro), (old) => tisWeights(p, old, cap))
+
+/** w = min(exp(old − sampler), C) per counted token, with π_old ← `old` (`truncatedIs`). */
+const tisWeights = (p: Prepared, old: Float32Array, cap: number): { p: Prepared; tis: TisStats } => {
+  const sampler = p.data.oldLogprobs
   const w = new Float32Array(old.length)
   let n = 0, sum = 0, max = 0, capped = 0
   for (let i = 0; i < w.length; i++) {
@@ -146,8 +149,9 @@ export const normalizer = (p: Prepared, mini: ReadonlyArray<number>, micro: numb
 }
 
 /**
- * The loss of micro-batch `rows` (`Loss.compute` with the minibatch's normaliser); adds its diagnostics to
- * `diagnostics`. `checkpoint`: activation checkpointing in its forward (`Update.Config.activationCheckpointing`).
+ * The loss of micro-batch `rows` (`Loss.compute` with the minibatch's normaliser); pushes its diagnostics,
+ * stacked and kept, onto `pending` for `Metrics.diagnosticsOf` to read once the update is done (no read in the
+ * forward). `checkpoint`: activation checkpointing in its forward (`Update.Config.activationCheckpointing`).
  */
 export const microLoss = (
   p: Prepared,
@@ -155,7 +159,7 @@ export const microLoss = (
   ref: Float32Array | null,
   config: Loss.Config,
   normalizer: Loss.Normalizer,
-  diagnostics: Metrics.Diagnostics,
+  pending: Array<Metrics.Stacked<keyof Metrics.Diagnostics>>,
   checkpoint = false
 ) => (rows: ReadonlyArray<number>): Train.MicroLoss => () => {
   const { W } = p
@@ -170,7 +174,8 @@ export const microLoss = (
     entropy,
     mask
   }, config, normalizer)
-  const scalars = { tokens: tf.sum(mask), kl: out.kl, clipLow: out.clipLow, clipHigh: out.clipHigh, clipRegion: out.clipRegion, entropy: tf.sum(tf.mul(entropy, mask)) }
-  Metrics.addDiagnostics(diagnostics, out.dualClip === null ? Metrics.readScalars(scalars) : Metrics.readScalars({ ...scalars, dualClip: out.dualClip }))
+  // Without dual-clip its sum stays 0 (0 · tokens added), and `Metrics.ofUpdate` does not report it.
+  const dualClip = out.dualClip ?? tf.scalar(0)
+  pending.push(Metrics.stackScalars({ tokens: tf.sum(mask), kl: out.kl, clipLow: out.clipLow, clipHigh: out.clipHigh, clipRegion: out.clipRegion, entropy: tf.sum(tf.mul(entropy, mask)), dualClip }))
   return out.loss
 }

@@ -50,13 +50,17 @@ describe("activation checkpointing in the GRPO update", () => {
       const batch = advantagesBatch(policy, rows, advantages)
       const config = updateConfig({ loss: { beta: 0.04 } })
       const p = await Effect.runPromise(UpdateBatch.prepare(batch, config))
-      const ref = UpdateBatch.referenceLogProbs(p, reference, 4)
+      const ref = await Effect.runPromise(UpdateBatch.referenceLogProbs(p, reference, 4))
       const normalizer = UpdateBatch.normalizer(p, micro, micro.length)
-      const loss = (checkpoint: boolean) => UpdateBatch.microLoss(p, policy, ref, config.loss, normalizer, Metrics.emptyDiagnostics(), checkpoint)(micro)
+      const pending: Array<Metrics.Stacked<keyof Metrics.Diagnostics>> = []
+      const loss = (checkpoint: boolean) => UpdateBatch.microLoss(p, policy, ref, config.loss, normalizer, pending, checkpoint)(micro)
       const before = tf.memory().numTensors
       const plain = gradients(policy, loss(false))
       const checkpointed = gradients(policy, loss(true))
-      expect(tf.memory().numTensors).toBe(before)
+      // Each pass keeps its stacked diagnostics (one tensor) for the update to read; nothing else survives.
+      expect(pending.length).toBe(2)
+      expect(tf.memory().numTensors).toBe(before + 2)
+      tf.dispose(pending.map((s) => s.values))
       // The loss's dependence on every weight: a zero gradient everywhere would compare equal too.
       for (const [name, g] of plain) expect(g.some((x) => x !== 0), name).toBe(true)
       expectSameBits(plain, checkpointed)

@@ -242,7 +242,7 @@ const train = (label: string, config: Config, resume: Resumed) =>
         report(s, [["reward", values.reward], [rewardNames[0], values[GrpoMetrics.rewardMean(rewardNames[0])]], ["kl", values.kl], ["len", values[GrpoMetrics.completionMeanLength]]], tokens)
         const more = s + 1 < config.steps
         if (more && config.evalEvery > 0 && config.eval !== undefined && (s + 1) % config.evalEvery === 0) yield* Evaluate.run(config.eval, `${label}-step${s + 1}`)
-        if (more && ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0) yield* ctx.checkpoint({ trainer: step.trainer.exportState(), reference: step.trainer.reference() })
+        if (more && ctx.checkpointEvery > 0 && (s + 1) % ctx.checkpointEvery === 0) yield* ctx.checkpoint({ trainer: yield* step.trainer.exportState(), reference: step.trainer.reference() })
       }
     })
   )
