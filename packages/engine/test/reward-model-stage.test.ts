@@ -137,7 +137,7 @@ describe("reward-model stage", () => {
     const scored = parquet(join(runDir, "rollouts", last))
     const model = await Effect.runPromise(RewardModel.load(checkpoint))
     const p = Columns.int32List(scored.getChild("prompt_ids") as any), c = Columns.int32List(scored.getChild("completion_ids") as any)
-    const want = RewardModel.score(model, Array.from({ length: scored.numRows }, (_, i) => [Columns.row(p, i), Columns.row(c, i)] as const))
+    const want = await RewardModel.score(model, Array.from({ length: scored.numRows }, (_, i) => [Columns.row(p, i), Columns.row(c, i)] as const))
     model.dispose()
     const got = floats(scored, "reward_rm")
     expect(got.length).toBe(4)

@@ -16,6 +16,7 @@
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { Read } from "@r1flow/backend"
 import { Columns, Rng } from "@r1flow/core"
 import { Checkpoint, Transformer } from "@r1flow/model"
 import * as tf from "@tensorflow/tfjs"
@@ -98,13 +99,12 @@ export const rewards = (model: RewardModel, packed: Packed): tf.Tensor1D => {
   return tf.add(tf.reshape(tf.matMul(lastLogits, model.w as tf.Tensor2D), [packed.batch]), model.b) as tf.Tensor1D
 }
 
-/** Rewards of `(prompt, completion)` token rows, in batches of `batchSize` (no gradients). */
-export const score = (model: RewardModel, rows: ReadonlyArray<readonly [ArrayLike<number>, ArrayLike<number>]>, batchSize = 32): Float32Array => {
+/** Rewards of `(prompt, completion)` token rows, in batches of `batchSize` (no gradients); one async read per batch. */
+export const score = async (model: RewardModel, rows: ReadonlyArray<readonly [ArrayLike<number>, ArrayLike<number>]>, batchSize = 32): Promise<Float32Array> => {
   const out = new Float32Array(rows.length)
   for (let start = 0; start < rows.length; start += batchSize) {
     const part = rows.slice(start, start + batchSize)
-    const r = tf.tidy(() => rewards(model, pack(part, model.policy.config.maxSeqLen)).dataSync() as Float32Array)
-    out.set(r, start)
+    out.set(await Read.floats(tf.tidy(() => rewards(model, pack(part, model.policy.config.maxSeqLen)))), start) // [part]
   }
   return out
 }
@@ -127,10 +127,10 @@ export const loss = (model: RewardModel, pairs: ReadonlyArray<Pair>): tf.Scalar 
 }
 
 /** Fraction of pairs whose chosen completion gets the higher reward (ties count as wrong). */
-export const accuracy = (model: RewardModel, pairs: ReadonlyArray<Pair>, batchSize = 64): number => {
+export const accuracy = async (model: RewardModel, pairs: ReadonlyArray<Pair>, batchSize = 64): Promise<number> => {
   if (pairs.length === 0) return NaN
-  const chosen = score(model, pairs.map((p) => [p.prompt, p.chosen] as const), batchSize)
-  const rejected = score(model, pairs.map((p) => [p.prompt, p.rejected] as const), batchSize)
+  const chosen = await score(model, pairs.map((p) => [p.prompt, p.chosen] as const), batchSize)
+  const rejected = await score(model, pairs.map((p) => [p.prompt, p.rejected] as const), batchSize)
   let right = 0
   for (let i = 0; i < pairs.length; i++) if (chosen[i] > rejected[i]) right++
   return right / pairs.length
@@ -140,7 +140,8 @@ export const accuracy = (model: RewardModel, pairs: ReadonlyArray<Pair>, batchSi
 export const save = (dir: string, model: RewardModel): Effect.Effect<void, RewardModelError | Checkpoint.CheckpointError> =>
   Effect.gen(function*() {
     yield* Checkpoint.save(dir, model.policy)
-    const head = { w: Array.from(model.w.dataSync()), b: model.b.dataSync()[0] }
+    const [w, b] = yield* Effect.promise(() => Promise.all([model.w.data(), model.b.data()]))
+    const head = { w: Array.from(w), b: b[0] }
     yield* Effect.tryPromise({
       try: () => fs.writeFile(path.join(dir, HEAD_FILE), JSON.stringify(head)),
       catch: (e) => new RewardModelError({ path: path.join(dir, HEAD_FILE), message: `cannot write: ${(e as Error).message}` })

@@ -5,6 +5,7 @@
  * `evaluate` gives the held-out pair accuracy.
  */
 import { Field, Float32, Schema as ArrowSchema, type RecordBatch } from "apache-arrow"
+import { Read } from "@r1flow/backend"
 import { Columns, Stage } from "@r1flow/core"
 import * as tf from "@tensorflow/tfjs"
 import { Effect } from "effect"
@@ -27,16 +28,13 @@ export const make = (model: RewardModel.RewardModel, options: { readonly learnin
   const optimizer = tf.train.adam(options.learningRate)
   let steps = 0
   let last = NaN
-  const step = (batch: RecordBatch): Float32Array => {
+  const step = async (batch: RecordBatch): Promise<Float32Array> => {
     const pairs = Pairs.pairsOf(batch)
     const n = pairs.length
-    const margins = tf.tidy(() => {
-      const r = RewardModel.score(model, [...pairs.map((p) => [p.prompt, p.chosen] as const), ...pairs.map((p) => [p.prompt, p.rejected] as const)], 2 * n)
-      return Float32Array.from({ length: n }, (_, i) => r[i] - r[n + i])
-    })
+    const r = await RewardModel.score(model, [...pairs.map((p) => [p.prompt, p.chosen] as const), ...pairs.map((p) => [p.prompt, p.rejected] as const)], 2 * n)
+    const margins = Float32Array.from({ length: n }, (_, i) => r[i] - r[n + i])
     const value = optimizer.minimize(() => RewardModel.loss(model, pairs), true, model.variables as Array<tf.Variable>)
-    last = value!.dataSync()[0]
-    value!.dispose()
+    last = (await Read.floats(value!))[0]
     steps++
     return margins
   }
@@ -45,7 +43,7 @@ export const make = (model: RewardModel.RewardModel, options: { readonly learnin
     input: Pairs.Tokenized,
     output: Output,
     transform: (batch) =>
-      Effect.try({ try: () => step(batch), catch: (cause) => new Stage.StageError({ stage: "reward-model-train", message: String(cause), cause }) }).pipe(
+      Effect.tryPromise({ try: () => step(batch), catch: (cause) => new Stage.StageError({ stage: "reward-model-train", message: String(cause), cause }) }).pipe(
         Effect.flatMap((margins) => Stage.addColumns("reward-model-train", batch, Output, { margin: Columns.makeFloat32(margins) }))
       )
   })
@@ -53,4 +51,4 @@ export const make = (model: RewardModel.RewardModel, options: { readonly learnin
 }
 
 /** Held-out pair accuracy of `model` on a tokenized pairs batch. */
-export const evaluate = (model: RewardModel.RewardModel, batch: RecordBatch): number => RewardModel.accuracy(model, Pairs.pairsOf(batch))
+export const evaluate = (model: RewardModel.RewardModel, batch: RecordBatch): Promise<number> => RewardModel.accuracy(model, Pairs.pairsOf(batch))

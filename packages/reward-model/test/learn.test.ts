@@ -45,7 +45,7 @@ describe("reward model", () => {
 
     const model = RewardModel.init(config, rng.split("init"))
     const trainer = Train.make(model, { learningRate: 1e-2 })
-    const before = Train.evaluate(model, heldout)
+    const before = await Train.evaluate(model, heldout)
     const order = Array.from({ length: train.numRows }, (_, i) => i)
     let acc = 0
     for (let epoch = 0; epoch < 40 && acc < 0.95; epoch++) {
@@ -55,7 +55,7 @@ describe("reward model", () => {
         const out = await Effect.runPromise(trainer.stage.run(batch))
         expect(out.getChild("margin")!.length).toBe(64)
       }
-      acc = Train.evaluate(model, heldout)
+      acc = await Train.evaluate(model, heldout)
     }
     console.log(`reward model (${backend}): held-out pair accuracy ${before.toFixed(3)} → ${acc.toFixed(3)} after ${trainer.steps()} steps, last loss ${trainer.lastLoss().toFixed(4)}`)
     expect(acc).toBeGreaterThanOrEqual(0.9)

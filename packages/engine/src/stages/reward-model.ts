@@ -385,7 +385,7 @@ const plugin: RecipeStage.StagePlugin<typeof Config.Type> = RecipeStage.define({
           yield* RunDir.write(pairsPathOf(ctx.dir.root, label), RunDir.ipcFile(pairsBatch(train, heldout))).pipe(Effect.mapError(stageError(label)))
           const model = yield* acquireModel(ctx, label, config.init)
           yield* fit(ctx, label, config, model, train)
-          const accuracy = RewardModel.accuracy(model, heldout)
+          const accuracy = yield* Effect.promise(() => RewardModel.accuracy(model, heldout))
           const dir = checkpointOf(ctx.dir.root, label)
           yield* RewardModel.save(dir, model).pipe(Effect.mapError(stageError(label)))
           const values: Record<string, number> = { [`${label}/pairs`]: train.length + heldout.length }
