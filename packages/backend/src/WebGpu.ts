@@ -16,7 +16,7 @@
  *   so what runs on `webgpu` is the WGSL kernels;
  * - software adapters (Mesa lavapipe, SwiftShader: ~2 GFLOP/s) are slower than the wasm backend, so they are
  *   used only when `webgpu` is forced (`allowSoftware`); the automatic choice skips them.
- * Synchronous reads (`dataSync`) throw on GPU tensors; int32 is computed through float32 (exact below 2^24).
+ * Synchronous reads (`dataSync`) throw on GPU tensors (the model and trainers read through `Read`); int32 is computed through float32 (exact below 2^24).
  */
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Schema } from "effect"

@@ -59,9 +59,25 @@ export const learningRate = (config: Config, step: number): number => {
   return min + 0.5 * (1 + Math.cos(Math.PI * progress)) * (lr - min)
 }
 
+/**
+ * Inputs per `addN`: WebGPU binds each input as a storage buffer, and a device guarantees only 8 per shader
+ * (7 inputs and the output); tfjs's WebGPU AddN does not split (its Concat does).
+ */
+const addNInputs = 7
+
+/**
+ * Σ xs as a left fold of `addN`s of at most `addNInputs` inputs: ((x₁ + … + x₇) + x₈ + …). The cpu and wasm AddN
+ * kernels add their inputs in order, so this is bitwise one `addN` there.
+ */
+const sumInOrder = (xs: ReadonlyArray<tf.Tensor>): tf.Tensor => {
+  let acc = tf.addN(xs.slice(0, addNInputs))
+  for (let i = addNInputs; i < xs.length; i += addNInputs - 1) acc = tf.addN([acc, ...xs.slice(i, i + addNInputs - 1)])
+  return acc
+}
+
 /** √(Σ ‖g‖²) over all gradients, as a scalar tensor (caller disposes). */
 export const globalNorm = (grads: ReadonlyArray<tf.Tensor>): tf.Scalar =>
-  tf.tidy(() => tf.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g))))) as tf.Scalar)
+  tf.tidy(() => tf.sqrt(sumInOrder(grads.map((g) => tf.sum(tf.square(g))))) as tf.Scalar)
 
 /** The factor that scales gradients of global norm `norm` down to `maxNorm` (1 when within, or clipping is off). */
 export const clipScale = (norm: number, maxNorm: number): number => (maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1)

@@ -1,6 +1,8 @@
 import * as tf from "@tensorflow/tfjs"
 import { Effect, Schema } from "effect"
 import { describe, expect, it } from "vitest"
+import { Backend } from "@r1flow/backend"
+import { Rng } from "@r1flow/core"
 import { Optimizer } from "../src/index.js"
 
 const config = (c: Record<string, unknown> = {}) => Schema.decodeUnknownSync(Optimizer.Config)(c)
@@ -68,5 +70,21 @@ describe("Optimizer", () => {
     expect(Optimizer.clipScale(13, 1)).toBeCloseTo(1 / 13, 6)
     expect(Optimizer.clipScale(0.5, 1)).toBe(1)
     expect(Optimizer.clipScale(13, 0)).toBe(1)
+  })
+})
+
+describe("Optimizer.globalNorm over many gradients", () => {
+  // WebGPU binds at most 8 storage buffers per shader by default, so the norm sums in addN's of 7: bitwise one addN here.
+  it("is bitwise √(one addN of the squared norms) on the cpu and wasm backends (30 gradients)", async () => {
+    await Backend.init({ force: "wasm" })
+    for (const backend of ["wasm", "cpu"]) {
+      await tf.setBackend(backend)
+      const rng = Rng.make(1, "norm")
+      const gs = Array.from({ length: 30 }, (_, i) => tf.tensor1d(Float32Array.from({ length: 5 + i }, () => rng.normal() * 10 ** (i % 5))))
+      const chunked = Optimizer.globalNorm(gs).dataSync()[0]
+      const whole = tf.tidy(() => tf.sqrt(tf.addN(gs.map((g) => tf.sum(tf.square(g))))).dataSync()[0])
+      expect(Object.is(chunked, whole), `${backend}: ${chunked} vs ${whole}`).toBe(true)
+      tf.dispose(gs)
+    }
   })
 })
