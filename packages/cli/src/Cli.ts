@@ -33,7 +33,7 @@ export const comparison = (evals: ReadonlyArray<Report.EvalRecord>): Array<strin
 }
 
 const sets = Flag.String("set").pipe(
-  Flag.withDescription("Override a config key: --set grpo.steps=10 (repeatable; values parse as JSON when they can)"),
+  Flag.withDescription("Override a config key: --set seed=2, --set stages.2.config.steps=60 (repeatable; values parse as JSON when they can)"),
   Flag.atLeast(0)
 )
 
