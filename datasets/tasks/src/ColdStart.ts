@@ -19,7 +19,15 @@
  *               or left out), the hit, then the equation re-evaluated innermost first and its numbers
  *               checked against the given ones
  *
- * Some chains slip and catch it ("Wait, I left out the carry …"), as R1's do. Every equation a
+ * Equations are written in one of two notations (`Work`): `"prose"` spells each column out in words
+ * ("Ones: 7 + 5 = 12. Write 2, carry 1."), the form a pretrained LLM reads; `"corpus"` writes each
+ * computation in the built-in pretraining corpus's own worked notation (`47+85: 7+5=12 c1, 4+8+1=13 c1
+ * -> 132`, countdown's `7*3=21, 25+21=46`) inside the same prose. R1's cold start is written in its base
+ * model's language; a small model pretrained on our corpus has learnt its digit facts in that notation
+ * only, and the prose chain's spaced, word-interleaved columns do not reach them (measured: a base at
+ * 70 % on arithmetic fell to 4 % after a prose cold start; see the README).
+ *
+ * Some prose chains slip and catch it ("Wait, I left out the carry …"), as R1's do. Every equation a
  * chain writes (`x op y = z`, chained `=`) is true, slips included: a slip is an incomplete step,
  * never a wrong sum. Phrasing is drawn from small sets of templates by a stream seeded with the run
  * seed and the row id (`Rng.make(seed, "cold-start/<id>")`), so a row's chain does not depend on
@@ -35,6 +43,9 @@ import type * as Task from "./Task.js"
 
 /** The tasks that have a cold-start generator. */
 export type Generator = "arithmetic" | "countdown"
+
+/** How a chain writes its computations (see the module doc). */
+export type Work = "prose" | "corpus"
 
 /** One chain of thought: the reasoning (inside the think block) and the bare answer (inside the answer block). */
 export interface Chain {
@@ -264,19 +275,39 @@ const readOff = (digits: ReadonlyArray<number>, value: number): string => {
     : `Reading the digits from the left: ${top.join(", ")}.`
 }
 
-const arithmeticChain = (rng: Rng.Stream, a: number, b: number, op: Arithmetic.Op): Chain => {
+/** The opening line of a corpus-notation chain's worked step, per operation. */
+const WORKED: Record<Arithmetic.Op, ReadonlyArray<string>> = {
+  "+": ["Column by column from the ones, carrying:", "Adding the columns from the right:", "Working it out by columns:"],
+  "-": ["Column by column from the ones, borrowing:", "Subtracting the columns from the right:", "Working it out by columns:"],
+  "*": ["Digit by digit, with partial products:", "Multiplying by each digit and adding:", "Working it out by partial products:"]
+}
+
+/** The inverse check of `a op b = r` as the corpus works it (`r-b` or `r+b` by columns); a product keeps the prose division. */
+const inverseWorked = (rng: Rng.Stream, a: number, b: number, op: Arithmetic.Op, r: number): string => {
+  if (op === "*") return inverseCheck(rng, a, b, op, r)
+  const back = Arithmetic.work({ a: r, b, op: op === "+" ? "-" : "+" }).think
+  return op === "+"
+    ? `If the sum is right, taking ${b} away from ${r} gives back ${a}: ${back}. That is ${a}, the first number. ${pick(rng, CONFIRM)}`
+    : `If the difference is right, adding ${b} back to ${r} gives ${a}: ${back}. Back to ${a}. ${pick(rng, CONFIRM)}`
+}
+
+/** The computation of a prose chain, column by column in words. */
+const proseLines = (rng: Rng.Stream, a: number, b: number, op: Arithmetic.Op, r: number): Array<string> => {
+  if (op === "+") return [pick(rng, METHODS["+"]), ...addLines(rng, rng.nextInt(3), a, b), readOff(digitsOf(r), r)]
+  if (op === "-") {
+    const s = subtractLines(rng, a, b)
+    return [pick(rng, METHODS["-"]), ...s.lines, readOff(s.digits, r)]
+  }
+  return multiplyLines(rng, a, b)
+}
+
+const arithmeticChain = (rng: Rng.Stream, a: number, b: number, op: Arithmetic.Op, work: Work): Chain => {
   const q = `${a} ${op} ${b}`
   const r = Arithmetic.evaluate({ a, b, op })
   const lines = [pick(rng, OPENINGS)(q)]
-  if (op === "+") {
-    lines.push(pick(rng, METHODS["+"]), ...addLines(rng, rng.nextInt(3), a, b), readOff(digitsOf(r), r))
-  } else if (op === "-") {
-    const s = subtractLines(rng, a, b)
-    lines.push(pick(rng, METHODS["-"]), ...s.lines, readOff(s.digits, r))
-  } else {
-    lines.push(...multiplyLines(rng, a, b))
-  }
-  lines.push(`So ${q} = ${r}.`, pick(rng, REFLECT), inverseCheck(rng, a, b, op, r))
+  if (work === "prose") lines.push(...proseLines(rng, a, b, op, r))
+  else lines.push(pick(rng, WORKED[op]), `${Arithmetic.work({ a, b, op }).think}.`)
+  lines.push(`So ${q} = ${r}.`, pick(rng, REFLECT), work === "prose" ? inverseCheck(rng, a, b, op, r) : inverseWorked(rng, a, b, op, r))
   const e = estimate(a, b, op, r)
   if (e !== undefined && rng.nextFloat() < 0.4) lines.push(e)
   lines.push(pick(rng, [`So the answer is ${r}.`, `Therefore ${q} = ${r}.`, `The answer: ${q} = ${r}.`]))
@@ -423,7 +454,10 @@ const countdownCheck = (rng: Rng.Stream, found: Node, numbers: ReadonlyArray<num
   ]
 }
 
-const countdownChain = (rng: Rng.Stream, numbers: ReadonlyArray<number>, target: number): Chain | undefined => {
+/** `7 * 3 = 21` → `7*3=21`: an operator or `=` between numbers (or parentheses) loses its spaces, as the corpus writes them. */
+const tight = (text: string): string => text.replace(/([\d)]) ([-+*/=]) (?=[\d(])/g, "$1$2")
+
+const countdownChain = (rng: Rng.Stream, numbers: ReadonlyArray<number>, target: number, work: Work): Chain | undefined => {
   const found = countdownSearchLines(rng, numbers, target)
   if (found === undefined) return undefined
   const expression = render(found.found)
@@ -442,7 +476,8 @@ const countdownChain = (rng: Rng.Stream, numbers: ReadonlyArray<number>, target:
     ...countdownCheck(rng, found.found, numbers, target),
     pick(rng, [`So the equation is ${expression}.`, `The answer is ${expression} = ${target}.`])
   ]
-  return { generator: "countdown", reasoning: `\n${lines.join("\n")}\n`, answer: expression }
+  const reasoning = `\n${lines.join("\n")}\n`
+  return { generator: "countdown", reasoning: work === "prose" ? reasoning : tight(reasoning), answer: work === "prose" ? expression : tight(expression) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,7 +495,7 @@ export const generatorOf = (metadata: Readonly<Record<string, unknown>>): Genera
 }
 
 /** The chain for `row`, or why it has none. */
-const attempt = (row: Task.Row, seed: number): Chain | string => {
+const attempt = (row: Task.Row, seed: number, work: Work): Chain | string => {
   const generator = generatorOf(row.metadata)
   if (generator === undefined) return "no cold-start generator for this task (its metadata is neither arithmetic's { a, b, op } nor countdown's { numbers, target })"
   const rng = Rng.make(seed, `cold-start/${row.id}`)
@@ -470,17 +505,17 @@ const attempt = (row: Task.Row, seed: number): Chain | string => {
     if (op === "*" && (a === 0 || b === 0)) return "arithmetic product with a zero operand"
     if (op === "-" && a < b) return "arithmetic subtraction with a negative result"
     if (String(Arithmetic.evaluate({ a, b, op })) !== row.answer.trim()) return "the reference answer disagrees with the metadata"
-    return arithmeticChain(rng, a, b, op)
+    return arithmeticChain(rng, a, b, op, work)
   }
   const { numbers, target } = row.metadata as { numbers: Array<number>; target: number }
   if (numbers.length > 5) return "countdown with more than 5 numbers"
   if (String(target) !== row.answer.trim()) return "the reference answer disagrees with the metadata"
-  return countdownChain(rng, numbers, target) ?? "countdown instance with no solution in positive-integer steps"
+  return countdownChain(rng, numbers, target, work) ?? "countdown instance with no solution in positive-integer steps"
 }
 
-/** The cold-start chain of a row of a generated task (same seed and row, same chain); `undefined` for any other task. */
-export const chain = (row: Task.Row, seed: number): Chain | undefined => {
-  const c = attempt(row, seed)
+/** The cold-start chain of a row of a generated task (same seed, row and notation, same chain); `undefined` for any other task. */
+export const chain = (row: Task.Row, seed: number, work: Work = "prose"): Chain | undefined => {
+  const c = attempt(row, seed, work)
   return typeof c === "string" ? undefined : c
 }
 
@@ -507,14 +542,17 @@ export interface Built {
 
 /**
  * The cold-start set of `rows`, in their order: one example per row that has a chain, at most
- * `limit`; every other row counted in `skipped` with its reason.
+ * `limit`, in notation `work` (default `"prose"`); every other row counted in `skipped` with its reason.
  */
-export const build = (rows: ReadonlyArray<Task.Row>, options: { readonly seed: number; readonly completionPrefix?: string; readonly limit?: number }): Built => {
+export const build = (
+  rows: ReadonlyArray<Task.Row>,
+  options: { readonly seed: number; readonly completionPrefix?: string; readonly limit?: number; readonly work?: Work }
+): Built => {
   const examples: Array<Example> = []
   const skipped = new Map<string, { task: string; reason: string; count: number }>()
   for (const row of rows) {
     if (options.limit !== undefined && examples.length >= options.limit) break
-    const c = attempt(row, options.seed)
+    const c = attempt(row, options.seed, options.work ?? "prose")
     if (typeof c !== "string") {
       examples.push({ id: row.id, prompt: row.question, completion: completion(c, options.completionPrefix), generator: c.generator })
       continue

@@ -170,6 +170,62 @@ describe("hand-checked chains", () => {
   })
 })
 
+describe("chains in the corpus's notation (work: corpus)", () => {
+  const corpusChain = (row: Task.Row, seed = 1) => {
+    const c = ColdStart.chain(row, seed, "corpus")
+    if (c === undefined) throw new Error(`no chain for ${row.id}`)
+    return c
+  }
+  const completions = (rows: ReadonlyArray<Task.Row>) =>
+    Conformance.makeInput(rows.map((row) => ({ prompt: row.question, completion: ColdStart.completion(corpusChain(row)), answer: row.answer, metadata: row.metadata })), { completionPrefix: "" })
+
+  it("scores 1 on strict format and on accuracy for every row", async () => {
+    expect(new Set(await format.score(completions(arithmeticRows)))).toEqual(new Set([1]))
+    expect(new Set(await accuracy.score(completions(arithmeticRows)))).toEqual(new Set([1]))
+    expect(new Set(await format.score(completions(countdownRows)))).toEqual(new Set([1]))
+    expect(new Set(await countdown.score(completions(countdownRows)))).toEqual(new Set([1]))
+  })
+
+  it("works arithmetic exactly as the corpus does, checks it by the inverse worked the same way, then reflects and sums up", () => {
+    for (const row of arithmeticRows) {
+      const { a, b, op } = row.metadata as { a: number; b: number; op: Arithmetic.Op }
+      const text = corpusChain(row).reasoning
+      const r = Arithmetic.evaluate({ a, b, op })
+      expect(text, row.id).toContain(`\n${Arithmetic.work({ a, b, op }).think}.\n`)
+      if (op !== "*") expect(text, row.id).toContain(Arithmetic.work({ a: r, b, op: op === "+" ? "-" : "+" }).think)
+      expect(text, row.id).toMatch(/double-check|verify|make sure|is that right/i)
+      expect(text.indexOf(`So ${a} ${op} ${b} = ${r}.`), row.id).toBeGreaterThan(0)
+    }
+  })
+
+  it("47 + 85 and 80 - 6, by hand", () => {
+    const add = corpusChain(Arithmetic.toRow({ a: 47, b: 85, op: "+", digits: 2 })).reasoning
+    expect(add).toContain("\n47+85: 7+5=12 c1, 4+8+1=13 c1 -> 132.\n")
+    expect(add).toContain("132-85: 12-5=7 b1, 13-8-1=4 b1, 1-1=0 -> 47")
+    const sub = corpusChain(Arithmetic.toRow({ a: 80, b: 6, op: "-", digits: 2 })).reasoning
+    expect(sub).toContain("\n80-6: 10-6=4 b1, 8-1=7 -> 74.\n")
+    expect(sub).toContain("74+6: 4+6=10 c1, 7+1=8 -> 80")
+  })
+
+  it("writes countdown's steps as the corpus does (7*3=21), the same search and checks as the prose chain otherwise", () => {
+    for (const row of countdownRows.slice(0, 100)) {
+      const prose = chainOf(row), corpus = corpusChain(row)
+      expect(corpus.reasoning.split("\n").length, row.id).toBe(prose.reasoning.split("\n").length)
+      expect(corpus.reasoning, row.id).not.toMatch(/\d [-+*/=] \d/)
+      expect(corpus.answer, row.id).toBe(prose.answer.replaceAll(" ", ""))
+    }
+    const c = corpusChain(Countdown.toRow({ numbers: [3, 7, 25], target: 46 }))
+    expect(c.reasoning).toContain("7*3=21, then 25+21=46")
+    expect(c.reasoning).toContain("Evaluating innermost first: 25+7*3=25+21=46.")
+  })
+
+  it("leaves the prose chains as they were (the default)", () => {
+    for (const row of [...arithmeticRows.slice(0, 50), ...countdownRows.slice(0, 50)]) expect(ColdStart.chain(row, 1, "prose")).toEqual(chainOf(row))
+    expect(ColdStart.build(arithmeticRows.slice(0, 5), { seed: 1, work: "corpus" }).examples.map((e) => e.completion))
+      .toEqual(arithmeticRows.slice(0, 5).map((r) => ColdStart.completion(corpusChain(r))))
+  })
+})
+
 describe("rows without a generator", () => {
   const gsm8k: Task.Row = { id: "gsm8k/1", question: "Natalia sold clips to 48 friends…", answer: "72", metadata: { task: "gsm8k" } }
   const jsonl: Task.Row = { id: "jsonl/1", question: "Name a prime.", answer: "7", metadata: { task: "mine", numbers: "1,2" } }

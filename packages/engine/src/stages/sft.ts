@@ -23,8 +23,16 @@ import * as RejectionSampling from "./rejection-sampling.js"
 export const Config = Schema.Struct({
   source: Schema.Union([
     Schema.Struct({ kind: Schema.Literal("corpus"), onlyCorrect: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(true))), limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))) }),
-    /** R1's cold-start set, built from the run's train rows (at most `limit` chains) and written to `sft/<label>.arrow`. */
-    Schema.Struct({ kind: Schema.Literal("cold-start"), limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))) }),
+    /**
+     * R1's cold-start set, built from the run's train rows (at most `limit` chains) and written to `sft/<label>.arrow`;
+     * `work`: the chains' notation (`ColdStart.Work`: `"prose"`, the default, for a pretrained LLM; `"corpus"` for a
+     * model pretrained on the built-in corpus, whose worked notation it then keeps).
+     */
+    Schema.Struct({
+      kind: Schema.Literal("cold-start"),
+      limit: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThan(0))),
+      work: Schema.Literals(["prose", "corpus"]).pipe(Schema.withDecodingDefaultKey(Effect.succeed("prose" as const)))
+    }),
     Schema.Struct({ kind: Schema.Literal("set"), stage: Schema.String }),
     Schema.Struct({ kind: Schema.Literal("file"), path: Schema.String })
   ]),
@@ -53,13 +61,13 @@ const completionIds = (ctx: RunContext, completion: string): Int32Array => {
  * `sft/<label>.arrow` (`RejectionSampling.SftSet`, so `source: set` can reuse it). Completions leave
  * out what the prompt template opens (`<think>` when it ends the prompt inside the reasoning).
  */
-const coldStart = (ctx: RunContext, label: string, limit: number | undefined): Effect.Effect<Array<Training.Pair>, StageRunError> =>
+const coldStart = (ctx: RunContext, label: string, limit: number | undefined, work: ColdStart.Work): Effect.Effect<Array<Training.Pair>, StageRunError> =>
   Effect.gen(function*() {
     const completionPrefix = yield* Effect.try({
       try: () => Template.promptPrefix(ctx.tokenizer, ctx.recipe.template ?? "r1-zero"),
       catch: (e) => new StageRunError({ stage: label, message: `the prompt template: ${(e as Error).message}` })
     })
-    const set = ColdStart.build(ctx.data.train, { seed: ctx.recipe.seed, completionPrefix, limit })
+    const set = ColdStart.build(ctx.data.train, { seed: ctx.recipe.seed, completionPrefix, limit, work })
     const skipped = set.skipped.map((s) => `${s.count} ${s.task} (${s.reason})`).join("; ")
     if (skipped !== "") ctx.log(`[${label}] cold start: skipped ${skipped}`)
     if (set.examples.length === 0) {
@@ -84,7 +92,7 @@ const pairs = (ctx: RunContext, label: string, source: Config["source"]): Effect
       const rows = ctx.data.corpus.filter((r) => !source.onlyCorrect || r.correct).slice(0, source.limit)
       return rows.map((r) => ({ prompt: ctx.promptIds(r.prompt), completion: completionIds(ctx, r.completion) }))
     }
-    if (source.kind === "cold-start") return yield* coldStart(ctx, label, source.limit)
+    if (source.kind === "cold-start") return yield* coldStart(ctx, label, source.limit, source.work)
     const path = source.kind === "set" ? RejectionSampling.pathOf(ctx.dir.root, source.stage) : source.path
     const table = yield* Effect.try({
       try: () => tableFromIPC(readFileSync(path)),
