@@ -84,12 +84,12 @@ export const WRITE_KERNEL = "R1CacheWrite"
  * Writes x [B, Hkv, T, hd] into slots `at` … `at + T − 1` of `cache` [B, Hkv, C, hd] **in place**, so a
  * generation's keys/values grow without copying the whole cache every token (tfjs tensors are otherwise never
  * written after they are made: only pass a cache that nothing else reads, such as the one `Generate` owns).
- * Needs the native kernels (`available()`); throws where they are not registered.
+ * Needs a write kernel for the backend (`available()`: the native ones on wasm and cpu, the WGSL one on webgpu); throws where none is registered.
  */
 export const write = (cache: tf.Tensor4D, x: tf.Tensor4D, at: number): void => {
   const [b, h, cap, d] = cache.shape
   const t = x.shape[2]
-  if (!Registry.has(WRITE_KERNEL)) throw new Error(`Decode.write needs the native kernels on the wasm or cpu backend (backend: ${tf.getBackend()})`)
+  if (!Registry.has(WRITE_KERNEL)) throw new Error(`Decode.write needs the R1CacheWrite kernel, which the wasm and cpu (native) and webgpu (WGSL) backends register (backend: ${tf.getBackend()})`)
   if (cache.dtype !== "float32" || x.dtype !== "float32" || x.shape[0] !== b || x.shape[1] !== h || x.shape[3] !== d || !(at >= 0 && at + t <= cap)) {
     throw new RangeError(`Decode.write: [${x.shape}] at slot ${at} does not fit a cache of [${cache.shape}]`)
   }

@@ -19,8 +19,8 @@
  * Written for the wasm backend's fast path: every product is a `tf.matMul` (2-D where possible), and the
  * steps that would otherwise be many small kernels are ops of `@r1flow/kernels` — `Fused.rmsNorm`,
  * `Fused.rope`, `Fused.swiglu`, `Attention.causal`, `Decode.attend` — each one kernel (forward and backward)
- * where the native kernels are registered in tfjs's registry, and exactly the tfjs composite elsewhere (so a
- * GPU backend runs its own kernels). No `split`/`unstack` (they copy the whole input per output);
+ * where a kernel is registered for the backend in tfjs's registry (native on wasm and cpu, WGSL on webgpu), and exactly the tfjs composite elsewhere (so a
+ * backend without them runs its own). No `split`/`unstack` (they copy the whole input per output);
  * rotate-half, in the composite, is a product with a fixed ±1 matrix; the embedding is a `gather` whose
  * gradient is a segment sum where the backend has one, else a one-hot product (stock wasm has none).
  * Deviation from HF: none in the maths; attention masks use −1e9 rather than −∞ so padded query rows
@@ -454,7 +454,7 @@ const embedLookup = (table: tf.Variable, ids: tf.Tensor1D): tf.Tensor2D => {
 /**
  * Keys and values of one layer for the positions seen so far: [B, Hkv, S, hd]. With `length`, a preallocated
  * cache (`preallocate`): [B, Hkv, C, hd] of which the first `length` slots are filled, and `step` writes the
- * new slots in place instead of concatenating (native kernels only).
+ * new slots in place instead of concatenating (where `Decode.available()`: native kernels on wasm and cpu, WGSL on webgpu).
  */
 export interface LayerCache {
   readonly k: tf.Tensor4D
