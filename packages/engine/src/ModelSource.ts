@@ -15,7 +15,7 @@ import { Checkpoint, type HfConfig } from "@r1flow/model"
 import { type Codec, HfTokenizer } from "@r1flow/tokenizer"
 import { Effect, Schema } from "effect"
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs"
-import { isAbsolute, join, resolve } from "node:path"
+import { dirname, isAbsolute, join, resolve } from "node:path"
 import * as Recipe from "./Recipe.js"
 
 /** A model or tokenizer directory the run cannot start from; `message` is one line: `<file>: key <key>: <problem>`. */
@@ -92,6 +92,35 @@ export const checkVocab = (checkpointDir: string, inspected: Checkpoint.Inspecte
     key: "vocab_size",
     message: `${file}: key vocab_size: ${n} is smaller than ${theirs}, ${tokenizer.vocabSize} ids (highest ${tokenizer.vocabSize - 1}): the checkpoint has no embedding row for ids the tokenizer writes`
   }))
+}
+
+/**
+ * The folder of the r1flow run an `model.checkpoint` came from (`<run>/checkpoints/<step>/policy`, or any folder
+ * below a run's): the nearest parent that holds both `checkpoints/` and the run's `tokenizer/`. `undefined` when
+ * the checkpoint is not inside a run folder.
+ */
+export const runOfCheckpoint = (checkpointDir: string): string | undefined => {
+  for (let dir = resolve(checkpointDir), up = 0; up < 4; dir = dirname(dir), up++) {
+    if (existsSync(join(dir, "checkpoints")) && existsSync(join(dir, "tokenizer"))) return dir
+    if (dirname(dir) === dir) break
+  }
+  return undefined
+}
+
+/**
+ * A compact tokenizer is learned from a run's data, so a run started from another run's checkpoint must read that
+ * run's vocabulary: one learned anew from this recipe's data (other tasks, no cold-start stage) gives the same ids
+ * other meanings, silently. The checkpoint's run folder's `tokenizer/`, or a refusal naming why there is none.
+ */
+export const checkpointVocabDir = (checkpointDir: string): Effect.Effect<string, ModelSourceError> => {
+  const run = runOfCheckpoint(checkpointDir)
+  return run !== undefined
+    ? Effect.succeed(join(run, "tokenizer"))
+    : Effect.fail(new ModelSourceError({
+      file: checkpointDir,
+      key: "model.checkpoint",
+      message: `${checkpointDir}: key model.checkpoint: not inside an r1flow run folder (no parent holds checkpoints/ and tokenizer/), so the compact vocabulary its embedding rows were trained on cannot be found; a vocabulary learned anew from this recipe's data would give its ids other meanings. Start from a checkpoint inside its run folder, or use tokenizer.kind "standard" or "hf"`
+    }))
 }
 
 /** `template: "model"` renders prompts with the tokenizer's chat template: refused when `tokenizer_config.json` has none. */

@@ -98,18 +98,27 @@ const buildCompact = (recipe: Recipe.Recipe, tokenizer: Extract<Recipe.Recipe["t
 /**
  * The run's tokenizer, and the compact vocabulary the run directory keeps (null for a standard encoding or a
  * Hugging Face tokenizer, read from `hfDir`: default its `dir`, else `model.from`, as the recipe gives them).
+ * A compact vocabulary is learned from the run's data, or read from the run a `model.checkpoint` came from.
  */
 const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], hfDir?: string): Effect.Effect<{ readonly codec: Codec; readonly vocab: Compact.Vocab | null }, ModelSource.ModelSourceError> => {
   const t = recipe.tokenizer
   if (t.kind === "hf") return Effect.map(ModelSource.loadTokenizer(hfDir ?? t.dir ?? recipe.model.from ?? "."), (codec) => ({ codec, vocab: null }))
   if (t.kind === "standard") return Effect.sync(() => ({ codec: Tokenizer.makeStandard(t.encoding), vocab: null }))
+  const start = recipe.model.checkpoint
+  if (start !== undefined) {
+    // The checkpoint's own vocabulary (`ModelSource.checkpointVocabDir`), kept by this run as its own.
+    return Effect.flatMap(ModelSource.checkpointVocabDir(start), (dir) =>
+      Compact.load(dir).pipe(
+        Effect.map((vocab) => ({ codec: Tokenizer.makeCompact(vocab), vocab })),
+        Effect.mapError((e) => new ModelSource.ModelSourceError({ file: dir, key: "model.checkpoint", message: e.message }))
+      ))
+  }
   return Effect.sync(() => {
     const vocab = buildCompact(recipe, t, data)
     return { codec: Tokenizer.makeCompact(vocab), vocab }
   })
 }
 
-/** The tokenizer of an existing run: a standard encoding, or the compact vocabulary or Hugging Face files its folder keeps. */
 /** The tokenizer a run folder keeps: a standard encoding, its compact vocabulary, or its copy of a Hugging Face tokenizer. */
 export const loadTokenizer = (recipe: Recipe.Recipe, dir: RunDir.RunDir): Effect.Effect<Codec, ModelSource.ModelSourceError | Compact.CompactVocabError> =>
   recipe.tokenizer.kind === "standard"
@@ -387,6 +396,7 @@ export const run = (path: string, options: Options = {}) =>
     const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
     const hf = "engine" in tokenizer ? (tokenizer as HfTokenizer.HfCodec) : null
     if (hf !== null) log(`tokenizer: ${dirs.tokenizer} on ${hf.engine} (${hf.reason})`)
+    if (vocab !== null && recipe.model.checkpoint !== undefined) log(`tokenizer: the compact vocabulary of ${ModelSource.runOfCheckpoint(recipe.model.checkpoint)}, the checkpoint's run`)
     yield* ModelSource.checkTemplate(recipe, tokenizer, dirs.tokenizer)
     if (inspected !== null) yield* ModelSource.checkVocab(dirs.from ?? recipe.model.checkpoint!, inspected, tokenizer, dirs.tokenizer)
     // The backend goes by the run's size, known only now (config.json, or the recipe's shape with the
