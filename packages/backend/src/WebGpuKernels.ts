@@ -12,6 +12,8 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
+import * as WebGpuAdamW from "./WebGpuAdamW.js"
+import * as WebGpuFused from "./WebGpuFused.js"
 
 const WG = 64
 // WebGPU's guaranteed limit of workgroups per dispatch dimension: more rows go to the y dimension.
@@ -119,7 +121,7 @@ const rmsNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return [dx, dg]
 }
 
-const kernels: ReadonlyArray<readonly [string, tf.KernelFunc]> = [[RMS_NORM, rmsNorm], [RMS_NORM_GRAD, rmsNormGrad]]
+const kernels: ReadonlyArray<readonly [string, tf.KernelFunc]> = [[RMS_NORM, rmsNorm], [RMS_NORM_GRAD, rmsNormGrad], ...WebGpuFused.kernels, ...WebGpuAdamW.kernels]
 
 /** Registers the WGSL kernels for `webgpu` (idempotent) and names them. */
 export const install = (): ReadonlyArray<string> => {
