@@ -14,6 +14,8 @@ import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
 import * as WebGpuAttention from "./WebGpuAttention.js"
 import * as WebGpuDecode from "./WebGpuDecode.js"
+import * as WebGpuAdamW from "./WebGpuAdamW.js"
+import * as WebGpuFused from "./WebGpuFused.js"
 
 const WG = 64
 // WebGPU's guaranteed limit of workgroups per dispatch dimension: more rows go to the y dimension.
@@ -121,7 +123,9 @@ const rmsNormGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return [dx, dg]
 }
 
-const kernels: ReadonlyArray<readonly [string, tf.KernelFunc]> = [[RMS_NORM, rmsNorm], [RMS_NORM_GRAD, rmsNormGrad], ...WebGpuAttention.kernels, ...WebGpuDecode.kernels]
+const kernels: ReadonlyArray<readonly [string, tf.KernelFunc]> = [
+  [RMS_NORM, rmsNorm], [RMS_NORM_GRAD, rmsNormGrad], ...WebGpuFused.kernels, ...WebGpuAdamW.kernels, ...WebGpuAttention.kernels, ...WebGpuDecode.kernels
+]
 
 /** Registers the WGSL kernels for `webgpu` (idempotent) and names them. */
 export const install = (): ReadonlyArray<string> => {
