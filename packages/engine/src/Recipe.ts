@@ -237,7 +237,7 @@ export const StageEntry = Schema.Struct({
 export const Recipe = Schema.Struct({
   name: Schema.String.check(Schema.isPattern(/^[A-Za-z0-9._-]+$/)),
   seed: Schema.Int,
-  backend: Schema.optionalKey(Schema.Literals(["auto", "tensorflow-gpu", "tensorflow", "wasm", "cpu"])),
+  backend: Schema.optionalKey(Schema.Literals(["auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"])),
   /** Where `runs/` goes (default `runs` under the working directory). */
   runsDir: Schema.optionalKey(Schema.String),
   task: Task,
