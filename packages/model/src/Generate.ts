@@ -20,6 +20,7 @@
 import * as tf from "@tensorflow/tfjs"
 import { Read } from "@r1flow/backend"
 import type { Rng } from "@r1flow/core"
+import * as DeviceSample from "./DeviceSample.js"
 import * as Transformer from "./Transformer.js"
 
 /** Why a completion ended. */
@@ -135,6 +136,13 @@ const takeRows = (cache: Transformer.Cache, index: ReadonlyArray<number>): Trans
   return next
 }
 
+/** The device draw for the batch's rows: u from `rng` for each unfinished row in row order (none when greedy), as the host path takes them. */
+const drawOnDevice = (logits: tf.Tensor2D, rows: ReadonlyArray<number>, done: Uint8Array, temperature: number, rng: Rng.Stream) => {
+  const u = new Float64Array(rows.length)
+  if (temperature > 0) for (let i = 0; i < rows.length; i++) if (!done[rows[i]]) u[i] = rng.nextFloat()
+  return DeviceSample.draw(logits, u, temperature)
+}
+
 /** Bytes of a tied embedding up to which `sample` makes its transposed `[C, V]` copy (small models, unchanged). */
 export const tiedHeadCopyBytes = 64 * 2 ** 20
 
@@ -185,16 +193,28 @@ export const sample = async (model: Transformer.Model, options: Options, rng: Rn
   const V = c.vocabSize
   const done = new Uint8Array(N)
   let remaining = N
+  // On a GPU the draw runs where the logits are and only [rows] tokens and log-probs come back (`DeviceSample`).
+  const device = DeviceSample.serves(options, V)
+  let onDevice: tf.Tensor2D | undefined
   try {
-    const firstLogits = await Read.floats(prefill.logits) // [P, V]
-    let logits: Float32Array = new Float32Array(N * V)
-    for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
+    let logits: Float32Array = new Float32Array(0)
+    if (device) {
+      onDevice = tidy(() => tf.gather(prefill.logits, tf.tensor1d(Array.from({ length: N }, (_, r) => Math.floor(r / G)), "int32")) as tf.Tensor2D) // [N, V]
+      prefill.logits.dispose()
+    } else {
+      const firstLogits = await Read.floats(prefill.logits) // [P, V]
+      logits = new Float32Array(N * V)
+      for (let r = 0; r < N; r++) logits.set(firstLogits.subarray(Math.floor(r / G) * V, (Math.floor(r / G) + 1) * V), r * V)
+    }
     for (let t = 0; ; t++) {
+      const drawn = onDevice === undefined ? undefined : await drawOnDevice(onDevice, rows, done, options.temperature, rng)
+      onDevice?.dispose()
+      onDevice = undefined
       // Sample one token for every unfinished row (row order fixes the RNG draws).
       for (let i = 0; i < rows.length; i++) {
         const r = rows[i]
         if (done[r]) continue
-        const { token, logprob } = sampleToken(logits.subarray(i * V, (i + 1) * V), options, rng)
+        const { token, logprob } = drawn !== undefined ? { token: drawn.tokens[i], logprob: drawn.logprobs[i] } : sampleToken(logits.subarray(i * V, (i + 1) * V), options, rng)
         completions[r].push(token)
         logprobs[r].push(logprob)
         if (stop.has(token)) finish[r] = "stop"
@@ -227,9 +247,11 @@ export const sample = async (model: Transformer.Model, options: Options, rng: Rn
       const next = tidy(() => Transformer.step(model, tf.tensor2d(stepIds, [B, 1], "int32"), stepPos, new Uint8Array(B * (t + 1)).fill(1), own, head, prompts))
       if (cache !== undefined && cache[0].length === undefined) disposeCache(cache)
       cache = next.cache
-      logits = await Read.floats(next.logits) // [B, V]
+      if (device) onDevice = next.logits as tf.Tensor2D
+      else logits = await Read.floats(next.logits) // [B, V]
     }
   } finally {
+    onDevice?.dispose()
     disposeCache(promptCache)
     if (cache !== undefined) disposeCache(cache)
     head?.dispose()

@@ -1,5 +1,6 @@
 /** @r1flow/model: the policy transformer on TensorFlow.js, its log-probs, checkpoints and rollouts. */
 export * as Checkpoint from "./Checkpoint.js"
+export * as DeviceSample from "./DeviceSample.js"
 export * as Generate from "./Generate.js"
 export * as Head from "./Head.js"
 export * as HfConfig from "./HfConfig.js"
