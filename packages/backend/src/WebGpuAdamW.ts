@@ -12,24 +12,15 @@
  * the tests measure the difference.
  */
 import type * as tf from "@tensorflow/tfjs"
-import { elementwise, runFlat, type Uniform } from "./WebGpuFused.js"
-
-/** `AdamW.Hyper` (not imported: the kernels package loads lazily). */
-interface Hyper {
-  readonly beta1: number
-  readonly beta2: number
-  readonly c1: number
-  readonly c2: number
-  readonly epsilon: number
-  readonly decay: number
-  readonly learningRate: number
-  readonly scale: number
-}
+import { elementwise, runFlat } from "./WebGpuFused.js"
+import type { Uniform } from "./WebGpuProgram.js"
+// Types only: erased, so the kernels package still loads lazily.
+import type { AdamW } from "@r1flow/kernels"
 
 const UNIFORMS = "b1 : f32, nb1 : f32, b2 : f32, nb2 : f32, c1 : f32, c2 : f32, eps : f32, decay : f32, lr : f32, scale : f32,"
 
 // 1 − β computed in float64 and rounded once, as the composite's `tf.mul(g, 1 − β1)` does.
-const uniformsOf = (h: Hyper): Array<Uniform> =>
+const uniformsOf = (h: AdamW.Hyper): Array<Uniform> =>
   [h.beta1, 1 - h.beta1, h.beta2, 1 - h.beta2, h.c1, h.c2, h.epsilon, h.decay, h.learningRate, h.scale].map((x) => ({ type: "float32", data: [x] }))
 
 const moment1 = (n: number) =>
@@ -47,7 +38,7 @@ const weight = (n: number) =>
 const adamw: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { p, m, v, g } = inputs as Record<"p" | "m" | "v" | "g", tf.TensorInfo>
   const n = p.shape.reduce((a, d) => a * d, 1), shape = [...p.shape]
-  const u = uniformsOf(attrs as unknown as Hyper)
+  const u = uniformsOf(attrs as unknown as AdamW.Hyper)
   const m1 = runFlat(backend, moment1(n), [m, g], shape, u)
   const v1 = runFlat(backend, moment2(n), [v, g], shape, u)
   return [runFlat(backend, weight(n), [p, m1, v1], shape, u), m1, v1]

@@ -22,10 +22,9 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
+import * as Program from "./WebGpuProgram.js"
+import { WG } from "./WebGpuProgram.js"
 
-const WG = 64
-// WebGPU's guaranteed limit of workgroups per dispatch dimension: more rows go to the y dimension.
-const MAX_GROUPS = 65535
 // Below any score (scores are finite: the mask hides with −1e9), and exp of it minus a score is 0.
 const NEG = "-3.0e38"
 
@@ -57,22 +56,14 @@ const UNIFORMS = "nH : i32, nG : i32, nT : i32, past : i32, hd : i32, nS : i32, 
 const uniforms = (z: Sizes, rows: number) =>
   [z.H, z.G, z.T, z.past, z.hd, z.S, z.msb, z.msh, rows].map((v) => ({ type: "int32" as const, data: [v] }))
 
-/** One workgroup per row of the output: `rows` of them, more than 65535 folded into the y dimension. */
-const perRow = (shaderKey: string, variableNames: Array<string>, outputShape: Array<number>, rows: number, code: string): WebGPUProgram => ({
-  variableNames,
-  outputShape,
-  shaderKey,
-  uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: outputShape.map((_, i) => i) },
-  dispatch: [Math.min(rows, MAX_GROUPS), Math.ceil(rows / MAX_GROUPS), 1],
-  getUserCode: () => code
-})
+/** One workgroup per row of the output (`Program.perRow`), with this module's uniforms. */
+const perRow = (shaderKey: string, variableNames: Array<string>, outputShape: Array<number>, rows: number, code: string): WebGPUProgram =>
+  Program.perRow({ shaderKey, variableNames, outputShape, uniforms: UNIFORMS, code }, rows)
 
 // The query row of this workgroup and where its operands start; n: the keys it sees (0 past the last row),
 // loaded uniformly, since the loops over keys hold barriers.
 const QUERY_ROW = `
-      let row = i32(workgroupId.x + workgroupId.y * numWorkgroups.x);
+      ${Program.ROW}
       let lid = i32(localId.x);
       let hd = uniforms.hd;
       let nS = uniforms.nS;
@@ -168,15 +159,12 @@ const overKeys = (shaderKey: string, variableNames: Array<string>, rows: number,
 const output = (rows: number, shape: Array<number>) => overKeys("r1_attention_o", ["q", "k", "v", "mask", "lse"], rows, shape, "p", "v")
 
 // D_r = Σ_d dO_rd O_rd  [B, Hkv, G·T]: one thread per row.
-const rowDot = (rows: number, shape: Array<number>): WebGPUProgram => ({
+const rowDot = (rows: number, shape: Array<number>): WebGPUProgram => Program.perThread({
   variableNames: ["o", "dy"],
   outputShape: shape,
   shaderKey: "r1_attention_d",
   uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: shape.map((_, i) => i) },
-  dispatch: [Math.ceil(rows / WG), 1, 1],
-  getUserCode: () => `
+  code: `
     fn main(index : i32) {
       if (index < uniforms.rows) {
         var s = 0.0;
@@ -184,7 +172,7 @@ const rowDot = (rows: number, shape: Array<number>): WebGPUProgram => ({
         result[index] = s;
       }
     }`
-})
+}, rows)
 
 // dQ = dS K, dS_rj = P_rj (dO_r·v_j − D_r)
 const gradQ = (rows: number, shape: Array<number>) =>
@@ -199,7 +187,7 @@ const overQueries = (shaderKey: string, variableNames: Array<string>, rows: numb
   perRow(shaderKey, variableNames, shape, rows, `${SHARED}${fns}
     var<workgroup> wr : array<i32, ${WG}>;
     fn main(index : i32) {
-      let row = i32(workgroupId.x + workgroupId.y * numWorkgroups.x);
+      ${Program.ROW}
       let lid = i32(localId.x);
       let hd = uniforms.hd;
       let nS = uniforms.nS;

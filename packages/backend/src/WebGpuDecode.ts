@@ -17,10 +17,9 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
+import * as Program from "./WebGpuProgram.js"
+import { WG } from "./WebGpuProgram.js"
 
-const WG = 64
-// WebGPU's guaranteed limit of workgroups per dispatch dimension: more rows go to the y dimension.
-const MAX_GROUPS = 65535
 // Below any score (the masks hide with −1e9), and exp of it minus a score is 0.
 const NEG = "-3.0e38"
 
@@ -30,15 +29,12 @@ const WRITE_KERNEL = "R1CacheWrite"
 const UNIFORMS = "nH : i32, nG : i32, hd : i32, nSp : i32, nS : i32, cap : i32, rows : i32, n : i32,"
 
 // z [B, Hkv, G, Sp + S]: one thread per score.
-const scores = (shape: Array<number>, n: number): WebGPUProgram => ({
+const scores = (shape: Array<number>, n: number): WebGPUProgram => Program.perThread({
   variableNames: ["q", "promptK", "promptOf", "promptBias", "k", "mask"],
   outputShape: shape,
   shaderKey: "r1_decode_scores",
   uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: shape.map((_, i) => i) },
-  dispatch: [Math.ceil(n / WG), 1, 1],
-  getUserCode: () => `
+  code: `
     fn main(index : i32) {
       if (index >= uniforms.n) { return; }
       let hd = uniforms.hd;
@@ -62,22 +58,19 @@ const scores = (shape: Array<number>, n: number): WebGPUProgram => ({
       }
       result[index] = z;
     }`
-})
+}, n)
 
 // o [B, Hkv, G, hd]: one workgroup per query row; per thread a running max and sum, merged in a tree.
-const attend = (shape: Array<number>, rows: number): WebGPUProgram => ({
+const attend = (shape: Array<number>, rows: number): WebGPUProgram => Program.perRow({
   variableNames: ["z", "promptV", "promptOf", "v"],
   outputShape: shape,
   shaderKey: "r1_decode_out",
   uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: shape.map((_, i) => i) },
-  dispatch: [Math.min(rows, MAX_GROUPS), Math.ceil(rows / MAX_GROUPS), 1],
-  getUserCode: () => `
+  code: `
     var<workgroup> wp : array<f32, ${WG}>;
     var<workgroup> wl : array<f32, ${WG}>;
     fn main(index : i32) {
-      let row = i32(workgroupId.x + workgroupId.y * numWorkgroups.x);
+      ${Program.ROW}
       let lid = i32(localId.x);
       let rr = min(row, uniforms.rows - 1);
       let hd = uniforms.hd;
@@ -126,7 +119,7 @@ const attend = (shape: Array<number>, rows: number): WebGPUProgram => ({
         if (col < hd && row < uniforms.rows) { result[rr * hd + col] = acc; }
       }
     }`
-})
+}, rows)
 
 const decode: tf.KernelFunc = ({ inputs, backend }) => {
   const be = backend as unknown as WebGPUBackend
@@ -145,22 +138,19 @@ const decode: tf.KernelFunc = ({ inputs, backend }) => {
 }
 
 // cache[b, h, at + t] = x[b, h, t]: one thread per element of x, the cache bound as the output.
-const copyRows = (cacheShape: Array<number>, n: number): WebGPUProgram => ({
+const copyRows = (cacheShape: Array<number>, n: number): WebGPUProgram => Program.perThread({
   variableNames: ["x"],
   outputShape: cacheShape,
   shaderKey: "r1_cache_write",
   uniforms: "n : i32, row : i32, cap : i32, at : i32, hd : i32,",
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: cacheShape.map((_, i) => i) },
-  dispatch: [Math.ceil(n / WG), 1, 1],
-  getUserCode: () => `
+  code: `
     fn main(index : i32) {
       if (index < uniforms.n) {
         let pair = index / uniforms.row;
         result[(pair * uniforms.cap + uniforms.at) * uniforms.hd + index - pair * uniforms.row] = x[index];
       }
     }`
-})
+}, n)
 
 const write: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const be = backend as unknown as WebGPUBackend

@@ -15,11 +15,10 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
+import type { Uniform } from "./WebGpuProgram.js"
 
 const WG = 128
 
-/** A uniform of a program (tfjs's `ProgramUniform` entry). */
-export type Uniform = { type: "int32" | "float32"; data: Array<number> }
 
 /**
  * One thread per element of an `[n]` output: `body` sets `result[index]` from the inputs `variableNames`

@@ -12,35 +12,30 @@
  */
 import * as tf from "@tensorflow/tfjs"
 import type { WebGPUBackend, WebGPUProgram } from "@tensorflow/tfjs-backend-webgpu"
+import * as Program from "./WebGpuProgram.js"
+import { WG } from "./WebGpuProgram.js"
 import * as WebGpuAttention from "./WebGpuAttention.js"
 import * as WebGpuDecode from "./WebGpuDecode.js"
 import * as WebGpuAdamW from "./WebGpuAdamW.js"
 import * as WebGpuFused from "./WebGpuFused.js"
 
-const WG = 64
-// WebGPU's guaranteed limit of workgroups per dispatch dimension: more rows go to the y dimension.
-const MAX_GROUPS = 65535
 
 const rowsOf = (shape: ReadonlyArray<number>) => shape.slice(0, -1).reduce((p, d) => p * d, 1)
 
-type Uniform = { type: "int32" | "float32"; data: Array<number> }
-const uniforms = (rows: number, c: number, eps: number): Array<Uniform> =>
+const uniforms = (rows: number, c: number, eps: number): Array<Program.Uniform> =>
   [{ type: "int32", data: [rows] }, { type: "int32", data: [c] }, { type: "float32", data: [eps] }]
 const UNIFORMS = "rows : i32, c : i32, eps : f32,"
 
 /** One workgroup per row; `body` runs after `partial[0]` holds Σ_j `term` over the row. */
-const perRow = (shaderKey: string, variableNames: Array<string>, outputShape: Array<number>, rows: number, term: string, body: string): WebGPUProgram => ({
+const perRow = (shaderKey: string, variableNames: Array<string>, outputShape: Array<number>, rows: number, term: string, body: string): WebGPUProgram => Program.perRow({
   variableNames,
   outputShape,
   shaderKey,
   uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: outputShape.map((_, i) => i) },
-  dispatch: [Math.min(rows, MAX_GROUPS), Math.ceil(rows / MAX_GROUPS), 1],
-  getUserCode: () => `
+  code: `
     var<workgroup> partial : array<f32, ${WG}>;
     fn main(index : i32) {
-      let row = i32(workgroupId.x + workgroupId.y * numWorkgroups.x);
+      ${Program.ROW}
       let t = i32(localId.x);
       let c = uniforms.c;
       let base = row * c;
@@ -59,7 +54,7 @@ const perRow = (shaderKey: string, variableNames: Array<string>, outputShape: Ar
         ${body}
       }
     }`
-})
+}, rows)
 
 // y = x · r · g  [N, C]
 const forward = (rows: number, shape: Array<number>) =>
@@ -80,15 +75,12 @@ const gradX = (rows: number, shape: Array<number>) =>
         for (var j = t; j < c; j += ${WG}) { result[base + j] = ri * g[j] * dy[base + j] - x[base + j] * k3; }`)
 
 // dg  [C]: one thread per column, rows in order
-const gradG = (rows: number, c: number): WebGPUProgram => ({
+const gradG = (rows: number, c: number): WebGPUProgram => Program.perThread({
   variableNames: ["dy", "x", "r"],
   outputShape: [c],
   shaderKey: "r1_rmsnorm_dg",
   uniforms: UNIFORMS,
-  workgroupSize: [WG, 1, 1],
-  dispatchLayout: { x: [0] },
-  dispatch: [Math.ceil(c / WG), 1, 1],
-  getUserCode: () => `
+  code: `
     fn main(index : i32) {
       let c = uniforms.c;
       if (index < c) {
@@ -97,7 +89,7 @@ const gradG = (rows: number, c: number): WebGPUProgram => ({
         result[index] = s;
       }
     }`
-})
+}, c)
 
 const RMS_NORM = "R1RmsNorm"
 const RMS_NORM_GRAD = "R1RmsNormGrad"

@@ -2,28 +2,13 @@
 // several steps in a row on odd sizes, with and without decay and a clip scale. Skips, printing why, when no
 // adapter can be had.
 import * as tf from "@tensorflow/tfjs"
-import { mkdirSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { Backend, WebGpuKernels } from "../src/index.js"
+import { WebGpuKernels } from "../src/index.js"
+import * as WebGpuTest from "./support/webgpu.js"
 
-const cache = fileURLToPath(new URL("../../../node_modules/.cache/mesa-shaders", import.meta.url))
-mkdirSync(cache, { recursive: true })
-process.env.MESA_SHADER_CACHE_DIR ??= cache
-
-const skip = await Backend.init({ force: "webgpu" }).then(() => undefined, (e: unknown) => (e instanceof Error ? e.message : String(e)))
-if (skip !== undefined) console.warn(`WGSL AdamW tests skipped: ${skip}`)
+const skip = await WebGpuTest.open("WGSL AdamW tests")
 const { AdamW } = await import("@r1flow/kernels")
-
-const random = (n: number, seed: number, s = 1): Float32Array => {
-  let state = seed >>> 0
-  return Float32Array.from({ length: n }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    return (state / 2 ** 32 * 2 - 1) * s
-  })
-}
-
-const maxRel = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]) / (1 + Math.abs(b[i]))), 0)
+const { random, maxRel } = WebGpuTest
 
 /** θ, m, v after `steps` AdamW updates from seeded weights and gradients, with the WGSL kernel or the composite. */
 const run = async (n: number, steps: number, decay: number, scale: number, wgsl: boolean): Promise<Array<Float32Array>> => {

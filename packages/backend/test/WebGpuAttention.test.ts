@@ -2,33 +2,14 @@
 // ops, both on the webgpu backend (forced, so lavapipe serves in CI): O, the row log-sum-exp and dQ, dK, dV on
 // random odd shapes. Skips, printing why, when no adapter can be had.
 import * as tf from "@tensorflow/tfjs"
-import { mkdirSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { Backend, WebGpuKernels } from "../src/index.js"
+import { WebGpuKernels } from "../src/index.js"
+import * as WebGpuTest from "./support/webgpu.js"
 
-const cache = fileURLToPath(new URL("../../../node_modules/.cache/mesa-shaders", import.meta.url))
-mkdirSync(cache, { recursive: true })
-process.env.MESA_SHADER_CACHE_DIR ??= cache
-
-const skip = await Backend.init({ force: "webgpu" }).then(() => undefined, (e: unknown) => (e instanceof Error ? e.message : String(e)))
-if (skip !== undefined) console.warn(`WGSL attention tests skipped: ${skip}`)
+const skip = await WebGpuTest.open("WGSL attention tests")
 // Dynamic, as Backend loads it (the boundary rule forbids a static import of a lazily loaded library).
 const { Attention } = await import("@r1flow/kernels")
-
-// Seeded uniform values in [-s, s), made in JS so both paths get the same bits.
-const random = (n: number, seed: number, s = 1): Float32Array => {
-  let state = seed >>> 0
-  return Float32Array.from({ length: n }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    return (state / 2 ** 32 * 2 - 1) * s
-  })
-}
-
-const maxRel = (a: Float32Array, b: Float32Array): number => {
-  expect(a.length).toBe(b.length)
-  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]) / (1 + Math.abs(b[i]))), 0)
-}
+const { random, maxRel } = WebGpuTest
 
 /** Sizes, and which of batch / kv head the mask spans (the others broadcast); `padding` hides more keys. */
 interface Case {

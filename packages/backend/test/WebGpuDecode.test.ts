@@ -2,33 +2,13 @@
 // `Decode.composite` (tfjs ops, also on webgpu) on odd shapes, and R1CacheWrite checked by reading the cache
 // back after each write. Skips, printing why, when no adapter can be had.
 import * as tf from "@tensorflow/tfjs"
-import { mkdirSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { Backend } from "../src/index.js"
+import * as WebGpuTest from "./support/webgpu.js"
 
-const cache = fileURLToPath(new URL("../../../node_modules/.cache/mesa-shaders", import.meta.url))
-mkdirSync(cache, { recursive: true })
-process.env.MESA_SHADER_CACHE_DIR ??= cache
-
-const skip = await Backend.init({ force: "webgpu" }).then(() => undefined, (e: unknown) => (e instanceof Error ? e.message : String(e)))
-if (skip !== undefined) console.warn(`WGSL decode tests skipped: ${skip}`)
+const skip = await WebGpuTest.open("WGSL decode tests")
 // Dynamic, as Backend loads it (the boundary rule forbids a static import of a lazily loaded library).
 const { Decode } = await import("@r1flow/kernels")
-
-// Seeded uniform values in [-s, s), made in JS.
-const random = (n: number, seed: number, s = 1): Float32Array => {
-  let state = seed >>> 0
-  return Float32Array.from({ length: n }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    return (state / 2 ** 32 * 2 - 1) * s
-  })
-}
-
-const maxRel = (a: Float32Array, b: Float32Array): number => {
-  expect(a.length).toBe(b.length)
-  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]) / (1 + Math.abs(b[i]))), 0)
-}
+const { random, maxRel } = WebGpuTest
 
 /** Q query rows per kv head, P prompts of Sp keys, S attended own keys of C slots, each row's prompt. */
 interface Case {

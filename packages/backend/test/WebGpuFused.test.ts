@@ -1,35 +1,19 @@
 // The WGSL SwiGLU and RoPE kernels against the composites of tfjs ops, both on the webgpu backend (forced, so
 // lavapipe serves in CI): values and gradients on random odd shapes. Skips, printing why, when no adapter can be had.
 import * as tf from "@tensorflow/tfjs"
-import { mkdirSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { Backend, WebGpuKernels } from "../src/index.js"
+import { WebGpuKernels } from "../src/index.js"
+import * as WebGpuTest from "./support/webgpu.js"
 
-const cache = fileURLToPath(new URL("../../../node_modules/.cache/mesa-shaders", import.meta.url))
-mkdirSync(cache, { recursive: true })
-process.env.MESA_SHADER_CACHE_DIR ??= cache
-
-const skip = await Backend.init({ force: "webgpu" }).then(() => undefined, (e: unknown) => (e instanceof Error ? e.message : String(e)))
-if (skip !== undefined) console.warn(`WGSL fused kernel tests skipped: ${skip}`)
+const skip = await WebGpuTest.open("WGSL fused kernel tests")
 // Dynamic, as Backend loads it (the boundary rule forbids a static import of a lazily loaded library).
 const { Fused } = await import("@r1flow/kernels")
 
 const sizeOf = (shape: Array<number>) => shape.reduce((p, d) => p * d, 1)
 
-// Seeded uniform values in [-s, s), made in JS so both paths get the same bits.
-const random = (shape: Array<number>, seed: number, s = 1): tf.Tensor => {
-  let state = seed >>> 0
-  return tf.tensor(Float32Array.from({ length: sizeOf(shape) }, () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
-    return (state / 2 ** 32 * 2 - 1) * s
-  }), shape)
-}
-
-const maxRel = (a: Float32Array, b: Float32Array): number => {
-  expect(a.length).toBe(b.length)
-  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]) / (1 + Math.abs(b[i]))), 0)
-}
+/** A seeded random tensor of `shape` (`WebGpuTest.random`). */
+const random = (shape: Array<number>, seed: number, s = 1): tf.Tensor => tf.tensor(WebGpuTest.random(sizeOf(shape), seed, s), shape)
+const { maxRel } = WebGpuTest
 
 /**
  * `op`'s value and the gradients of `Σ op ⊙ w` (w fixed random: a dy that is not all ones) wrt `inputs`, with the

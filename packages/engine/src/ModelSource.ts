@@ -99,7 +99,7 @@ export const checkVocab = (checkpointDir: string, inspected: Checkpoint.Inspecte
  * below a run's): the nearest parent that holds both `checkpoints/` and the run's `tokenizer/`. `undefined` when
  * the checkpoint is not inside a run folder.
  */
-export const runOfCheckpoint = (checkpointDir: string): string | undefined => {
+const runOfCheckpoint = (checkpointDir: string): string | undefined => {
   for (let dir = resolve(checkpointDir), up = 0; up < 4; dir = dirname(dir), up++) {
     if (existsSync(join(dir, "checkpoints")) && existsSync(join(dir, "tokenizer"))) return dir
     if (dirname(dir) === dir) break

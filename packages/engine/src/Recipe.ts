@@ -6,6 +6,7 @@
  * `rejection-sampling`, `eval`; or any package name or path whose default export is a stage plugin) and
  * that plugin's own config, decoded by the plugin's schema with errors prefixed `stages[i].config`.
  */
+import { Backend } from "@r1flow/backend"
 import { Lora } from "@r1flow/model"
 import { Effect, Schema } from "effect"
 
@@ -237,7 +238,8 @@ export const StageEntry = Schema.Struct({
 export const Recipe = Schema.Struct({
   name: Schema.String.check(Schema.isPattern(/^[A-Za-z0-9._-]+$/)),
   seed: Schema.Int,
-  backend: Schema.optionalKey(Schema.Literals(["auto", "tensorflow-gpu", "webgpu", "tensorflow", "wasm", "cpu"])),
+  /** `auto` (the first that loads, by the run's size) or one of `Backend.Name`, forced. */
+  backend: Schema.optionalKey(Schema.Union([Schema.Literal("auto"), Backend.Name])),
   /** Where `runs/` goes (default `runs` under the working directory). */
   runsDir: Schema.optionalKey(Schema.String),
   task: Task,

@@ -100,7 +100,11 @@ const buildCompact = (recipe: Recipe.Recipe, tokenizer: Extract<Recipe.Recipe["t
  * Hugging Face tokenizer, read from `hfDir`: default its `dir`, else `model.from`, as the recipe gives them).
  * A compact vocabulary is learned from the run's data, or read from the run a `model.checkpoint` came from.
  */
-const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], hfDir?: string): Effect.Effect<{ readonly codec: Codec; readonly vocab: Compact.Vocab | null }, ModelSource.ModelSourceError> => {
+const buildTokenizer = (
+  recipe: Recipe.Recipe,
+  data: RunContext["data"],
+  hfDir?: string
+): Effect.Effect<{ readonly codec: Codec; readonly vocab: Compact.Vocab | null; readonly readFrom?: string }, ModelSource.ModelSourceError> => {
   const t = recipe.tokenizer
   if (t.kind === "hf") return Effect.map(ModelSource.loadTokenizer(hfDir ?? t.dir ?? recipe.model.from ?? "."), (codec) => ({ codec, vocab: null }))
   if (t.kind === "standard") return Effect.sync(() => ({ codec: Tokenizer.makeStandard(t.encoding), vocab: null }))
@@ -109,7 +113,7 @@ const buildTokenizer = (recipe: Recipe.Recipe, data: RunContext["data"], hfDir?:
     // The checkpoint's own vocabulary (`ModelSource.checkpointVocabDir`), kept by this run as its own.
     return Effect.flatMap(ModelSource.checkpointVocabDir(start), (dir) =>
       Compact.load(dir).pipe(
-        Effect.map((vocab) => ({ codec: Tokenizer.makeCompact(vocab), vocab })),
+        Effect.map((vocab) => ({ codec: Tokenizer.makeCompact(vocab), vocab, readFrom: dir })),
         Effect.mapError((e) => new ModelSource.ModelSourceError({ file: dir, key: "model.checkpoint", message: e.message }))
       ))
   }
@@ -393,10 +397,10 @@ export const run = (path: string, options: Options = {}) =>
       : null
     const data = yield* buildData(recipe)
     log(`data: ${data.train.length} train / ${data.test.length} held-out problems, ${data.corpus.length} corpus solutions`)
-    const { codec: tokenizer, vocab } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
+    const { codec: tokenizer, vocab, readFrom } = yield* Effect.acquireRelease(buildTokenizer(recipe, data, dirs.tokenizer), (t) => Effect.sync(() => t.codec.free()))
     const hf = "engine" in tokenizer ? (tokenizer as HfTokenizer.HfCodec) : null
     if (hf !== null) log(`tokenizer: ${dirs.tokenizer} on ${hf.engine} (${hf.reason})`)
-    if (vocab !== null && recipe.model.checkpoint !== undefined) log(`tokenizer: the compact vocabulary of ${ModelSource.runOfCheckpoint(recipe.model.checkpoint)}, the checkpoint's run`)
+    if (readFrom !== undefined) log(`tokenizer: the compact vocabulary of ${dirname(readFrom)}, the checkpoint's run`)
     yield* ModelSource.checkTemplate(recipe, tokenizer, dirs.tokenizer)
     if (inspected !== null) yield* ModelSource.checkVocab(dirs.from ?? recipe.model.checkpoint!, inspected, tokenizer, dirs.tokenizer)
     // The backend goes by the run's size, known only now (config.json, or the recipe's shape with the
