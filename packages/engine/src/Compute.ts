@@ -11,7 +11,7 @@ import { Schema } from "effect"
 /** The maths a run runs on. */
 export interface Compute {
   readonly backend: string
-  /** Kernels registered over the backend's (`wasm:<name>` by @r1flow/backend, `native:<name>` by @r1flow/kernels), sorted. */
+  /** Kernels registered over the backend's stock ones, sorted: `<backend>:<name>` by @r1flow/backend (wasm, WGSL), `native:<name>` by @r1flow/kernels. */
   readonly kernels: ReadonlyArray<string>
   /** What computes the matrix products: the BLAS build (`OpenBLAS 0.3.21 … SkylakeX …`), the addon's own GEMM, or the backend's. */
   readonly gemm: string
@@ -19,20 +19,32 @@ export interface Compute {
 
 const OWN_GEMM = "r1flow's own SIMD GEMM"
 
-/** The maths of this process, once `Backend.init` has run (it installs the kernels). */
+/** Who computes the matrix products where no native kernel took BatchMatMul. */
+const STOCK_GEMM: Record<Backend.Name, string> = {
+  wasm: "tfjs wasm (XNNPACK)",
+  cpu: "tfjs cpu (JavaScript)",
+  webgpu: "tfjs webgpu (WGSL)",
+  tensorflow: "libtensorflow",
+  "tensorflow-gpu": "libtensorflow (CUDA)"
+}
+
+/**
+ * The maths of this process, once `Backend.init` has run (it installs the kernels). The backend's own list is
+ * its r1flow kernels (WasmKernels on wasm, the WGSL ones on webgpu), except on cpu, where what it registered
+ * are @r1flow/kernels' native ones, so they are named `native:` like wasm's.
+ */
 export const of = (backend: Backend.Info): Compute => {
-  const native = backend.name === "wasm" ? Kernels.installed() : undefined
-  const kernels = [...(backend.kernels ?? []).map((k) => `wasm:${k}`), ...(native?.kernels ?? []).map((k) => `native:${k}`)].sort()
-  const gemm = native !== undefined && native.kernels.includes("BatchMatMul")
-    ? native.blas ?? OWN_GEMM
-    : backend.name === "wasm" ? "tfjs wasm (XNNPACK)" : backend.name === "cpu" ? "tfjs cpu (JavaScript)" : "libtensorflow"
+  const native = backend.name === "wasm" || backend.name === "cpu" ? Kernels.installed(backend.name) : undefined
+  const own = backend.name === "cpu" ? [] : (backend.kernels ?? []).map((k) => `${backend.name}:${k}`)
+  const kernels = [...own, ...(native?.kernels ?? []).map((k) => `native:${k}`)].sort()
+  const gemm = native !== undefined && native.kernels.includes("BatchMatMul") ? native.blas ?? OWN_GEMM : STOCK_GEMM[backend.name]
   return { backend: backend.name, kernels, gemm }
 }
 
 /** One line: backend, GEMM and kernels. */
 export const describe = (c: Compute): string => {
   const native = c.kernels.filter((k) => k.startsWith("native:")).length
-  return `backend ${c.backend}, GEMM ${c.gemm}, ${native > 0 ? `${native} native kernels` : "native kernels off"}${c.kernels.length > native ? ` (+ ${c.kernels.length - native} wasm)` : ""}`
+  return `backend ${c.backend}, GEMM ${c.gemm}, ${native > 0 ? `${native} native kernels` : "native kernels off"}${c.kernels.length > native ? ` (+ ${c.kernels.length - native} ${c.backend})` : ""}`
 }
 
 /** How `now` differs from `was` (empty when they are the same maths). */
