@@ -39,24 +39,10 @@ export const optimizerStep = (
   micro: ReadonlyArray<MicroLoss>
 ): Effect.Effect<StepResult, Guard.NonFiniteError> =>
   Effect.gen(function*() {
-    const vars = optimizer.weights.map((w) => w.variable)
-    let acc: Array<tf.Tensor> | null = null
-    const values: Array<tf.Scalar> = []
-    for (const f of micro) {
-      const { value, grads } = tf.variableGrads(f, vars)
-      values.push(value)
-      const ordered = vars.map((v) => grads[v.name] ?? tf.zerosLike(v))
-      if (acc === null) acc = ordered
-      else {
-        const prev: Array<tf.Tensor> = acc
-        acc = prev.map((a, i) => tf.add(a, ordered[i]))
-        tf.dispose([...prev, ...ordered])
-      }
-    }
-    const grads = acc ?? vars.map((v) => tf.zerosLike(v))
+    const { grads, values } = accumulate(optimizer.weights.map((w) => w.variable), micro)
     const read = tf.tidy(() => tf.stack([...values, Optimizer.globalNorm(grads)])) // [K + 1]: L_1 … L_K, ‖g‖
     tf.dispose(values)
-    const host = yield* Read.floatsEffect(read)
+    const host = yield* Read.floatsEffect(read).pipe(Effect.onError(() => Effect.sync(() => tf.dispose(grads))))
     let loss = 0
     for (let k = 0; k < values.length; k++) loss += host[k]
     const gradNorm = host[values.length]
@@ -66,6 +52,32 @@ export const optimizerStep = (
     tf.dispose(grads)
     return { applied: ok, loss, gradNorm, learningRate }
   })
+
+/**
+ * Σ_k ∇ L_k, one running sum per weight, and the K losses. A micro-loss that throws (a heap exhausted mid-way)
+ * takes the sums and losses made so far with it, so a caller that retries smaller does not leak them.
+ */
+const accumulate = (vars: ReadonlyArray<tf.Variable>, micro: ReadonlyArray<MicroLoss>): { grads: Array<tf.Tensor>; values: Array<tf.Scalar> } => {
+  let acc: Array<tf.Tensor> | null = null
+  const values: Array<tf.Scalar> = []
+  try {
+    for (const f of micro) {
+      const { value, grads } = tf.variableGrads(f, vars as Array<tf.Variable>)
+      values.push(value)
+      const ordered = vars.map((v) => grads[v.name] ?? tf.zerosLike(v))
+      if (acc === null) acc = ordered
+      else {
+        const prev: Array<tf.Tensor> = acc
+        acc = prev.map((a, i) => tf.add(a, ordered[i]))
+        tf.dispose([...prev, ...ordered])
+      }
+    }
+  } catch (e) {
+    tf.dispose([...(acc ?? []), ...values])
+    throw e
+  }
+  return { grads: acc ?? vars.map((v) => tf.zerosLike(v)), values }
+}
 
 /** A trainer's state besides the weights, as a checkpoint stores it. */
 export interface TrainerState {
