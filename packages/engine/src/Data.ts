@@ -106,9 +106,13 @@ const buildSingle = (task: Recipe.SingleTask, seed: number, options: CorpusOptio
     }
   }).pipe(Effect.mapError((e) => (e instanceof DataError ? e : wrap(task.kind)(e as { message: string }))))
 
-/** `rows` with `metadata.task` set to `name`, ids prefixed `<name>/` when `prefix`. */
+/**
+ * `rows` with `metadata.task` set to `name`, ids prefixed `<name>/` when `prefix` and not already so (countdown's
+ * own ids are `countdown/…`: a task named countdown keeps them, rather than `countdown/countdown/…`). Names are
+ * unique, so ids stay unique across the tasks either way.
+ */
 const tagged = (rows: ReadonlyArray<Task.Row>, name: string, prefix: boolean): Array<Task.Row> =>
-  rows.map((r) => ({ ...r, id: prefix ? `${name}/${r.id}` : r.id, metadata: { ...r.metadata, task: name } }))
+  rows.map((r) => ({ ...r, id: prefix && !r.id.startsWith(`${name}/`) ? `${name}/${r.id}` : r.id, metadata: { ...r.metadata, task: name } }))
 
 /** Each task's share of a corpus of `count` (see the module doc); loaded tasks, which have no corpus, get 0. */
 export const corpusShares = (tasks: ReadonlyArray<Recipe.NamedTask>, count: number): Array<number> => {

@@ -91,6 +91,10 @@ describe("data: a mixture's rows", () => {
     // 10 · 3/4 = 7.5 → 7, 10 · 1/4 = 2.5 → 2, the one left over to the first.
     expect(Data.corpusShares(Recipe.tasksOf(task), 10)).toEqual([8, 2])
     expect(data.corpus).toHaveLength(10)
+    // A task named as its rows' own id prefix keeps their ids: `countdown/…`, not `countdown/countdown/…`.
+    const named = await run(Data.build(await decodeTask(mixture([{ name: "arith", task: arith }, { name: "countdown", task: countdown }])), 5, { corpusSize: 0 }))
+    expect(named.test.filter((r) => r.metadata.task === "countdown").map((r) => r.id)).toEqual(c.map((r) => r.id))
+    expect(c.every((r) => r.id.startsWith("countdown/"))).toBe(true)
     const single = await run(Data.build(await decodeTask(arith), 5, { corpusSize: 0 }))
     expect(single.test.map((r) => [r.id, r.question, r.metadata])).toEqual(a.map((r) => [r.id, r.question, { ...r.metadata, task: "arithmetic" }]))
   })
