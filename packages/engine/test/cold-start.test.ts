@@ -72,6 +72,30 @@ describe("sft source cold-start", () => {
     expect(Buffer.compare(setOf(a.dir.root), setOf(b.dir.root))).toBe(0)
   }, 300_000)
 
+  it("takes a mixture's tasks at their weights, not its first task's rows (a mixture stores its train rows task after task)", async () => {
+    const file = writeRecipe(tempDir("cold-start-mix"), testRecipe({
+      name: "cold-start-mix",
+      task: {
+        kind: "mixture",
+        tasks: [
+          { name: "arith", weight: 1, task: arithmetic(40, 2, ["+", "-"]) },
+          { name: "countdown", weight: 1, task: { kind: "countdown", numbers: 3, maxTarget: 30, train: 40, test: 2 } }
+        ]
+      },
+      corpus: { count: 16 },
+      tokenizer: { ...tokenizer, splitDigits: true },
+      model: { ...model, maxSeqLen: 768 },
+      stages: [{ ...coldStart(1), config: { ...coldStart(1).config, source: { kind: "cold-start", limit: 20 } } }]
+    }))
+    const result = await run(Run.run(file, { overrides: [], log: () => {} }))
+    const prompts = Array.from(tableFromIPC(setOf(result.dir.root)).getChild("prompt")!, (p) => String(p))
+    const countdowns = prompts.filter((p) => p.startsWith("Using the numbers")).length
+    expect(prompts.length).toBe(20)
+    // a seeded draw of 20 at weights 1:1 (the rows stored first, all 20 would be arithmetic)
+    expect(countdowns).toBeGreaterThanOrEqual(5)
+    expect(countdowns).toBeLessThanOrEqual(15)
+  }, 300_000)
+
   it("fails naming the task and the reason when no train row has a generator", async () => {
     const root = tempDir("cold-start-jsonl")
     const rows = Array.from({ length: 4 }, (_, i) => JSON.stringify({ q: `Name prime number ${i}.`, a: "7" })).join("\n")

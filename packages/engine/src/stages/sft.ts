@@ -7,7 +7,7 @@
  * columns (`source: file`).
  */
 import { Columns, Stage } from "@r1flow/core"
-import { ColdStart } from "@r1flow/datasets"
+import { ColdStart, type Task } from "@r1flow/datasets"
 import { Optimizer, Sft } from "@r1flow/grpo"
 import { Template } from "@r1flow/tokenizer"
 import { tableFromIPC } from "apache-arrow"
@@ -57,7 +57,24 @@ const completionIds = (ctx: RunContext, completion: string): Int32Array => {
 }
 
 /**
- * The cold-start set of the run's train rows, tokenized like the corpus and written to
+ * The run's train rows in the order a mixture draws them by weight (`Prompts.taskSampler`, distinct rows
+ * kept at their first draw), so a cold-start `limit` takes each task at its share: the train rows are
+ * stored task after task, and their head is the first task's alone.
+ */
+const drawOrder = (ctx: RunContext, label: string): ReadonlyArray<Task.Row> => {
+  const rows = ctx.data.train
+  const draw = Prompts.taskSampler(ctx.recipe.task, rows, ctx.recipe.seed, `${label}/cold-start`)
+  const seen = new Set<Task.Row>()
+  // a task of small weight is drawn rarely; past the cap its undrawn rows follow in stored order
+  for (let c = 0; c < 8 * rows.length && seen.size < rows.length; c += rows.length) {
+    for (const row of draw(c, rows.length)) seen.add(row)
+  }
+  for (const row of rows) seen.add(row)
+  return [...seen]
+}
+
+/**
+ * The cold-start set of the run's train rows (drawn by task weight), tokenized like the corpus and written to
  * `sft/<label>.arrow` (`RejectionSampling.SftSet`, so `source: set` can reuse it). Completions leave
  * out what the prompt template opens (`<think>` when it ends the prompt inside the reasoning).
  */
@@ -67,7 +84,7 @@ const coldStart = (ctx: RunContext, label: string, limit: number | undefined, wo
       try: () => Template.promptPrefix(ctx.tokenizer, ctx.recipe.template ?? "r1-zero"),
       catch: (e) => new StageRunError({ stage: label, message: `the prompt template: ${(e as Error).message}` })
     })
-    const set = ColdStart.build(ctx.data.train, { seed: ctx.recipe.seed, completionPrefix, limit, work })
+    const set = ColdStart.build(drawOrder(ctx, label), { seed: ctx.recipe.seed, completionPrefix, limit, work })
     const skipped = set.skipped.map((s) => `${s.count} ${s.task} (${s.reason})`).join("; ")
     if (skipped !== "") ctx.log(`[${label}] cold start: skipped ${skipped}`)
     if (set.examples.length === 0) {
