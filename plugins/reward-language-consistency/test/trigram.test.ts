@@ -38,6 +38,20 @@ describe("trigram mode", () => {
     expect(await score([english, french, german, spanish].map(think), { language: "de" })).toEqual([0, 0, 1, 0])
   })
 
+  it("an English chain's reflections count as English where franc-min alone places them in Dutch or French by a small margin", async () => {
+    // franc-min scores English at 0.82, 0.82 and 0.98 of its best for these (MARGIN); "Wait, let me double-check that." (0.40) stays French
+    const reflections = ["Hmm, before I answer, let me verify it.", "Let me verify before answering.", "Let me check it another way."]
+    expect(reflections.map((r) => Trigram.identify(r.replace(/[^A-Za-z ]/g, " ")))).toEqual(["nld", "nld", "fra"])
+    const chain = [
+      "We want the value of 36 + 6.", "Column by column from the ones, carrying:", "36+6: 6+6=12 c1, 3+1=4 -> 42.", "So 36 + 6 = 42.",
+      ...reflections, "If the sum is right, taking 6 away from 42 gives back 36: 42-6: 12-6=6 b1, 4-1=3 -> 36.", "That is 36, the first number.", "So the answer is 42."
+    ].join("\n")
+    expect(Trigram.consistency(chain, "en")).toBe(1)
+    // the same reflections inside a French chain are not rescued: the chain is French
+    const french = ["Nous voulons la valeur de trente-six plus six, colonne par colonne.", ...reflections, "Donc la réponse est quarante-deux, et je vérifie encore une fois."].join("\n")
+    expect(Trigram.consistency(french, "en")).toBeLessThan(0.5)
+  })
+
   it("a mixed chain scores its English words' share; short segments count by script", async () => {
     // 10 English words, 9 + 5 French; "Wait" (1 word) and "Yes it does" (3) are too short to judge: they count.
     const mixed = "First I need to find how many apples are left. Elle avait douze pommes et en a donné cinq. Donc il en reste sept."
