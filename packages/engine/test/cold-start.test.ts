@@ -30,10 +30,10 @@ const recipeFile = (prefix: string, seed: number, stages: ReadonlyArray<unknown>
     stages
   }))
 
-const coldStart = (steps: number) => ({
+const coldStart = (steps: number, limit = LIMIT) => ({
   stage: "sft",
   name: "cold",
-  config: { source: { kind: "cold-start", limit: LIMIT }, steps, batchSize: 4, optimizer: { learningRate: 0.01 }, logEvery: 1 }
+  config: { source: { kind: "cold-start", limit }, steps, batchSize: 4, optimizer: { learningRate: 0.01 }, logEvery: 1 }
 })
 
 const setOf = (root: string) => readFileSync(join(root, "sft", "cold.arrow"))
@@ -85,7 +85,7 @@ describe("sft source cold-start", () => {
       corpus: { count: 16 },
       tokenizer: { ...tokenizer, splitDigits: true },
       model: { ...model, maxSeqLen: 768 },
-      stages: [{ ...coldStart(1), config: { ...coldStart(1).config, source: { kind: "cold-start", limit: 20 } } }]
+      stages: [coldStart(1, 20)]
     }))
     const result = await run(Run.run(file, { overrides: [], log: () => {} }))
     const prompts = Array.from(tableFromIPC(setOf(result.dir.root)).getChild("prompt")!, (p) => String(p))

@@ -8,18 +8,18 @@
  *          = w_T(s) · [franc(words_T(s)) = T
  *                      or (franc(words_T(chain)) = T and score_T(s) ≥ MARGIN)]  otherwise
  *
- * where score_T(s) is franc-min's score of T for the segment relative to its best language (1 for the
- * best). The second clause is a departure: franc-min alone misplaces common English sentences of 5-9
- * words ("Wait, let me double-check that." → fra, "Let me verify before answering." → nld), so a
- * consistent English chain of the built-in cold-start set scored about 0.75 and rejection sampling's
- * 0.9 threshold dropped it as mixed-language. The whole chain, hundreds of words, is identified
- * reliably, and where it is the target a sentence the target nearly wins counts for it (see MARGIN).
- *
  * where w(s) counts all words of segment s, w_T(s) those in a script of the target language T
  * (`Scripts.LANGUAGES`), and words_T(s) is those words alone, so a Han word inside an English sentence
  * never counts as English and never sways the identification. Words are `Scripts.words`: digits,
  * punctuation and symbols are not words, so "3 + 4 = 7, carry the 1" has two words. NaN when the
  * chain has no words.
+ *
+ * score_T(s) is franc-min's score of T for the segment relative to its best language (1 for the
+ * best). The second clause is a departure: franc-min alone misplaces common English sentences of 5-9
+ * words ("Wait, let me double-check that." → fra, "Let me verify before answering." → nld), so a
+ * consistent English chain of the built-in cold-start set scored about 0.75 and rejection sampling's
+ * 0.9 threshold dropped it as mixed-language. The whole chain, hundreds of words, is identified
+ * reliably, and where it is the target a sentence the target nearly wins counts for it (see MARGIN).
  *
  * Segments with fewer than MIN_WORDS target-script words fall back to the script proxy: on the
  * labelled sentences of `test/LabelledSet.ts` franc-min tells English from not-English in 100 % of
@@ -66,15 +66,21 @@ export const segments = (text: string): Array<string> => text.split(SEGMENT_END)
 /** franc-min's language for `text` (ISO 639-3, or `und` when it has no letters it knows). */
 export const identify = (text: string): string => franc(text, { minLength: 1 })
 
-/** One segment's words: all of them, and those in the target's scripts that count for it. */
-const segmentHits = (segment: string, language: Language, inLanguage: (words: string) => boolean): { readonly words: number; readonly hits: number } => {
-  const scripts: ReadonlyArray<Scripts.Script> = Scripts.LANGUAGES[language]
+/** `text`'s word count, and its words in one of `scripts` (those that count for the target). */
+const wordsIn = (text: string, scripts: ReadonlyArray<Scripts.Script>): { readonly words: number; readonly target: Array<string> } => {
   const target: Array<string> = []
   let words = 0
-  for (const [script, word] of Scripts.words(segment)) {
+  for (const [script, word] of Scripts.words(text)) {
     words++
     if (scripts.includes(script)) target.push(word)
   }
+  return { words, target }
+}
+
+/** One segment's words: all of them, and those in the target's scripts that count for it. */
+const segmentHits = (segment: string, language: Language, inLanguage: (words: string) => boolean): { readonly words: number; readonly hits: number } => {
+  const scripts: ReadonlyArray<Scripts.Script> = Scripts.LANGUAGES[language]
+  const { words, target } = wordsIn(segment, scripts)
   const judged = target.length >= MIN_WORDS && scripts.some((s) => TRIGRAM_SCRIPTS.includes(s))
   const hits = !judged || inLanguage(target.join(" ")) ? target.length : 0
   return { words, hits }
@@ -92,17 +98,18 @@ const segmentHits = (segment: string, language: Language, inLanguage: (words: st
 export const MARGIN = 0.75
 
 /** Whether `text` (a segment's target-script words) is in `code`, given whether the whole chain is (see MARGIN). */
-const segmentIs = (text: string, code: string, chainIs: boolean): boolean => {
+const segmentIs = (text: string, code: string, chainIs: () => boolean): boolean => {
   const scores = francAll(text, { minLength: 1 })
   if (scores[0]?.[0] === code) return true
-  return chainIs && (scores.find(([c]) => c === code)?.[1] ?? 0) >= MARGIN
+  return (scores.find(([c]) => c === code)?.[1] ?? 0) >= MARGIN && chainIs()
 }
 
 /** The share of `text`'s words in segments identified as `language` (see the module doc); NaN when it has no words. */
 export const consistency = (text: string, language: Language): number => {
   const code = CODES[language]
-  const scripts: ReadonlyArray<Scripts.Script> = Scripts.LANGUAGES[language]
-  const chainIs = identify([...Scripts.words(text)].filter(([s]) => scripts.includes(s)).map(([, w]) => w).join(" ")) === code
+  // the whole chain is identified only when a segment the target nearly wins needs it
+  let chain: boolean | undefined
+  const chainIs = () => (chain ??= identify(wordsIn(text, Scripts.LANGUAGES[language]).target.join(" ")) === code)
   // Degenerate outputs repeat one sentence thousands of times: each distinct one is identified once.
   const known = new Map<string, boolean>()
   const inLanguage = (words: string): boolean => {
